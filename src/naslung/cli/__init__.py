@@ -1,0 +1,1 @@
+"""Command-line interface (Typer). Heavy imports happen inside the commands."""

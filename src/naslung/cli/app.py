@@ -1,0 +1,24 @@
+"""The ``naslung`` command: a thin Typer layer over the library functions."""
+
+from __future__ import annotations
+
+import typer
+
+from naslung.cli import arch, data, demo, search, train
+
+app = typer.Typer(
+    name="naslung",
+    help="NAS-Lung: searched, trained, ensembled and explained pulmonary-nodule classifiers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(arch.app, name="arch")
+app.add_typer(data.app, name="data")
+train.register(app)
+search.register(app)
+demo.register(app)
+
+
+def main() -> None:
+    app()
