@@ -160,7 +160,9 @@ def space_violations(
     dmin, dmax = math.floor(n / 4), math.ceil(n / 2)
     for name, d in zip("LMN", spec.depths, strict=True):
         if not dmin <= d <= dmax:
-            reasons.append(f"{name}={d} breaks the stage balance floor(n/4)={dmin} <= {name} <= ceil(n/2)={dmax}")
+            reasons.append(
+                f"{name}={d} breaks the stage balance floor(n/4)={dmin} <= {name} <= ceil(n/2)={dmax}"
+            )
     return reasons
 
 

@@ -1,0 +1,123 @@
+"""Convolutional Block Attention Module (CBAM, Woo et al. 2018) as written in NAS-Lung eq. 1-3.
+
+``F' = M_c(F) * F`` then ``F'' = M_s(F') * F'`` (eq. 1), with
+
+* ``M_c(F) = sigmoid(MLP(AvgPool(F)) + MLP(MaxPool(F)))`` (eq. 2), a shared FC-ReLU-FC MLP;
+* ``M_s(F) = sigmoid(Conv([AvgPool_c(F); MaxPool_c(F)]))`` (eq. 3), pooling across channels.
+
+The order ``"spatial-first"`` swaps the two gates (the paper's Table 3 comparison). The pools are
+``mean`` / ``amax`` reductions rather than pooling layers (cheaper on small 3-D maps). The maps of the
+last forward pass are kept (detached) in ``last_channel`` and ``last_spatial`` for explanations.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from naslung.models.blocks.nd import check_dims, conv_nd
+
+#: Default MLP reduction ratio. The original CBAM uses 16, but NAS-Lung's widths are as small as 4
+#: channels, so we use 4 and never fewer than 1 hidden unit (4 channels -> 1 hidden unit).
+DEFAULT_REDUCTION = 4
+#: Default spatial-gate kernel. 7 as in the original CBAM, for every stage: with zero padding it is
+#: valid on any map size (a 4^3 stage-5 map is simply covered whole), and one size keeps the
+#: parameter count independent of the input size, which the model cannot know when it is built.
+DEFAULT_SPATIAL_KERNEL = 7
+
+ORDERS = ("channel-first", "spatial-first")
+
+
+class ChannelAttention(nn.Module):
+    """Channel gate of eq. 2: ``(B, C, *S) -> (B, C)`` weights in (0, 1).
+
+    Args:
+        channels: ``C``.
+        reduction: hidden width is ``max(1, C // reduction)``.
+    """
+
+    def __init__(self, channels: int, reduction: int = DEFAULT_REDUCTION) -> None:
+        super().__init__()
+        if reduction < 1:
+            raise ValueError(f"reduction must be >= 1, got {reduction}")
+        hidden = max(1, channels // reduction)
+        # FC-ReLU-FC, shared between the average- and the max-pooled descriptor.
+        self.mlp = nn.Sequential(
+            nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        dims = tuple(range(2, x.dim()))
+        avg = x.mean(dim=dims)
+        mx = x.amax(dim=dims)
+        return torch.sigmoid(self.mlp(avg) + self.mlp(mx))
+
+
+class SpatialAttention(nn.Module):
+    """Spatial gate of eq. 3: ``(B, C, *S) -> (B, 1, *S)`` weights in (0, 1).
+
+    The conv has a bias and no batch norm: eq. 3 is a bare conv inside the sigmoid (the original
+    CBAM code adds a BN there; the paper does not).
+    """
+
+    def __init__(self, spatial_dims: int = 3, kernel_size: int = DEFAULT_SPATIAL_KERNEL) -> None:
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"spatial kernel_size must be a positive odd integer, got {kernel_size}")
+        self.conv = conv_nd(spatial_dims)(2, 1, kernel_size, padding=kernel_size // 2, bias=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        desc = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        return torch.sigmoid(self.conv(desc))
+
+
+class CBAM(nn.Module):
+    """CBAM of eq. 1: ``(B, C, *S) -> (B, C, *S)``.
+
+    Args:
+        channels: ``C``.
+        spatial_dims: 2 or 3.
+        reduction: channel-MLP reduction ratio.
+        spatial_kernel: kernel of the spatial-gate conv.
+        order: ``"channel-first"`` (paper, eq. 1) or ``"spatial-first"`` (Table 3 variant).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        spatial_dims: int = 3,
+        reduction: int = DEFAULT_REDUCTION,
+        spatial_kernel: int = DEFAULT_SPATIAL_KERNEL,
+        order: str = "channel-first",
+    ) -> None:
+        super().__init__()
+        check_dims(spatial_dims)
+        if order not in ORDERS:
+            raise ValueError(f"unknown CBAM order {order!r}; valid: {', '.join(ORDERS)}")
+        self.order = order
+        self.channel = ChannelAttention(channels, reduction)
+        self.spatial = SpatialAttention(spatial_dims, spatial_kernel)
+        self.last_channel: Tensor | None = None
+        self.last_spatial: Tensor | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        view = (x.shape[0], x.shape[1]) + (1,) * (x.dim() - 2)
+        if self.order == "channel-first":
+            mc = self.channel(x)
+            x = x * mc.view(view)
+            ms = self.spatial(x)
+            out = x * ms
+        else:
+            ms = self.spatial(x)
+            x = x * ms
+            mc = self.channel(x)
+            out = x * mc.view(view)
+        self.last_channel = mc.detach()  # (B, C)
+        self.last_spatial = ms.detach()  # (B, 1, *S)
+        return out
+
+    def maps(self) -> dict[str, Tensor]:
+        """``{"channel": (B, C), "spatial": (B, 1, *S)}`` from the last forward (empty before any)."""
+        if self.last_channel is None or self.last_spatial is None:
+            return {}
+        return {"channel": self.last_channel, "spatial": self.last_spatial}

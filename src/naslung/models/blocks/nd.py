@@ -1,0 +1,25 @@
+"""One code path for 2-D and 3-D: pick the conv / batch-norm class by ``spatial_dims``."""
+
+from __future__ import annotations
+
+from torch import nn
+
+_CONV: dict[int, type[nn.Module]] = {2: nn.Conv2d, 3: nn.Conv3d}
+_BN: dict[int, type[nn.Module]] = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+
+
+def check_dims(spatial_dims: int) -> int:
+    """Return ``spatial_dims`` if it is 2 or 3, else raise ``ValueError``."""
+    if spatial_dims not in _CONV:
+        raise ValueError(f"spatial_dims must be one of {sorted(_CONV)}, got {spatial_dims!r}")
+    return int(spatial_dims)
+
+
+def conv_nd(spatial_dims: int) -> type[nn.Module]:
+    """``nn.Conv2d`` or ``nn.Conv3d``."""
+    return _CONV[check_dims(spatial_dims)]
+
+
+def batchnorm_nd(spatial_dims: int) -> type[nn.Module]:
+    """``nn.BatchNorm2d`` or ``nn.BatchNorm3d``."""
+    return _BN[check_dims(spatial_dims)]

@@ -1,0 +1,162 @@
+"""The one factory of the NAS-Lung family (paper section 3.1, Fig. 1): spec + options -> model.
+
+Layout for ``[c1, c2, [C3...], [C4...], [C5...]]``:
+
+* stage 1: 3^d conv-BN-ReLU, ``in_channels -> c1``; stage 2: 3^d conv-BN-ReLU, ``c1 -> c2``, then CBAM;
+* stages 3-5: residual blocks of the listed widths, then CBAM. Each stage halves the resolution.
+  We halve it with stride 2 in the first conv of the stage's first block, whose shortcut then becomes
+  a strided 1^d projection (the paper does not say how the resolution is halved; a strided conv
+  adds no layer and keeps the block of Fig. 2);
+* stage 6: global average pooling -> ``(B, F)`` embedding -> head.
+
+The input side must be divisible by 8 (three halvings).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from naslung.models.blocks.cbam import CBAM
+from naslung.models.blocks.nd import check_dims
+from naslung.models.blocks.residual import ConvBNReLU, ResidualBlock
+from naslung.models.heads.angular import AngularHead
+from naslung.models.spec import ArchSpec, coerce_spec
+
+#: attention option -> CBAM order (``None``: no attention).
+ATTENTIONS: dict[str, str | None] = {
+    "cbam": "channel-first",
+    "cbam-spatial-first": "spatial-first",
+    "none": None,
+}
+HEADS: tuple[str, ...] = ("angular", "linear")
+STAGES: tuple[str, ...] = ("stage1", "stage2", "stage3", "stage4", "stage5")
+ATTENTION_STAGES: tuple[str, ...] = ("stage2", "stage3", "stage4", "stage5")
+
+
+def _check_option(kind: str, value: str, valid: tuple[str, ...] | list[str]) -> str:
+    if value not in valid:
+        raise ValueError(f"unknown {kind} {value!r}; valid: {', '.join(valid)}")
+    return value
+
+
+class NASLungNet(nn.Module):
+    """A NAS-Lung network. ``(B, C_in, *S) -> (B, num_classes)`` logits, ``S`` divisible by 8.
+
+    Build it with :func:`build_model`. For the angular head the logits are ``|x| cos(theta_j)``.
+    """
+
+    def __init__(
+        self,
+        spec: ArchSpec | str | dict[str, Any],
+        attention: str = "cbam",
+        head: str = "angular",
+        spatial_dims: int = 3,
+        in_channels: int = 1,
+        num_classes: int = 2,
+    ) -> None:
+        super().__init__()
+        spec = coerce_spec(spec)
+        _check_option("attention", attention, list(ATTENTIONS))
+        _check_option("head", head, HEADS)
+        check_dims(spatial_dims)
+        if in_channels < 1 or num_classes < 2:
+            raise ValueError(f"need in_channels >= 1 and num_classes >= 2, got {in_channels}, {num_classes}")
+        self.spec = spec
+        self.spatial_dims = spatial_dims
+        self._config = {
+            "spec": str(spec),
+            "attention": attention,
+            "head": head,
+            "spatial_dims": spatial_dims,
+            "in_channels": in_channels,
+            "num_classes": num_classes,
+        }
+        order = ATTENTIONS[attention]
+
+        def closing(channels: int) -> list[nn.Module]:
+            return [] if order is None else [CBAM(channels, spatial_dims, order=order)]
+
+        c1, c2 = spec.stem
+        stages: dict[str, nn.Module] = {
+            "stage1": nn.Sequential(ConvBNReLU(in_channels, c1, spatial_dims)),
+            "stage2": nn.Sequential(ConvBNReLU(c1, c2, spatial_dims), *closing(c2)),
+        }
+        width = c2
+        for name, widths in zip(STAGES[2:], spec.stages, strict=True):
+            blocks: list[nn.Module] = []
+            for i, out in enumerate(widths):
+                blocks.append(ResidualBlock(width, out, spatial_dims, stride=2 if i == 0 else 1))
+                width = out
+            stages[name] = nn.Sequential(*blocks, *closing(width))
+        self.stages = nn.ModuleDict(stages)
+        self.num_features = width
+        self.head: nn.Module = (
+            AngularHead(width, num_classes) if head == "angular" else nn.Linear(width, num_classes)
+        )
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """JSON-able init arguments (spec as its notation string); see :func:`model_from_config`."""
+        return dict(self._config)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``(B, C_in, *S) -> (B, F)`` embedding after global average pooling."""
+        if x.dim() != self.spatial_dims + 2:
+            layout = "(B, C, D, H, W)" if self.spatial_dims == 3 else "(B, C, H, W)"
+            raise ValueError(f"expected a {layout} input, got shape {tuple(x.shape)}")
+        if any(s % 8 for s in x.shape[2:]):
+            raise ValueError(f"every spatial side must be divisible by 8, got {tuple(x.shape[2:])}")
+        for stage in self.stages.values():
+            x = stage(x)
+        return x.mean(dim=tuple(range(2, x.dim())))
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        """``(B, F) -> (B, num_classes)`` logits."""
+        return self.head(features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def attention_modules(self) -> dict[str, CBAM]:
+        """``{"stage2": CBAM, ...}``: the CBAM closing each stage (empty with attention ``"none"``)."""
+        out: dict[str, CBAM] = {}
+        for name in ATTENTION_STAGES:
+            last = self.stages[name][-1]
+            if isinstance(last, CBAM):
+                out[name] = last
+        return out
+
+    def attention_maps(self) -> dict[str, dict[str, Tensor]]:
+        """``{"stage2": {"channel": (B, C), "spatial": (B, 1, *S)}, ...}`` from the last forward."""
+        return {name: maps for name, m in self.attention_modules().items() if (maps := m.maps())}
+
+
+def build_model(
+    spec: ArchSpec | str | dict[str, Any],
+    attention: str = "cbam",
+    head: str = "angular",
+    spatial_dims: int = 3,
+    in_channels: int = 1,
+    num_classes: int = 2,
+) -> NASLungNet:
+    """Build a NAS-Lung network; unknown option names raise ``ValueError`` listing the valid ones."""
+    return NASLungNet(spec, attention, head, spatial_dims, in_channels, num_classes)
+
+
+def model_from_config(config: dict[str, Any]) -> NASLungNet:
+    """Rebuild a model from :attr:`NASLungNet.config` (weights are loaded separately)."""
+    known = {"spec", "attention", "head", "spatial_dims", "in_channels", "num_classes"}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ValueError(f"unknown model config keys {unknown}; valid: {', '.join(sorted(known))}")
+    if "spec" not in config:
+        raise ValueError("model config has no 'spec'")
+    return build_model(**config)
+
+
+def example_input(spatial_dims: int = 3, size: int = 32, batch_size: int = 1, in_channels: int = 1) -> Tensor:
+    """A zero input ``(B, C, *[size] * spatial_dims)`` for shape and cost probes."""
+    return torch.zeros(batch_size, in_channels, *([size] * check_dims(spatial_dims)))

@@ -1,0 +1,5 @@
+"""Classification heads."""
+
+from naslung.models.heads.angular import AngularHead
+
+__all__ = ["AngularHead"]

@@ -1,0 +1,75 @@
+"""CBAM (eq. 1-3) against a hand-written reference, both orders, 2-D and 3-D."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from naslung.models.blocks import CBAM
+
+
+def _reference(block: CBAM, x: torch.Tensor, order: str) -> torch.Tensor:
+    """Eq. 1-3 spelled out with explicit pooling layers and weight matrices."""
+    lin1, lin2 = block.channel.mlp[0], block.channel.mlp[2]
+    conv = block.spatial.conv
+    dims = x.dim() - 2
+    pool_avg = F.adaptive_avg_pool3d if dims == 3 else F.adaptive_avg_pool2d
+    pool_max = F.adaptive_max_pool3d if dims == 3 else F.adaptive_max_pool2d
+    conv_fn = F.conv3d if dims == 3 else F.conv2d
+
+    def mlp(v: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(v @ lin1.weight.t() + lin1.bias)
+        return h @ lin2.weight.t() + lin2.bias
+
+    def m_c(f: torch.Tensor) -> torch.Tensor:  # eq. 2
+        avg = pool_avg(f, 1).flatten(1)
+        mx = pool_max(f, 1).flatten(1)
+        return torch.sigmoid(mlp(avg) + mlp(mx)).view(*f.shape[:2], *([1] * dims))
+
+    def m_s(f: torch.Tensor) -> torch.Tensor:  # eq. 3
+        desc = torch.stack([f.mean(1), f.max(1).values], dim=1)
+        return torch.sigmoid(conv_fn(desc, conv.weight, conv.bias, padding=conv.padding))
+
+    if order == "channel-first":  # eq. 1
+        f1 = m_c(x) * x
+        return m_s(f1) * f1
+    f1 = m_s(x) * x
+    return m_c(f1) * f1
+
+
+@pytest.mark.parametrize("order", ["channel-first", "spatial-first"])
+@pytest.mark.parametrize("dims", [2, 3])
+def test_cbam_matches_reference(order: str, dims: int):
+    torch.manual_seed(0)
+    block = CBAM(8, spatial_dims=dims, order=order)
+    x = torch.randn(2, 8, *([6] * dims))
+    out = block(x)
+    assert out.shape == x.shape
+    assert torch.allclose(out, _reference(block, x, order), atol=1e-6)
+    maps = block.maps()
+    assert maps["channel"].shape == (2, 8)
+    assert maps["spatial"].shape == (2, 1, *([6] * dims))
+    assert ((maps["spatial"] > 0) & (maps["spatial"] < 1)).all()
+
+
+def test_orders_differ_and_hidden_width_floor():
+    torch.manual_seed(1)
+    a = CBAM(4, order="channel-first")
+    b = CBAM(4, order="spatial-first")
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(1, 4, 5, 5, 5)
+    assert not torch.allclose(a(x), b(x))
+    assert a.channel.mlp[0].out_features == 1  # 4 // 4
+    assert CBAM(2).channel.mlp[0].out_features == 1  # floor of one hidden unit
+    assert CBAM(64).channel.mlp[0].out_features == 16
+
+
+def test_cbam_bad_arguments():
+    with pytest.raises(ValueError, match="channel-first, spatial-first"):
+        CBAM(4, order="both")
+    with pytest.raises(ValueError, match="spatial_dims"):
+        CBAM(4, spatial_dims=1)
+    with pytest.raises(ValueError, match="odd"):
+        CBAM(4, spatial_kernel=4)
+    assert CBAM(4).maps() == {}
