@@ -77,7 +77,8 @@ def test_gradients_reach_every_parameter(attention: str, head: str, dims: int):
 
 
 @pytest.mark.parametrize(
-    ("attention", "order"), [("cbam", "channel-first"), ("cbam-spatial-first", "spatial-first"), ("none", None)]
+    ("attention", "order"),
+    [("cbam", "channel-first"), ("cbam-spatial-first", "spatial-first"), ("none", None)],
 )
 def test_attention_option_reaches_every_stage(attention: str, order: str | None):
     model = build_model(MID, attention=attention, spatial_dims=2)
