@@ -1,7 +1,121 @@
-"""`naslung arch ...` commands."""
+"""`naslung arch ...`: inspect an architecture (cost, latency) and check it against the search space."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import typer
 
-app = typer.Typer(help="arch commands", no_args_is_help=True)
+app = typer.Typer(
+    help="Inspect NAS-Lung architectures: cost, latency, search-space membership.", no_args_is_help=True
+)
+
+
+def _parse_spec(text: str) -> Any:
+    from naslung.models.spec import ArchSpec
+
+    try:
+        return ArchSpec.parse(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="SPEC") from None
+
+
+@app.command("info")
+def info(
+    spec: str = typer.Argument(..., help='Architecture, e.g. "[4,4,[4,4],[4,8],[8,8]]".'),
+    dims: int = typer.Option(3, "--dims", help="Spatial dimensions: 3 (volumes) or 2 (slices)."),
+    attention: str = typer.Option("cbam", help="cbam | cbam-spatial-first | none."),
+    head: str = typer.Option("angular", help="angular | linear."),
+    size: int = typer.Option(32, help="Input side (divisible by 8)."),
+    threads: int | None = typer.Option(None, help="CPU threads for the timing (default: torch's current)."),
+    device: str = typer.Option("cpu", help="cpu | cuda."),
+    repeats: int = typer.Option(20, help="Timed runs per latency figure (after warm-up)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Measure again instead of reading the cache."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+) -> None:
+    """Parameters, MACs, activation bytes, batch-1 latency and batch-32 throughput of SPEC."""
+    from naslung.models.cost import measure_latency, profile
+    from naslung.models.factory import build_model
+    from naslung.models.spec import space_violations
+
+    arch = _parse_spec(spec)
+    if size < 8 or size % 8:
+        raise typer.BadParameter(
+            f"the input side must be a positive multiple of 8, got {size}", param_hint="--size"
+        )
+    try:
+        model = build_model(arch, attention=attention, head=head, spatial_dims=dims)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    cost = profile(model, (1, 1, *([size] * dims)))
+    options = {
+        "attention": attention,
+        "head": head,
+        "spatial_dims": dims,
+        "input_size": size,
+        "device": device,
+    }
+    timing = {"threads": threads, "repeats": repeats, "use_cache": not no_cache}
+    try:
+        b1 = measure_latency(arch, batch_size=1, **options, **timing)
+        b32 = measure_latency(arch, batch_size=32, **options, **timing)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    violations = space_violations(arch)
+    record = {
+        "spec": str(arch),
+        **{k: v for k, v in options.items()},
+        "params": cost["params"],
+        "macs": cost["macs"],
+        "activation_bytes": cost["activation_bytes"],
+        "latency_ms_b1": b1["median_ms"],
+        "throughput_per_s": b32["throughput_per_s"],
+        "latency_ms_b32": b32["median_ms"],
+        "threads": b1["key"]["threads"],
+        "device_name": b1["key"]["device"],
+        "torch": b1["key"]["torch"],
+        "in_search_space": not violations,
+        "space_violations": violations,
+    }
+    if as_json:
+        typer.echo(json.dumps(record))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{arch}  ({dims}-D, {attention}, {head} head, input {size})", show_header=False)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("parameters", f"{cost['params']:,}")
+    table.add_row("MACs (batch 1)", f"{cost['macs']:,}")
+    table.add_row("conv activations (batch 1)", f"{cost['activation_bytes'] / 2**20:.2f} MiB")
+    table.add_row("latency, batch 1 (median)", f"{b1['median_ms']:.2f} ms")
+    table.add_row("throughput, batch 32", f"{b32['throughput_per_s']:.1f} samples/s")
+    table.add_row("device", f"{record['device_name']}, {record['threads']} threads, torch {record['torch']}")
+    table.add_row("in search space (eq. 5-6)", "yes" if not violations else "no: " + "; ".join(violations))
+    Console().print(table)
+
+
+@app.command("check")
+def check(
+    spec: str = typer.Argument(..., help="Architecture in the paper's notation."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Say whether SPEC lies in the search space of eq. 5-6, and why not. Exit code 1 when it does not."""
+    from naslung.models.spec import space_violations
+
+    arch = _parse_spec(spec)
+    violations = space_violations(arch)
+    if as_json:
+        typer.echo(
+            json.dumps({"spec": str(arch), "in_search_space": not violations, "violations": violations})
+        )
+    elif violations:
+        typer.echo(f"{arch} is outside the search space:")
+        for reason in violations:
+            typer.echo(f"  - {reason}")
+    else:
+        typer.echo(f"{arch} is in the search space (depths L,M,N = {arch.depths}).")
+    if violations:
+        raise typer.Exit(code=1)

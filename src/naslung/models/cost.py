@@ -1,0 +1,232 @@
+"""Cost of a model: parameters, multiply-accumulates, activation bytes, and measured latency.
+
+What :func:`count_macs` counts: the multiply-accumulates of every convolution (``C_in/groups * k^d``
+per output element), every ``nn.Linear`` and the angular head (``in_features`` per output element).
+That includes the CBAM channel MLP and spatial conv, which are layers. Excluded: batch norm,
+activations, pooling/mean/amax reductions, the CBAM elementwise gates and biases; on these small
+networks they are memory traffic rather than arithmetic, which :func:`activation_bytes` tracks.
+
+Latency (DESIGN section 2: never one un-warmed timing) is the median of repeated, warmed-up forward
+passes under ``torch.inference_mode``, cached per (spec, options, input size, batch, device name,
+threads, torch version) in ``naslung.paths.cache_dir("latency")``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from naslung.atomic import write_json_atomic
+from naslung.models.heads.angular import AngularHead
+from naslung.models.spec import ArchSpec, coerce_spec
+
+LATENCY_SCHEMA = "naslung-latency/1"
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameter elements (shared parameters counted once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _layer_macs(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> int:
+    if isinstance(module, nn.modules.conv._ConvNd):
+        k = 1
+        for s in module.kernel_size:
+            k *= s
+        return output.numel() * (module.in_channels // module.groups) * k
+    if isinstance(module, (nn.Linear, AngularHead)):
+        return output.numel() * inputs[0].shape[-1]
+    return 0
+
+
+def profile(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
+    """``{"params", "macs", "activation_bytes"}`` from one eval-mode forward of zeros.
+
+    Args:
+        input_shape: full input shape including the batch, e.g. ``(1, 1, 32, 32, 32)``; MACs and
+            bytes are totals for that batch. The model's train/eval mode is restored afterwards.
+    """
+    shape = tuple(int(s) for s in input_shape)
+    dims = getattr(model, "spatial_dims", None)
+    if dims is not None and len(shape) != dims + 2:
+        raise ValueError(f"input_shape must be (B, C, {'D, ' if dims == 3 else ''}H, W), got {shape}")
+    totals = {"macs": 0, "activation_bytes": 0}
+
+    def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        totals["macs"] += _layer_macs(module, inputs, output)
+        if isinstance(module, nn.modules.conv._ConvNd):
+            totals["activation_bytes"] += output.numel() * output.element_size()
+
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear, AngularHead))
+    ]
+    was_training = model.training
+    param = next(model.parameters(), None)
+    x = torch.zeros(shape, device=param.device if param is not None else "cpu")
+    try:
+        model.eval()
+        with torch.inference_mode():
+            model(x)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return {"params": count_parameters(model), **totals}
+
+
+def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """Conv + linear multiply-accumulates for one forward of ``input_shape`` (batch included)."""
+    return profile(model, input_shape)["macs"]
+
+
+def activation_bytes(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """Sum of the byte sizes of every conv layer's output for ``input_shape`` (batch included)."""
+    return profile(model, input_shape)["activation_bytes"]
+
+
+# ---------------------------------------------------------------------------------------------- latency
+def device_name(device: str | torch.device) -> str:
+    """A readable name of the device that runs the timing: the GPU model or the CPU model."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def time_forward(model: nn.Module, x: Tensor, warmup: int = 5, repeats: int = 20) -> dict[str, float | int]:
+    """Warm up, then time ``repeats`` forward passes of ``x`` (model and ``x`` on the same device).
+
+    Returns ``median_ms`` (the figure to use), ``mean_ms``, ``min_ms``, ``max_ms``, ``p90_ms``.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    cuda = x.device.type == "cuda"
+    times: list[float] = []
+    model.eval()
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            if cuda:
+                torch.cuda.synchronize(x.device)
+            t0 = time.perf_counter()
+            model(x)
+            if cuda:
+                torch.cuda.synchronize(x.device)
+            if i >= warmup:
+                times.append((time.perf_counter() - t0) * 1000.0)
+    ordered = sorted(times)
+    return {
+        "median_ms": statistics.median(times),
+        "mean_ms": statistics.fmean(times),
+        "min_ms": ordered[0],
+        "max_ms": ordered[-1],
+        "p90_ms": ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))],
+    }
+
+
+def latency_key(
+    spec: ArchSpec | str,
+    attention: str,
+    head: str,
+    spatial_dims: int,
+    input_size: int,
+    batch_size: int,
+    device: str | torch.device,
+    threads: int,
+) -> dict[str, Any]:
+    """The cache key of a latency measurement."""
+    return {
+        "spec": str(coerce_spec(spec)),
+        "attention": attention,
+        "head": head,
+        "spatial_dims": int(spatial_dims),
+        "input_size": int(input_size),
+        "batch_size": int(batch_size),
+        "device": device_name(device),
+        "threads": int(threads),
+        "torch": torch.__version__,
+    }
+
+
+def _cache_file(key: dict[str, Any]) -> Path:
+    from naslung.paths import cache_dir
+
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    # One small file per key: parallel search workers never overwrite each other's entries.
+    return cache_dir("latency") / f"{digest}.json"
+
+
+def measure_latency(
+    spec: ArchSpec | str,
+    attention: str = "cbam",
+    head: str = "angular",
+    spatial_dims: int = 3,
+    input_size: int = 32,
+    device: str = "cpu",
+    threads: int | None = None,
+    batch_size: int = 1,
+    warmup: int = 5,
+    repeats: int = 20,
+    use_cache: bool = True,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Median forward latency of a freshly built model on ``device``, cached.
+
+    ``threads`` sets ``torch.set_num_threads`` for the timing and restores it afterwards (``None``:
+    the current setting, which is recorded). Returns the :func:`time_forward` figures plus
+    ``per_sample_ms``, ``throughput_per_s`` (samples/s at this batch size), ``warmup``, ``repeats``,
+    ``key`` and ``cached`` (True when read from the cache).
+    """
+    from naslung.models.factory import build_model
+
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available")
+    if batch_size < 1 or input_size < 8:
+        raise ValueError(f"need batch_size >= 1 and input_size >= 8, got {batch_size}, {input_size}")
+    previous = torch.get_num_threads()
+    n_threads = previous if threads is None else int(threads)
+    key = latency_key(spec, attention, head, spatial_dims, input_size, batch_size, dev, n_threads)
+    path = _cache_file(key)
+    if use_cache and path.exists():
+        try:
+            record = json.loads(path.read_text())
+            if record.get("schema") == LATENCY_SCHEMA and record.get("key") == key:
+                return {**record["result"], "key": key, "cached": True}
+        except (OSError, json.JSONDecodeError):
+            pass  # a damaged entry is measured again and overwritten
+    try:
+        torch.set_num_threads(n_threads)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build_model(spec, attention=attention, head=head, spatial_dims=spatial_dims).to(dev)
+            x = torch.randn(batch_size, 1, *([input_size] * spatial_dims)).to(dev)
+        timing = time_forward(model, x, warmup=warmup, repeats=repeats)
+    finally:
+        torch.set_num_threads(previous)
+    result: dict[str, Any] = {
+        **timing,
+        "per_sample_ms": timing["median_ms"] / batch_size,
+        "throughput_per_s": 1000.0 * batch_size / timing["median_ms"],
+        "warmup": warmup,
+        "repeats": repeats,
+    }
+    if use_cache:
+        write_json_atomic(path, {"schema": LATENCY_SCHEMA, "key": key, "result": result})
+    return {**result, "key": key, "cached": False}
