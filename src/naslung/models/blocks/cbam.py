@@ -18,7 +18,9 @@ from torch import Tensor, nn
 from naslung.models.blocks.nd import check_dims, conv_nd
 
 #: Default MLP reduction ratio. The original CBAM uses 16, but NAS-Lung's widths are as small as 4
-#: channels, so we use 4 and never fewer than 1 hidden unit (4 channels -> 1 hidden unit).
+#: channels, so we use 4 and never fewer than 1 hidden unit (4 channels -> 1 hidden unit). With one
+#: hidden unit the ReLU can be off for a whole batch; then only the second FC's bias learns until it
+#: switches on again. That is the paper's MLP at this width, so we keep it rather than drop the ReLU.
 DEFAULT_REDUCTION = 4
 #: Default spatial-gate kernel. 7 as in the original CBAM, for every stage: with zero padding it is
 #: valid on any map size (a 4^3 stage-5 map is simply covered whole), and one size keeps the
