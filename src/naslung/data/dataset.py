@@ -15,17 +15,25 @@ Layout (N nodules; ``S = size + 2 * margin``)::
     attrs: schema, schema_version, spatial_dims, size, margin, spacing_mm, window (lo, hi),
            rating_names, provenance (JSON: source, command, naslung version, date)
 
+Image axes are world-aligned, ``(z, y, x)`` for 3-D and ``(y, x)`` (an axial slice) for 2-D, whatever the
+scan's TransformMatrix; the nodule centre sits at the geometric centre of the array, index ``(S - 1) / 2``.
+``prepare`` adds attrs ``pad_value_hu``, ``interpolation`` and ``axes``; readers must ignore unknown attrs.
+
 Readers get float32 images scaled to [0, 1] over the window, so models never see raw HU.
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import numpy as np
+
+from naslung.data.errors import DataError
 
 SCHEMA = "naslung-crops"
 SCHEMA_VERSION = 1
@@ -74,42 +82,125 @@ _ARRAY_FIELDS = (
     "images", "labels", "fold", "seriesuid", "nodule_id", "world_center", "diameter_mm",
     "malignancy_mean", "malignancy_median", "ratings", "padded",
 )
+_ROW_FIELDS = _ARRAY_FIELDS[1:]  # everything but images: small, held in memory while streaming
+_STR_FIELDS = ("seriesuid", "nodule_id")
+_DTYPES = {
+    "labels": np.uint8, "fold": np.int8, "world_center": np.float64, "diameter_mm": np.float32,
+    "malignancy_mean": np.float32, "malignancy_median": np.float32, "ratings": np.float32, "padded": bool,
+}
+# write_dataset documents every attr but only enforces the one readers cannot do without (compatibility
+# with callers that write small synthetic datasets).
+REQUIRED_ATTRS = ("window",)
+
+
+class DatasetWriter:
+    """Stream crops into a dataset file, scan by scan, so memory does not grow with the crop count.
+
+    Use as a context manager; ``append`` rows; the file appears at ``path`` atomically when the block exits
+    without an exception, and an existing file at ``path`` is untouched otherwise::
+
+        with DatasetWriter(out, crop_shape=(48, 48, 48), attrs=attrs) as w:
+            w.append(images, labels=..., fold=..., ...)
+    """
+
+    def __init__(self, path: str | Path, crop_shape: tuple[int, ...], attrs: dict[str, Any]) -> None:
+        missing = [k for k in REQUIRED_ATTRS if k not in attrs]
+        if missing:
+            raise ValueError(f"{path}: cannot write dataset, missing attrs {missing}")
+        self.path = Path(path)
+        self.crop_shape = tuple(int(s) for s in crop_shape)
+        self.attrs = {"spatial_dims": len(self.crop_shape), **attrs}
+        self._rows: dict[str, list[np.ndarray]] = {name: [] for name in _ROW_FIELDS}
+        self._stack = ExitStack()
+        self._images: Any = None
+        self.n = 0
+
+    def __enter__(self) -> DatasetWriter:
+        import h5py
+
+        from naslung.atomic import atomic_path
+
+        tmp = self._stack.enter_context(atomic_path(self.path))
+        self._h5 = self._stack.enter_context(h5py.File(tmp, "w"))
+        # One chunk per crop: random access for training, gzip level 1 is fast and halves the size.
+        self._images = self._h5.create_dataset(
+            "images", shape=(0, *self.crop_shape), maxshape=(None, *self.crop_shape), dtype=np.int16,
+            chunks=(1, *self.crop_shape), compression="gzip", compression_opts=1)
+        return self
+
+    def append(self, images: np.ndarray, **rows: Any) -> None:
+        """Append crops ``(n, *crop_shape)`` in HU and their per-row fields (every schema array)."""
+        images = np.asarray(images)
+        if images.shape[1:] != self.crop_shape:
+            raise ValueError(f"{self.path}: crops of shape {images.shape[1:]}, expected {self.crop_shape}")
+        missing = [f for f in _ROW_FIELDS if f not in rows]
+        if missing:
+            raise ValueError(f"{self.path}: cannot write dataset, missing arrays {missing}")
+        n = len(images)
+        for name in _ROW_FIELDS:
+            if len(rows[name]) != n:
+                raise ValueError(f"{self.path}: array {name!r} has {len(rows[name])} rows, images has {n}")
+        if n == 0:
+            return
+        self._images.resize(self.n + n, axis=0)
+        self._images[self.n:] = np.asarray(images, dtype=np.int16)
+        for name in _ROW_FIELDS:
+            self._rows[name].append(np.asarray(rows[name]))
+        self.n += n
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            try:
+                self._finish()
+            except BaseException as err:
+                self._stack.__exit__(type(err), err, err.__traceback__)
+                raise
+        # Closes the HDF5 file, then atomic_path renames (success) or deletes (error) the temporary.
+        self._stack.__exit__(exc_type, exc, tb)
+
+    def _finish(self) -> None:
+        import h5py
+
+        n_ratings = len(self.attrs.get("rating_names", []))
+        for name in _ROW_FIELDS:
+            parts = self._rows[name]
+            if name in _STR_FIELDS:
+                data = np.concatenate(parts) if parts else np.zeros(0)
+                self._h5.create_dataset(name, data=np.asarray([str(v) for v in data], dtype=object),
+                                        dtype=h5py.string_dtype())
+                continue
+            if parts:
+                data = np.concatenate(parts).astype(_DTYPES[name])
+            else:
+                data = np.zeros({"world_center": (0, 3), "ratings": (0, n_ratings)}.get(name, (0,)),
+                                dtype=_DTYPES[name])
+            self._h5.create_dataset(name, data=data)
+        self._h5.attrs["schema"] = SCHEMA
+        self._h5.attrs["schema_version"] = SCHEMA_VERSION
+        for key, value in self.attrs.items():
+            self._h5.attrs[key] = json.dumps(value) if isinstance(value, dict | list | tuple) else value
 
 
 def write_dataset(path: str | Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> Path:
     """Write a complete dataset atomically. ``arrays`` holds every ``/`` dataset of the schema with
     ``images`` in int16 HU; ``attrs`` must include spatial_dims, size, margin, spacing_mm, window,
     rating_names and provenance (a dict)."""
-    import h5py
-
-    from naslung.atomic import atomic_path
-
     missing = [f for f in _ARRAY_FIELDS if f not in arrays]
     if missing:
         raise ValueError(f"{path}: cannot write dataset, missing arrays {missing}")
+    images = np.asarray(arrays["images"])
     n = len(arrays["labels"])
     for name in _ARRAY_FIELDS:
         if len(arrays[name]) != n:
             raise ValueError(f"{path}: array {name!r} has {len(arrays[name])} rows, labels has {n}")
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
-        for name in _ARRAY_FIELDS:
-            data = arrays[name]
-            if name in ("seriesuid", "nodule_id"):
-                h5.create_dataset(name, data=np.asarray(data, dtype=object), dtype=h5py.string_dtype())
-            elif name == "images":
-                h5.create_dataset(name, data=np.asarray(data, dtype=np.int16), chunks=True, compression="gzip",
-                                  compression_opts=1)
-            else:
-                h5.create_dataset(name, data=np.asarray(data))
-        h5.attrs["schema"] = SCHEMA
-        h5.attrs["schema_version"] = SCHEMA_VERSION
-        for key, value in attrs.items():
-            h5.attrs[key] = json.dumps(value) if isinstance(value, dict | list | tuple) else value
+    with DatasetWriter(path, images.shape[1:], attrs) as writer:
+        writer.append(images, **{name: arrays[name] for name in _ROW_FIELDS})
     return Path(path)
 
 
 def read_attrs(path: str | Path) -> dict[str, Any]:
-    """Attributes of a dataset file, JSON-decoded; validates the schema."""
+    """Attributes of a dataset file, JSON-decoded; validates the schema and its version."""
     import h5py
 
     path = Path(path)
@@ -119,12 +210,18 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
         with h5py.File(path, "r") as h5:
             attrs = {k: _decode(v) for k, v in h5.attrs.items()}
     except OSError as exc:
-        raise ValueError(f"{path}: not a readable HDF5 dataset ({exc})") from exc
+        raise DataError(f"{path}: not a readable HDF5 dataset ({exc})") from exc
     if attrs.get("schema") != SCHEMA:
-        raise ValueError(f"{path}: not a naslung crop dataset (schema={attrs.get('schema')!r})")
-    if int(attrs.get("schema_version", -1)) > SCHEMA_VERSION:
-        raise ValueError(f"{path}: schema version {attrs['schema_version']} is newer than this naslung "
-                         f"({SCHEMA_VERSION}); upgrade naslung")
+        raise DataError(f"{path}: not a naslung crop dataset (schema={attrs.get('schema')!r})")
+    try:
+        version = int(attrs["schema_version"])
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"{path}: no valid schema_version attribute") from None
+    if version > SCHEMA_VERSION:
+        raise DataError(f"{path}: schema version {version} is newer than this naslung ({SCHEMA_VERSION}); "
+                        f"upgrade naslung")
+    if version < 1:
+        raise DataError(f"{path}: unknown schema version {version}")
     return attrs
 
 
@@ -134,13 +231,71 @@ def load_dataset(path: str | Path) -> NoduleDataset:
 
     attrs = read_attrs(path)
     with h5py.File(path, "r") as h5:
+        missing = [name for name in _ARRAY_FIELDS if name not in h5]
+        if missing:
+            raise DataError(f"{path}: dataset file lacks arrays {missing}")
         arrays = {name: h5[name][()] for name in _ARRAY_FIELDS}
-    lo, hi = (float(v) for v in attrs["window"])
-    images = (arrays.pop("images").astype(np.float32) - lo) / (hi - lo)
+    arrays["images"] = to_unit_range(arrays["images"], attrs["window"])
+    for name in _STR_FIELDS:
+        arrays[name] = _strings(arrays[name])
+    return NoduleDataset(attrs=attrs, **arrays)
+
+
+def to_unit_range(images_hu: np.ndarray, window: Any) -> np.ndarray:
+    """int16 HU -> float32 in [0, 1] over ``window`` (lo, hi)."""
+    lo, hi = (float(v) for v in window)
+    images = (images_hu.astype(np.float32) - lo) / (hi - lo)
     np.clip(images, 0.0, 1.0, out=images)
-    for name in ("seriesuid", "nodule_id"):
-        arrays[name] = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in arrays[name]])
-    return NoduleDataset(images=images, attrs=attrs, **arrays)
+    return images
+
+
+def read_rows(path: str | Path, index: np.ndarray, fields: tuple[str, ...] = _ARRAY_FIELDS) -> dict[str, Any]:
+    """Selected rows of selected arrays, without loading the rest (images stay int16 HU)."""
+    import h5py
+
+    read_attrs(path)
+    index = np.sort(np.asarray(index, dtype=np.int64))
+    with h5py.File(path, "r") as h5:
+        out = {name: h5[name][index] if len(index) else h5[name][:0] for name in fields}
+    for name in _STR_FIELDS:
+        if name in out:
+            out[name] = _strings(out[name])
+    return out
+
+
+def describe_dataset(path: str | Path) -> dict[str, Any]:
+    """Counts by fold and label, totals and attrs of a dataset file, without reading the images."""
+    import h5py
+
+    attrs = read_attrs(path)
+    with h5py.File(path, "r") as h5:
+        labels = h5["labels"][()]
+        fold = h5["fold"][()]
+        padded = h5["padded"][()]
+        shape = list(h5["images"].shape)
+        n_scans = len(set(_strings(h5["seriesuid"][()])))
+    by_fold = {}
+    for k in sorted(set(fold.tolist())):
+        sel = fold == k
+        by_fold[int(k)] = {"benign": int(np.sum(labels[sel] == 0)),
+                           "malignant": int(np.sum(labels[sel] == 1)), "total": int(sel.sum())}
+    provenance = attrs.pop("provenance", {})
+    return {
+        "path": str(path),
+        "n": int(len(labels)),
+        "benign": int(np.sum(labels == 0)),
+        "malignant": int(np.sum(labels == 1)),
+        "scans": n_scans,
+        "padded": int(np.sum(padded)),
+        "image_shape": shape,
+        "by_fold": by_fold,
+        "attrs": attrs,
+        "provenance": provenance,
+    }
+
+
+def _strings(values: np.ndarray) -> np.ndarray:
+    return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in values], dtype=str)
 
 
 def _decode(value: Any) -> Any:

@@ -1,0 +1,362 @@
+"""LUNA16 on disk: subset discovery, MetaImage reading, world <-> voxel transforms, other CT formats.
+
+World coordinates are ITK/LUNA16 physical millimetres ``(x, y, z)`` (LPS). A voxel index is ``(i, j, k)``
+in ``(x, y, z)`` order; the numpy array SimpleITK returns is indexed ``[k, j, i]``. The MetaImage
+``TransformMatrix`` (ITK direction ``D``, columns = index axes) gives
+
+    world = origin + D @ (index * spacing)        index = D^-1 @ (world - origin) / spacing
+
+Some LUNA16 headers carry a flipped matrix (e.g. ``-1 0 0 0 -1 0 0 0 1``): ignoring ``D`` and reading the
+raw array puts nodules in the wrong place, so every transform here goes through ``D``.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from naslung.data.errors import DataError
+
+N_SUBSETS = 10
+SUBSET_RE = re.compile(r"^subset(\d)$")
+ANNOTATION_COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "diameter_mm")
+
+# Bytes per element of the MetaImage element types (MetaIO's table; MET_LONG is 4 bytes there).
+_MET_BYTES = {
+    "MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
+    "MET_LONG": 4, "MET_ULONG": 4, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8,
+}
+
+
+# ---------------------------------------------------------------------------------------------- geometry
+def world_to_index(world: Any, origin: Any, spacing: Any, direction: Any) -> np.ndarray:
+    """Continuous voxel index ``(..., 3)`` (x, y, z order) of world points ``(..., 3)`` in mm."""
+    world = np.asarray(world, dtype=np.float64)
+    d = np.asarray(direction, dtype=np.float64).reshape(3, 3)
+    rel = world - np.asarray(origin, dtype=np.float64)
+    # D^-1 @ rel for every point: solve instead of inverting, D is tiny and well conditioned.
+    scaled = np.linalg.solve(d, rel.reshape(-1, 3).T).T.reshape(rel.shape)
+    return scaled / np.asarray(spacing, dtype=np.float64)
+
+
+def index_to_world(index: Any, origin: Any, spacing: Any, direction: Any) -> np.ndarray:
+    """World points ``(..., 3)`` in mm of continuous voxel indices ``(..., 3)`` (x, y, z order)."""
+    index = np.asarray(index, dtype=np.float64)
+    d = np.asarray(direction, dtype=np.float64).reshape(3, 3)
+    scaled = index * np.asarray(spacing, dtype=np.float64)
+    return np.asarray(origin, dtype=np.float64) + scaled @ d.T
+
+
+@dataclass(eq=False)
+class Geometry:
+    """Where a volume sits in the world: origin, spacing and direction (x, y, z), size in voxels (x, y, z)."""
+
+    origin: np.ndarray
+    spacing: np.ndarray
+    direction: np.ndarray
+    size: tuple[int, int, int]
+
+    @classmethod
+    def from_sitk(cls, obj: Any) -> Geometry:
+        """From a ``SimpleITK.Image`` or an ``ImageFileReader`` after ``ReadImageInformation``."""
+        return cls(origin=np.array(obj.GetOrigin(), dtype=np.float64),
+                   spacing=np.array(obj.GetSpacing(), dtype=np.float64),
+                   direction=np.array(obj.GetDirection(), dtype=np.float64).reshape(3, 3),
+                   size=tuple(int(s) for s in obj.GetSize()))
+
+    def world_to_index(self, world: Any) -> np.ndarray:
+        return world_to_index(world, self.origin, self.spacing, self.direction)
+
+    def index_to_world(self, index: Any) -> np.ndarray:
+        return index_to_world(index, self.origin, self.spacing, self.direction)
+
+    def contains(self, world: Any) -> bool:
+        """True if the world point lies inside the volume (within the outer voxels' half-width)."""
+        idx = self.world_to_index(world)
+        return bool(np.all(idx >= -0.5) and np.all(idx <= np.asarray(self.size) - 0.5))
+
+    @property
+    def flipped(self) -> bool:
+        """True when the direction is not the identity (a 'flipped' LUNA16 TransformMatrix)."""
+        return not np.allclose(self.direction, np.eye(3))
+
+
+@dataclass(eq=False)
+class CTVolume:
+    """A CT volume in HU: ``array`` is ``(z, y, x)`` (int16 or float32), a view kept alive by ``image``."""
+
+    array: np.ndarray
+    geometry: Geometry
+    path: Path
+    image: Any = field(default=None, repr=False)
+
+
+# ---------------------------------------------------------------------------------------------- the tree
+@dataclass(frozen=True)
+class ScanRef:
+    """One scan of a LUNA16-layout tree: its series uid, subset (fold) and ``.mhd`` path."""
+
+    seriesuid: str
+    subset: int
+    path: Path
+
+
+@dataclass
+class ScanIndex:
+    """The scans found under a LUNA16 root, with warnings about the tree."""
+
+    root: Path
+    scans: dict[str, ScanRef]
+    warnings: list[str] = field(default_factory=list)
+    missing_from_tree: int = 0  # LUNA16 series of the official list not found (partial download)
+
+
+@functools.cache
+def load_subset_table() -> Mapping[str, int]:
+    """The official LUNA16 ``seriesuid -> subset`` table shipped with naslung (888 series)."""
+    text = resources.files("naslung.resources").joinpath("luna16_subsets.csv").read_text()
+    table: dict[str, int] = {}
+    for line in text.splitlines()[1:]:
+        if line.strip():
+            uid, subset = line.strip().split(",")
+            table[uid] = int(subset)
+    return MappingProxyType(table)
+
+
+def discover_scans(root: str | Path, extra_subsets: Mapping[str, int] | None = None) -> ScanIndex:
+    """Find ``subsetK/**/<seriesuid>.mhd`` under ``root``; the fold is K from the folder name.
+
+    The folder name wins over the shipped table (it is what the user's tree says); a disagreement or
+    a series missing from the table is a warning, a series in two folders is an error. ``extra_subsets``
+    adds series to the table (the phantom's own uids, from its manifest).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: LUNA16 directory not found")
+    subset_dirs = sorted(p for p in root.iterdir() if p.is_dir() and SUBSET_RE.match(p.name))
+    if not subset_dirs:
+        raise DataError(f"{root}: no subset0 .. subset9 folders (expected the LUNA16 layout "
+                        f"subsetK/<seriesuid>.mhd + .raw)")
+    table = {**load_subset_table(), **(extra_subsets or {})}
+    index = ScanIndex(root=root, scans={})
+    unlisted: list[Path] = []
+    moved: list[str] = []
+    for subset_dir in subset_dirs:
+        subset = int(SUBSET_RE.match(subset_dir.name).group(1))  # type: ignore[union-attr]
+        # rglob: some unzip tools nest the folder (subset0/subset0/*.mhd).
+        for mhd in sorted(subset_dir.rglob("*.mhd")):
+            uid = mhd.stem
+            if uid in index.scans:
+                raise DataError(f"{mhd}: series {uid} also found at {index.scans[uid].path}")
+            expected = table.get(uid)
+            if expected is None:
+                unlisted.append(mhd)
+            elif expected != subset:
+                moved.append(f"{mhd} (LUNA16: subset{expected})")
+            index.scans[uid] = ScanRef(uid, subset, mhd)
+    # One warning per kind, not per scan: a phantom tree has only non-LUNA16 uids.
+    if unlisted:
+        index.warnings.append(f"{root}: {len(unlisted)} series not in the LUNA16 list (e.g. {unlisted[0]}); "
+                              f"their folds come from their subset folders")
+    if moved:
+        index.warnings.append(f"{root}: {len(moved)} series in another subset folder than LUNA16's, e.g. "
+                              f"{moved[0]}; the folder wins")
+    if not index.scans:
+        raise DataError(f"{root}: subset folders hold no .mhd files")
+    index.missing_from_tree = sum(1 for uid in load_subset_table() if uid not in index.scans)
+    return index
+
+
+def find_annotations(root: str | Path) -> Path | None:
+    """``annotations.csv`` at the root or in ``CSVFILES/`` (how the LUNA16 zip unpacks), else None."""
+    for candidate in (Path(root) / "annotations.csv", Path(root) / "CSVFILES" / "annotations.csv"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_csv_checked(path: str | Path, required: Iterable[str], numeric: Iterable[str] = (),
+                     str_columns: Iterable[str] = ("seriesuid",)) -> Any:
+    """Read a CSV as a DataFrame; a missing file or column, or a non-numeric / NaN value in a ``numeric``
+    column, is a :class:`DataError` naming the file, the column and the first bad row."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: CSV file not found")
+    try:
+        df = pd.read_csv(path, dtype={c: str for c in str_columns})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({exc})") from exc
+    df.columns = [str(c).strip() for c in df.columns]
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; has {list(df.columns)}")
+    for col in numeric:
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = np.flatnonzero(values.isna().to_numpy())
+        if len(bad):
+            row = int(bad[0])
+            raise DataError(f"{path}: column {col!r} has {len(bad)} missing or non-numeric value(s), "
+                            f"first at data row {row + 1} ({df[col].iloc[row]!r})")
+        df[col] = values.astype(np.float64)
+    for col in str_columns:
+        if col in df.columns:
+            df[col] = df[col].astype(str).str.strip()
+    return df
+
+
+def read_annotations(path: str | Path) -> Any:
+    """LUNA16 ``annotations.csv`` (seriesuid, coordX, coordY, coordZ in world mm, diameter_mm)."""
+    return read_csv_checked(path, ANNOTATION_COLUMNS, numeric=ANNOTATION_COLUMNS[1:])
+
+
+# ---------------------------------------------------------------------------------------------- reading
+def _parse_metaimage_header(path: Path) -> dict[str, str]:
+    """``Key = Value`` lines of a MetaImage header, up to ElementDataFile (works for .mha too)."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    header: dict[str, str] = {}
+    for raw_line in head.split(b"\n"):
+        line = raw_line.decode("latin-1").strip()
+        if "=" not in line:
+            continue
+        key, value = (part.strip() for part in line.split("=", 1))
+        header[key] = value
+        if key == "ElementDataFile":
+            break
+    return header
+
+
+def check_metaimage(path: str | Path) -> dict[str, str]:
+    """Check a ``.mhd``/``.mha`` header and that its pixel file exists and is long enough.
+
+    SimpleITK reports a truncated ``.raw`` as "No such file or directory" on the ``.mhd``, so the size
+    check happens here, with a message that names the ``.raw`` and the byte counts.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: MetaImage header not found")
+    header = _parse_metaimage_header(path)
+    for key in ("NDims", "DimSize", "ElementType", "ElementDataFile"):
+        if key not in header:
+            raise DataError(f"{path}: not a valid MetaImage header (no {key} line)")
+    data_file = header["ElementDataFile"]
+    if data_file == "LOCAL" or data_file.startswith("LIST") or "%" in data_file:
+        return header  # pixels inline or spread over several files: leave it to SimpleITK
+    raw = path.parent / data_file
+    if not raw.is_file():
+        raise DataError(f"{raw}: pixel data file missing (named by {path.name})")
+    if header.get("CompressedData", "False").lower() == "true":
+        return header
+    try:
+        dims = [int(v) for v in header["DimSize"].split()]
+    except ValueError as exc:
+        raise DataError(f"{path}: bad DimSize {header['DimSize']!r}") from exc
+    nbytes = _MET_BYTES.get(header["ElementType"])
+    if nbytes is None:
+        return header
+    channels = int(header.get("ElementNumberOfChannels", "1"))
+    offset = max(int(header.get("HeaderSize", "0")), 0)
+    expected = int(np.prod(dims)) * nbytes * channels + offset
+    actual = raw.stat().st_size
+    if actual < expected:
+        raise DataError(f"{raw}: truncated, {actual} bytes but {path.name} needs {expected} "
+                        f"({'x'.join(map(str, dims))} {header['ElementType']})")
+    return header
+
+
+def read_geometry(path: str | Path) -> Geometry:
+    """Geometry of a ``.mhd`` from its header alone (no pixels read); checks the ``.raw`` first."""
+    import SimpleITK as sitk  # noqa: N813
+
+    path = Path(path)
+    check_metaimage(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise DataError(f"{path}: SimpleITK cannot read the header ({_first_line(exc)})") from exc
+    if reader.GetDimension() != 3:
+        raise DataError(f"{path}: expected a 3-D image, got {reader.GetDimension()}-D")
+    return Geometry.from_sitk(reader)
+
+
+def read_scan(path: str | Path) -> CTVolume:
+    """Read one LUNA16 ``.mhd`` + ``.raw`` (validated first) as a :class:`CTVolume` in HU."""
+    check_metaimage(path)
+    return _read_with_sitk(Path(path))
+
+
+def read_ct(path: str | Path, series_id: str | None = None) -> CTVolume:
+    """Read a CT volume in HU: ``.mhd``/``.mha``, ``.nii``/``.nii.gz``, ``.nrrd``, or a DICOM series folder.
+
+    A folder holding several DICOM series needs ``series_id`` (the error lists them).
+    """
+    import SimpleITK as sitk  # noqa: N813
+
+    path = Path(path)
+    if path.is_dir():
+        ids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
+        if not ids:
+            raise DataError(f"{path}: folder holds no DICOM series")
+        if series_id is None:
+            if len(ids) > 1:
+                raise DataError(f"{path}: {len(ids)} DICOM series, pick one with series_id: {ids}")
+            series_id = ids[0]
+        elif series_id not in ids:
+            raise DataError(f"{path}: no DICOM series {series_id!r}; found {ids}")
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series_id))
+        try:
+            image = reader.Execute()
+        except RuntimeError as exc:
+            raise DataError(f"{path}: cannot read DICOM series {series_id} ({_first_line(exc)})") from exc
+        return _volume_from_image(image, path)
+    if not path.exists():
+        raise DataError(f"{path}: CT file not found")
+    if path.suffix.lower() in (".mhd", ".mha"):
+        check_metaimage(path)
+    return _read_with_sitk(path)
+
+
+def _read_with_sitk(path: Path) -> CTVolume:
+    import SimpleITK as sitk  # noqa: N813
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise DataError(f"{path}: SimpleITK cannot read it ({_first_line(exc)})") from exc
+    return _volume_from_image(image, path)
+
+
+def _volume_from_image(image: Any, path: Path) -> CTVolume:
+    import SimpleITK as sitk  # noqa: N813
+
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise DataError(f"{path}: expected a scalar 3-D image, got {image.GetDimension()}-D with "
+                        f"{image.GetNumberOfComponentsPerPixel()} component(s)")
+    if image.GetPixelID() not in (sitk.sitkInt16, sitk.sitkFloat32):
+        # Other types (uint16 DICOM, float64 NIfTI, ...) become float32 so HU arithmetic is uniform.
+        image = sitk.Cast(image, sitk.sitkFloat32)
+    array = sitk.GetArrayViewFromImage(image)
+    # min/max propagate NaN and inf without a full-size temporary.
+    if array.dtype.kind == "f" and not (np.isfinite(array.min()) and np.isfinite(array.max())):
+        n_bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise DataError(f"{path}: {n_bad} NaN or infinite voxel(s); fix or mask the image first")
+    return CTVolume(array=array, geometry=Geometry.from_sitk(image), path=path, image=image)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Exception thrown", "/"))]
+    return (useful or lines or [type(exc).__name__])[0]
