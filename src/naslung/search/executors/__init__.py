@@ -1,0 +1,1 @@
+"""Executors drive a :class:`~naslung.search.runner.SearchDriver`: ``local`` (sequential) or ``ray``."""

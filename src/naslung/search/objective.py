@@ -1,0 +1,247 @@
+"""What one search trial does to one candidate: train it, time it, and return its numbers.
+
+An *evaluator* is a picklable callable ``evaluator(spec, seed) -> dict`` (Ray ships it to its workers). The
+returned dict holds:
+
+- ``metrics``: inner-validation metrics (``binary_metrics`` keys; never test metrics);
+- ``latency_ms``, ``latency_device``, ``latency_threads``: measured batch-1 latency of the trained model;
+- ``params``, ``epochs`` (trained), ``epoch`` (chosen on validation), ``train_seconds``.
+
+:class:`TrainEvaluator` trains with :func:`naslung.train.engine.fit` on the development folds only;
+:class:`SyntheticEvaluator` is a fast stand-in (accuracy monotone in width and depth, plus noise) for tests
+and for checking POP itself.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from naslung.models.spec import ArchSpec
+
+#: Test folds of the paper's protocol (section 4.1): the search never looks at them by default.
+PAPER_TEST_FOLDS: tuple[int, ...] = (1, 2, 3, 4, 5)
+
+
+class Evaluator(Protocol):
+    """Trains and times one candidate; ``measure`` times an untrained one (latency-model calibration)."""
+
+    size: int | None
+    spatial_dims: int | None
+
+    @property
+    def options(self) -> dict[str, str]: ...
+
+    def measure(self, spec: ArchSpec) -> dict[str, Any]: ...
+
+    def device_label(self) -> str: ...
+
+    def __call__(self, spec: ArchSpec, seed: int) -> dict[str, Any]: ...
+
+
+def parse_folds(text: str | None) -> tuple[int, ...]:
+    """``"1-5"``, ``"1,3,7-9"``, ``""``/``"none"`` -> sorted fold tuple (LUNA16 subsets 0-9)."""
+    if text is None or text.strip().lower() in ("", "none"):
+        return ()
+    folds: set[int] = set()
+    for part in text.replace(" ", "").split(","):
+        try:
+            if "-" in part:
+                lo, hi = (int(p) for p in part.split("-", 1))
+                folds.update(range(lo, hi + 1))
+            else:
+                folds.add(int(part))
+        except ValueError:
+            raise ValueError(f"bad fold list {text!r}: use e.g. '1-5' or '1,3,5'") from None
+    bad = sorted(f for f in folds if not 0 <= f <= 9)
+    if bad:
+        raise ValueError(f"folds {bad} are outside the LUNA16 subsets 0-9")
+    return tuple(sorted(folds))
+
+
+def development_rows(fold: np.ndarray, exclude_folds: tuple[int, ...]) -> np.ndarray:
+    """Boolean mask of the rows the search may use (not in an excluded fold)."""
+    return ~np.isin(np.asarray(fold), np.asarray(exclude_folds, dtype=np.int64))
+
+
+@dataclass
+class TrainEvaluator:
+    """Train a candidate with the training engine on the development folds and time it.
+
+    The dataset is read from ``data_path`` on first use in each process (Ray workers load it from the file
+    rather than receiving arrays through the object store).
+
+    Args:
+        data_path: crop dataset file (``naslung-crops``).
+        train: :class:`~naslung.train.config.TrainConfig` fields shared by all candidates (epochs, attention,
+            loss, select_metric, batch_size, device, num_threads, ...); ``arch`` and ``seed`` vary per trial.
+        exclude_folds: folds removed before training (default: the paper's test folds 1-5).
+        latency: options of :func:`naslung.models.cost.measure_latency` (device, threads, warmup, repeats).
+        size, spatial_dims: model input; read from the dataset attributes when ``None``.
+    """
+
+    data_path: str
+    train: dict[str, Any]
+    exclude_folds: tuple[int, ...] = PAPER_TEST_FOLDS
+    latency: dict[str, Any] = field(default_factory=dict)
+    size: int | None = None
+    spatial_dims: int | None = None
+    _dev: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.size is None or self.spatial_dims is None:
+            from naslung.data.dataset import read_attrs
+
+            attrs = read_attrs(self.data_path)
+            self.size = int(attrs["size"])
+            self.spatial_dims = int(attrs["spatial_dims"])
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_dev"] = None  # never pickle the arrays
+        return state
+
+    @property
+    def options(self) -> dict[str, str]:
+        from naslung.train.config import HEAD_FOR_LOSS
+
+        loss = self.train.get("loss", "asoftmax")
+        return {"attention": self.train.get("attention", "cbam"), "head": HEAD_FOR_LOSS[loss]}
+
+    def development_data(self) -> Any:
+        """The dataset restricted to the non-excluded folds (cached per process)."""
+        if self._dev is None:
+            from naslung.data.dataset import load_dataset
+
+            data = load_dataset(self.data_path)
+            keep = development_rows(data.fold, self.exclude_folds)
+            if keep.sum() < 4:
+                raise ValueError(
+                    f"{self.data_path}: only {int(keep.sum())} nodules outside the excluded folds "
+                    f"{list(self.exclude_folds)}; the search needs development data"
+                )
+            self._dev = data.subset(np.flatnonzero(keep))
+        return self._dev
+
+    def _latency_device(self) -> str:
+        import torch
+
+        device = str(self.latency.get("device", "cpu"))
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return device
+
+    def device_label(self) -> str:
+        """Name of the device latency is measured on (CPU or GPU model)."""
+        from naslung.models.cost import device_name
+
+        return device_name(self._latency_device())
+
+    def measure(self, spec: ArchSpec) -> dict[str, Any]:
+        """``{"latency_ms", "device", "threads"}``: warmed median batch-1 latency, cached per spec."""
+        from naslung.models.cost import device_name, measure_latency
+
+        opts = dict(self.latency)
+        opts.pop("device", None)
+        device = self._latency_device()
+        threads = opts.pop("threads", 1)
+        res = measure_latency(
+            spec,
+            spatial_dims=int(self.spatial_dims or 3),
+            input_size=int(self.size or 32),
+            device=device,
+            threads=threads,
+            **self.options,
+            **opts,
+        )
+        return {
+            "latency_ms": float(res["median_ms"]),
+            "device": device_name(device),
+            "threads": int(res["key"]["threads"]),
+        }
+
+    def __call__(self, spec: ArchSpec, seed: int) -> dict[str, Any]:
+        from naslung.train.config import TrainConfig
+        from naslung.train.engine import fit
+
+        dev = self.development_data()
+        config = TrainConfig(**{**self.train, "arch": str(spec), "seed": int(seed)})
+        t0 = time.perf_counter()
+        # test_fold=None: no test fold at all; the engine's inner validation split comes from these folds.
+        result = fit(dev, config, test_fold=None)
+        seconds = time.perf_counter() - t0
+        lat = self.measure(spec)
+        return {
+            "metrics": dict(result.val_metrics),
+            "latency_ms": lat["latency_ms"],
+            "latency_device": lat["device"],
+            "latency_threads": lat["threads"],
+            "params": int(result.params),
+            "epochs": len(result.history),
+            "epoch": int(result.epoch),
+            "train_seconds": seconds,
+        }
+
+
+@dataclass
+class SyntheticEvaluator:
+    """A fast, deterministic objective for tests: accuracy grows with width and depth, latency with MACs.
+
+    ``accuracy = 0.5 + 0.45 * (1 - exp(-capacity / scale)) + noise``, where ``capacity`` sums
+    ``stage_weight * log2(width / 2)`` over blocks (later stages weigh more), so deleting or narrowing a block
+    never raises it: monotone under the partial order when ``noise == 0``. Latency is a linear function of the
+    analytic MACs and depth, so it is monotone too but ranks architectures differently (early, high
+    resolution stages dominate it), which gives a non-trivial Pareto front.
+    """
+
+    noise: float = 0.0
+    seed: int = 0
+    scale: float = 12.0
+    size: int = 32
+    spatial_dims: int = 3
+    sleep_s: float = 0.0
+
+    def accuracy(self, spec: ArchSpec) -> float:
+        cap = sum(
+            w * math.log2(c / 2) for w, stage in zip((1.0, 1.5, 2.0), spec.stages, strict=True) for c in stage
+        )
+        acc = 0.5 + 0.45 * (1.0 - math.exp(-cap / self.scale))
+        if self.noise:
+            rng = np.random.default_rng([self.seed, *spec.block_widths, *spec.depths])
+            acc += self.noise * float(rng.standard_normal())
+        return acc
+
+    def latency_ms(self, spec: ArchSpec) -> float:
+        from naslung.search.costs import analytic_cost
+
+        cost = analytic_cost(spec, size=self.size, spatial_dims=self.spatial_dims)
+        return 0.5 + cost.macs / 2e8 + 0.05 * cost.depth
+
+    @property
+    def options(self) -> dict[str, str]:
+        return {"attention": "cbam", "head": "angular"}
+
+    def measure(self, spec: ArchSpec) -> dict[str, Any]:
+        return {"latency_ms": self.latency_ms(spec), "device": "synthetic", "threads": 1}
+
+    def device_label(self) -> str:
+        return "synthetic"
+
+    def __call__(self, spec: ArchSpec, seed: int) -> dict[str, Any]:
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+        acc = self.accuracy(spec)
+        return {
+            "metrics": {"accuracy": acc, "f1": acc},
+            "latency_ms": self.latency_ms(spec),
+            "latency_device": "synthetic",
+            "latency_threads": 1,
+            "params": None,
+            "epochs": 0,
+            "epoch": 0,
+            "train_seconds": self.sleep_s,
+        }
