@@ -1,0 +1,112 @@
+"""Cross-validation over test folds (paper section 4.1.1: mean over test folds 1-5).
+
+Each test fold is one :func:`fit` run in ``OUT/fold_<K>`` (resumable; finished folds are read back), and
+the non-deep baselines are fitted on that fold's inner training split and tested on the same fold.
+``OUT/cv.json`` and ``OUT/cv.csv`` hold per-fold rows and a mean +- std summary per method.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from naslung.atomic import write_json_atomic, write_text_atomic
+from naslung.data.dataset import NoduleDataset
+from naslung.train.baselines import BASELINES, fit_baseline
+from naslung.train.config import TrainConfig
+from naslung.train.engine import TrainResult, data_split, fit
+
+SUMMARY_METRICS = ("accuracy", "sensitivity", "specificity", "f1", "auc")
+CNN = "cnn"
+
+
+@dataclass
+class CVResult:
+    """Per-fold rows (one per method and fold) and the per-method summary."""
+
+    folds: list[int]
+    rows: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    results: list[TrainResult]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": "naslung-cv", "schema_version": 1, "folds": self.folds, "per_fold": self.rows,
+                "summary": self.summary, "seconds": self.seconds,
+                "std": "sample standard deviation over folds (ddof=1); NaN folds are skipped"}
+
+
+def run_cv(
+    dataset: NoduleDataset,
+    config: TrainConfig,
+    folds: Sequence[int],
+    out_dir: str | Path,
+    *,
+    baselines: Sequence[str] = BASELINES,
+    progress: bool = False,
+    source: str | None = None,
+) -> CVResult:
+    """Train and test ``config`` on every fold in ``folds``; baselines on the same splits beside it."""
+    out = Path(out_dir)
+    results, rows = [], []
+    for fold in folds:
+        result = fit(dataset, config, test_fold=fold, out_dir=out / f"fold_{fold}", resume=True,
+                     progress=progress, source=source)
+        results.append(result)
+        rows.append({"method": CNN, "fold": fold, "epoch": result.epoch, "params": result.params,
+                     "seconds": result.seconds, **_pick(result.test_metrics)})
+        split = data_split(dataset, config, fold)
+        fold_baselines = {}
+        for name in baselines:
+            base = fit_baseline(name, dataset, split, seed=config.seed)
+            fold_baselines[name] = base.to_dict()
+            rows.append({"method": name, "fold": fold, "epoch": None, "params": None, "seconds": None,
+                         **_pick(base.test.metrics() if base.test is not None else None)})
+        write_json_atomic(out / f"fold_{fold}" / "baselines.json", fold_baselines)
+    methods = [CNN, *baselines]
+    summary = [summarize([r for r in rows if r["method"] == m], m) for m in methods]
+    result = CVResult(folds=list(folds), rows=rows, summary=summary, results=results,
+                      seconds=float(sum(r.seconds for r in results)))
+    write_json_atomic(out / "cv.json", {**result.to_dict(), "config": config.to_dict(), "source": source})
+    write_text_atomic(out / "cv.csv", to_csv(rows, summary))
+    return result
+
+
+def summarize(rows: list[dict[str, Any]], method: str) -> dict[str, Any]:
+    """Mean and sample std (ddof=1) of each metric over the fold rows of one method, NaN-skipping."""
+    out: dict[str, Any] = {"method": method, "folds": len(rows)}
+    for key in SUMMARY_METRICS:
+        values = np.array([r[key] for r in rows], dtype=np.float64)
+        values = values[np.isfinite(values)]
+        out[f"{key}_mean"] = float(values.mean()) if values.size else math.nan
+        out[f"{key}_std"] = float(values.std(ddof=1)) if values.size > 1 else math.nan
+    params = [r["params"] for r in rows if r.get("params") is not None]
+    out["params"] = int(params[0]) if params else None
+    return out
+
+
+def to_csv(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> str:
+    """Per-fold rows then ``mean`` and ``std`` rows per method."""
+    cols = ["method", "fold", *SUMMARY_METRICS, "params", "epoch"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row)
+    for s in summary:
+        for stat in ("mean", "std"):
+            writer.writerow({"method": s["method"], "fold": stat, "params": s["params"],
+                             **{k: s[f"{k}_{stat}"] for k in SUMMARY_METRICS}})
+    return buf.getvalue()
+
+
+def _pick(metrics: dict[str, Any] | None) -> dict[str, Any]:
+    metrics = metrics or {}
+    return {k: metrics.get(k, math.nan) for k in (*SUMMARY_METRICS, "tp", "fp", "tn", "fn", "n")}

@@ -1,0 +1,474 @@
+"""Train one model on one test fold under the leak-free protocol.
+
+``fit`` (docs/CONTRACTS.md) does, in order:
+
+1. split: test fold | inner validation (whole scans, ~15 % per class of the training folds) | train;
+2. train with Adam (lr 2e-4, betas (0.5, 0.999), paper section 4.1.3) on random crops + flips;
+3. after every epoch, predict the validation split; :func:`select_epoch` picks the checkpoint from the
+   validation history alone (best F1 or accuracy, ties -> earlier epoch);
+4. once training ends, load the chosen weights and predict the test fold a single time.
+
+The test rows are not even copied out of the dataset before step 4, so neither training nor selection
+can see them. A run folder holds ``config.json``, ``epochs.jsonl``, ``last.pt``, ``best.pt``,
+``predictions.csv/.json`` and, once finished, ``result.json``. ``resume=True`` continues from ``last.pt``
+and gives the same numbers as an uninterrupted run (CPU; the global and explicit RNG states travel in
+the checkpoint).
+"""
+
+from __future__ import annotations
+
+import copy
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from naslung.atomic import append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
+from naslung.data.dataset import NoduleDataset
+from naslung.train.augment import center_crop, random_crop_flip
+from naslung.train.checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
+from naslung.train.config import TrainConfig
+from naslung.train.predictions import Predictions, read_predictions, write_predictions
+from naslung.train.selection import select_epoch
+from naslung.train.splits import Split, inner_split
+
+RESULT_SCHEMA = "naslung-train-result"
+RESULT_SCHEMA_VERSION = 1
+#: TrainConfig fields that may change when resuming (they do not change the numbers, or only extend).
+RESUME_FREE = ("epochs", "device", "num_threads", "eval_batch_size")
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`fit`.
+
+    Attributes:
+        spec: architecture string.
+        test_fold: the test fold, or None for a development-only run (search).
+        epoch: chosen epoch (1-based), picked on the validation split.
+        val_metrics: validation metrics of the chosen epoch (``binary_metrics`` keys).
+        test_metrics: test-fold metrics of the chosen epoch (None without a test fold).
+        params: trainable parameters of the model.
+        history: one record per epoch (train loss/accuracy, ``val`` metrics, lambda, seconds).
+        val, test: per-nodule predictions of the chosen checkpoint.
+        split: sizes of train / val / test.
+        seconds: wall time of the whole run (summed over resumed pieces).
+        out_dir: run folder, if any.
+        model: the chosen model on CPU in eval mode (None when read back from disk).
+    """
+
+    spec: str
+    test_fold: int | None
+    epoch: int
+    val_metrics: dict[str, Any]
+    test_metrics: dict[str, Any] | None
+    params: int
+    history: list[dict[str, Any]]
+    val: Predictions
+    test: Predictions | None
+    split: dict[str, int]
+    seconds: float
+    config: dict[str, Any] = field(default_factory=dict)
+    out_dir: Path | None = None
+    model: nn.Module | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``result.json`` payload."""
+        return {
+            "schema": RESULT_SCHEMA, "schema_version": RESULT_SCHEMA_VERSION, "spec": self.spec,
+            "test_fold": self.test_fold, "epoch": self.epoch, "epochs": len(self.history),
+            "val_metrics": self.val_metrics, "test_metrics": self.test_metrics, "params": self.params,
+            "split": self.split, "seconds": self.seconds, "config": self.config,
+        }
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> TrainResult:
+        """Read a finished run folder back (without the model)."""
+        import json
+
+        run_dir = Path(run_dir)
+        path = run_dir / "result.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{run_dir}: no result.json, the run has not finished")
+        data = json.loads(path.read_text())
+        if data.get("schema") != RESULT_SCHEMA:
+            raise ValueError(f"{path}: not a naslung training result")
+        test = read_predictions(run_dir, "test") if data["test_fold"] is not None else None
+        return cls(spec=data["spec"], test_fold=data["test_fold"], epoch=data["epoch"],
+                   val_metrics=data["val_metrics"], test_metrics=data["test_metrics"], params=data["params"],
+                   history=read_jsonl(run_dir / "epochs.jsonl"), val=read_predictions(run_dir, "val"),
+                   test=test, split=data["split"], seconds=data["seconds"], config=data.get("config", {}),
+                   out_dir=run_dir)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU raises."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+def data_split(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None) -> Split:
+    """The run's train / val / test rows; train and val never hold a test-fold row."""
+    return inner_split(dataset.labels, dataset.seriesuid, dataset.fold, test_fold, config.val_fraction,
+                       config.seed)
+
+
+def build(config: TrainConfig, spatial_dims: int) -> tuple[nn.Module, nn.Module]:
+    """Model and criterion of ``config`` (weights from the global torch RNG; seed it first)."""
+    from naslung.losses import build_criterion
+    from naslung.models.factory import build_model
+
+    model = build_model(config.spec, attention=config.attention, head=config.head, spatial_dims=spatial_dims)
+    return model, build_criterion(config.loss, model)
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: torch.Tensor, size: int, batch_size: int,
+                  channels_last: bool = False) -> np.ndarray:
+    """Malignancy probability ``softmax(logits)[:, 1]`` of centre crops; ``images`` is ``(N, *S)``.
+
+    For the angular head the logits are ``|x| cos(theta_j)``; ``p >= 0.5`` is the argmax decision.
+    """
+    model.eval()
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        x = _format(center_crop(images[start:start + batch_size], size), channels_last)
+        out.append(torch.softmax(model(x).float(), dim=1)[:, 1].cpu())
+    if not out:
+        return np.zeros(0, dtype=np.float64)
+    return torch.cat(out).double().numpy()
+
+
+def fit(
+    dataset: NoduleDataset,
+    config: TrainConfig,
+    test_fold: int | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    *,
+    progress: bool = False,
+    source: str | None = None,
+) -> TrainResult:
+    """Train ``config`` with ``test_fold`` held out; see the module docstring for the protocol.
+
+    Args:
+        dataset: crops in memory (``load_dataset``); its ``spatial_dims`` decides 2-D or 3-D.
+        config: the training configuration.
+        test_fold: LUNA16 fold to test once at the end; None: no test (search on development data).
+        out_dir: run folder; None trains in memory only (no files).
+        resume: continue ``out_dir/last.pt`` (a finished run is read back, not retrained).
+        progress: show a rich progress bar.
+        source: where the dataset came from (recorded in ``config.json``).
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        finished = _check_out_dir(out, config, test_fold, resume)
+        if finished is not None:
+            return finished
+    with _threads(config.num_threads):
+        return _fit(dataset, config, test_fold, out, resume, progress, source)
+
+
+def _fit(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None, out: Path | None, resume: bool,
+         progress: bool, source: str | None) -> TrainResult:
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    split = data_split(dataset, config, test_fold)
+    size, dims = dataset.size, dataset.spatial_dims
+    all_images = torch.from_numpy(np.ascontiguousarray(dataset.images, dtype=np.float32))
+    labels = torch.from_numpy(np.asarray(dataset.labels, dtype=np.int64))
+    # Only the development rows reach the device here; the test rows are copied after training.
+    train_x, train_y = all_images[split.train].to(device), labels[split.train].to(device)
+    val_x = all_images[split.val].to(device)
+
+    fork_devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(config.seed)
+        model, criterion = build(config, dims)
+        model.to(device)
+        criterion.to(device)
+        if config.channels_last:
+            model.to(memory_format=_memory_format(dims))
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas,
+                                     weight_decay=config.weight_decay)
+        generator = torch.Generator().manual_seed(config.seed)
+        np_rng = np.random.default_rng([config.seed, 1])
+        history: list[dict[str, Any]] = []
+        best_state: dict[str, Any] | None = None
+        seconds_before = 0.0
+        if resume and out is not None and (out / "last.pt").exists():
+            state = load_checkpoint(out / "last.pt", map_location=device)
+            _check_resume(state, config, test_fold, out / "last.pt")
+            model.load_state_dict(state["model"])
+            criterion.load_state_dict(state["criterion"])
+            optimizer.load_state_dict(state["optimizer"])
+            generator.set_state(state["rng"]["generator"])
+            torch.set_rng_state(state["rng"]["torch"])
+            if device.type == "cuda" and state["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+            np_rng.bit_generator.state = state["rng"]["numpy"]
+            history = list(state["history"])
+            seconds_before = float(state.get("seconds", 0.0))
+            best_state = load_checkpoint(out / "best.pt", map_location=device)["model"]
+        params = count_parameters(model)
+        if out is not None:
+            _write_config(out, config, test_fold, split, dataset, model, params, device, source)
+            _rewrite_log(out / "epochs.jsonl", history)
+
+        bar = _Progress(progress, config.epochs, -(-split.train.size // config.batch_size),
+                        f"{config.arch} fold {test_fold}")
+        with bar:
+            bar.advance_epochs(len(history))
+            for epoch in range(len(history) + 1, config.epochs + 1):
+                t0 = time.perf_counter()
+                train_loss, train_acc = _train_epoch(model, criterion, optimizer, train_x, train_y, size,
+                                                     config, generator, np_rng, bar.batch)
+                val_metrics = _metrics(labels[split.val].numpy(),
+                                       predict_proba(model, val_x, size, config.eval_batch_size,
+                                                     config.channels_last))
+                lam = getattr(criterion, "lambda_", None)
+                history.append({
+                    "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
+                    "val": val_metrics, "lambda": float(lam) if lam is not None else None,
+                    "seconds": time.perf_counter() - t0,
+                })
+                chosen = select_epoch([h["val"] for h in history], config.select_metric)
+                if chosen == len(history) - 1:
+                    best_state = copy.deepcopy(model.state_dict())
+                if out is not None:
+                    _save(out, epoch, config, test_fold, model, criterion, optimizer, generator, np_rng,
+                          history, chosen, best_state, seconds_before + time.perf_counter() - started,
+                          is_best=chosen == len(history) - 1)
+                    append_jsonl(out / "epochs.jsonl", history[-1])
+                bar.advance_epochs(1, history[-1])
+
+    chosen = select_epoch([h["val"] for h in history], config.select_metric)
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    val = _predictions(dataset, split.val, predict_proba(model, val_x, size, config.eval_batch_size,
+                                                         config.channels_last))
+    test = None
+    if split.test.size:
+        # The single look at the test fold.
+        test_x = all_images[split.test].to(device)
+        test = _predictions(dataset, split.test, predict_proba(model, test_x, size, config.eval_batch_size,
+                                                               config.channels_last))
+    result = TrainResult(
+        spec=config.arch, test_fold=test_fold, epoch=history[chosen]["epoch"], val_metrics=val.metrics(),
+        test_metrics=test.metrics() if test is not None else None, params=params, history=history, val=val,
+        test=test, split=split.sizes(), seconds=seconds_before + time.perf_counter() - started,
+        config=config.to_dict(), out_dir=out, model=model.cpu().eval())
+    if out is not None:
+        write_predictions(out, {"val": val, "test": test})
+        write_json_atomic(out / "result.json", result.to_dict())
+    return result
+
+
+def _train_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
+                 images: torch.Tensor, labels: torch.Tensor, size: int, config: TrainConfig,
+                 generator: torch.Generator, np_rng: np.random.Generator,
+                 on_batch: Callable[[], None]) -> tuple[float, float]:
+    """One pass over the shuffled training rows; returns mean loss and accuracy (augmented inputs)."""
+    model.train()
+    criterion.train()
+    order = torch.from_numpy(np_rng.permutation(images.shape[0])).to(images.device)
+    total_loss, correct, seen = 0.0, 0, 0
+    for start in range(0, order.numel(), config.batch_size):
+        idx = order[start:start + config.batch_size]
+        if config.augment:
+            x = random_crop_flip(images[idx], size, generator)
+        else:
+            x = center_crop(images[idx], size)
+        x = _format(x, config.channels_last)
+        y = labels[idx]
+        features = model.forward_features(x)
+        loss = criterion(features, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            correct += int((model.forward_head(features).argmax(1) == y).sum())
+        total_loss += float(loss.detach()) * y.numel()
+        seen += y.numel()
+        on_batch()
+    return total_loss / seen, correct / seen
+
+
+def _metrics(y: np.ndarray, prob: np.ndarray) -> dict[str, Any]:
+    from naslung.metrics import binary_metrics
+
+    return binary_metrics(y, (prob >= 0.5).astype(np.int64), prob)
+
+
+def _predictions(dataset: NoduleDataset, rows: np.ndarray, prob: np.ndarray) -> Predictions:
+    return Predictions(nodule_id=np.asarray(dataset.nodule_id[rows]).astype(str),
+                       seriesuid=np.asarray(dataset.seriesuid[rows]).astype(str),
+                       fold=np.asarray(dataset.fold[rows], dtype=np.int64),
+                       label=np.asarray(dataset.labels[rows], dtype=np.int64), prob=prob)
+
+
+def _memory_format(dims: int) -> torch.memory_format:
+    return torch.channels_last_3d if dims == 3 else torch.channels_last
+
+
+def _format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=_memory_format(x.dim() - 2)) if channels_last else x.contiguous()
+
+
+def _save(out: Path, epoch: int, config: TrainConfig, test_fold: int | None, model: nn.Module,
+          criterion: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+          np_rng: np.random.Generator, history: list[dict[str, Any]], chosen: int,
+          best_state: dict[str, Any] | None, seconds: float, is_best: bool) -> None:
+    """``best.pt`` first, then ``last.pt``: a kill between the two redoes this epoch identically."""
+    best = {"epoch": history[chosen]["epoch"], "val": history[chosen]["val"]}
+    common = {"spec": config.arch, "model_config": model.config, "options": config.to_dict(),
+              "model_options": config.model_options(), "test_fold": test_fold, "best": best}
+    if is_best:
+        save_checkpoint(out / "best.pt", {**common, "epoch": epoch, "model": best_state,
+                                          "criterion": criterion.state_dict()})
+    cuda_state = torch.cuda.get_rng_state() if next(model.parameters()).is_cuda else None
+    save_checkpoint(out / "last.pt", {
+        **common, "epoch": epoch, "model": model.state_dict(), "criterion": criterion.state_dict(),
+        "optimizer": optimizer.state_dict(), "history": history, "seconds": seconds,
+        "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state(), "cuda": cuda_state,
+                "numpy": np_rng.bit_generator.state},
+    })
+
+
+def _check_resume(state: dict[str, Any], config: TrainConfig, test_fold: int | None, path: Path) -> None:
+    check_compatible(state, config.model_options(), path)
+    if state.get("test_fold") != test_fold:
+        raise CheckpointError(f"{path}: checkpoint has test fold {state.get('test_fold')}, "
+                              f"this run {test_fold}")
+    saved = state.get("options", {})
+    now = config.to_dict()
+    differ = sorted(k for k in now if k not in RESUME_FREE and saved.get(k) != now[k])
+    if differ:
+        raise CheckpointError(f"{path}: cannot resume with changed options {differ} "
+                              f"(was {[saved.get(k) for k in differ]}, now {[now[k] for k in differ]})")
+    if int(state["epoch"]) > config.epochs:
+        raise CheckpointError(f"{path}: checkpoint already has {state['epoch']} epochs, "
+                              f"more than --epochs {config.epochs}")
+
+
+def _check_out_dir(out: Path, config: TrainConfig, test_fold: int | None, resume: bool) -> TrainResult | None:
+    """Refuse to overwrite a run; on resume, return a finished run that matches ``config``."""
+    has_run = (out / "last.pt").exists() or (out / "result.json").exists()
+    if not resume:
+        if has_run:
+            raise FileExistsError(f"{out}: already holds a training run; pass --resume to continue it or "
+                                  f"choose another --out")
+        return None
+    if (out / "result.json").exists():
+        done = TrainResult.load(out)
+        want = config.to_dict()
+        differ = sorted(k for k in want if k not in RESUME_FREE and done.config.get(k) != want[k])
+        if done.spec != config.arch:
+            raise CheckpointError(f"{out}: finished run has spec {done.spec}, "
+                                  f"this run asks for {config.arch}")
+        if differ or done.test_fold != test_fold:
+            raise CheckpointError(f"{out}: finished run differs in {differ or ['test_fold']}; "
+                                  "use another --out")
+        if len(done.history) >= config.epochs:
+            return done
+        # More epochs requested than the finished run had: continue from last.pt.
+        (out / "result.json").unlink()
+    return None
+
+
+def _write_config(out: Path, config: TrainConfig, test_fold: int | None, split: Split, dataset: NoduleDataset,
+                  model: nn.Module, params: int, device: torch.device, source: str | None) -> None:
+    import naslung
+
+    write_json_atomic(out / "config.json", {
+        "schema": "naslung-train-config", "schema_version": 1,
+        "config": config.to_dict(), "test_fold": test_fold, "model_config": model.config, "params": params,
+        "split": {**split.sizes(), "val_nodule_ids": [str(n) for n in dataset.nodule_id[split.val]]},
+        "protocol": "inner validation split of the training folds picks the epoch; test fold evaluated once",
+        "dataset": {"source": source, "n": len(dataset), "size": dataset.size, "margin": dataset.margin,
+                    "spatial_dims": dataset.spatial_dims, "provenance": dataset.attrs.get("provenance")},
+        "provenance": {
+            "naslung": getattr(naslung, "__version__", "unknown"), "torch": torch.__version__,
+            "numpy": np.__version__, "python": platform.python_version(), "device": str(device),
+            "threads": torch.get_num_threads(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    })
+
+
+def _rewrite_log(path: Path, history: list[dict[str, Any]]) -> None:
+    """Make ``epochs.jsonl`` equal the checkpoint's history (drops epochs logged after the last save)."""
+    import json
+
+    write_text_atomic(path, "".join(json.dumps(h, default=str) + "\n" for h in history))
+
+
+@contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """Set torch's intra-op threads for the run and restore the previous value afterwards."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class _Progress:
+    """A rich progress bar over epochs and batches, or nothing."""
+
+    def __init__(self, enabled: bool, epochs: int, batches: int, label: str) -> None:
+        self.enabled, self.epochs, self.batches, self.label = enabled, epochs, batches, label
+        self._bar: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.fields[info]}"), transient=False)
+            self._bar.__enter__()
+            self._epochs = self._bar.add_task(self.label, total=self.epochs, info="")
+            self._batches = self._bar.add_task("  batches", total=self.batches, info="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.remove_task(self._batches)
+            self._bar.__exit__(*exc)
+
+    def batch(self) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._batches)
+
+    def advance_epochs(self, n: int, record: dict[str, Any] | None = None) -> None:
+        if self._bar is None:
+            return
+        info = ""
+        if record is not None:
+            v = record["val"]
+            info = f"loss {record['train_loss']:.3f}  val acc {v['accuracy']:.3f} f1 {v['f1']:.3f}"
+        self._bar.update(self._epochs, advance=n, info=info)
+        self._bar.reset(self._batches, total=self.batches)
+
