@@ -306,7 +306,13 @@ def read_ct(path: str | Path, series_id: str | None = None) -> CTVolume:
 
     path = Path(path)
     if path.is_dir():
-        ids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
+        # GDCM prints "No Series were found" for a folder without DICOM; the error below says it better.
+        shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+        sitk.ProcessObject.SetGlobalWarningDisplay(False)
+        try:
+            ids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
+        finally:
+            sitk.ProcessObject.SetGlobalWarningDisplay(shown)
         if not ids:
             raise DataError(f"{path}: folder holds no DICOM series")
         if series_id is None:
@@ -326,7 +332,54 @@ def read_ct(path: str | Path, series_id: str | None = None) -> CTVolume:
         raise DataError(f"{path}: CT file not found")
     if path.suffix.lower() in (".mhd", ".mha"):
         check_metaimage(path)
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        n_bad = _nifti_nonfinite(path)
+        if n_bad:
+            raise DataError(f"{path}: {n_bad} NaN or infinite voxel(s); fix or mask the image first")
     return _read_with_sitk(path)
+
+
+def _nifti_nonfinite(path: Path) -> int:
+    """NaN/inf voxels of a float NIfTI-1/2 file, counted from its bytes.
+
+    ITK's NIfTI reader silently turns NaN into 0 (water), so the check cannot run on what SimpleITK
+    returns. Integer files are not read at all; float data is streamed in 16 MB chunks.
+    """
+    import gzip
+
+    try:
+        return _count_nifti_nonfinite(path, gzip.open if path.name.lower().endswith(".gz") else open)
+    except (OSError, EOFError):
+        return 0  # not readable as (gzipped) NIfTI: SimpleITK will report it
+
+
+def _count_nifti_nonfinite(path: Path, opener: Any) -> int:
+    with opener(path, "rb") as fh:
+        head = fh.read(540)
+        if len(head) < 348:
+            return 0  # too short for NIfTI: SimpleITK will report it
+        for order in "<>":
+            sizeof_hdr = int(np.frombuffer(head[:4], dtype=f"{order}i4")[0])
+            if sizeof_hdr in (348, 540):
+                break
+        else:
+            return 0
+        if sizeof_hdr == 348:  # NIfTI-1: datatype at byte 70, vox_offset (float32) at 108
+            datatype = int(np.frombuffer(head[70:72], dtype=f"{order}i2")[0])
+            offset = int(np.frombuffer(head[108:112], dtype=f"{order}f4")[0])
+        else:  # NIfTI-2: datatype at byte 12, vox_offset (int64) at 168
+            datatype = int(np.frombuffer(head[12:14], dtype=f"{order}i2")[0])
+            offset = int(np.frombuffer(head[168:176], dtype=f"{order}i8")[0])
+        kind = {16: "f4", 64: "f8"}.get(datatype)  # FLOAT32, FLOAT64
+        if kind is None or offset < sizeof_hdr:
+            return 0
+        item = np.dtype(f"{order}{kind}")
+        fh.seek(offset)
+        count = 0
+        while chunk := fh.read((1 << 24) // item.itemsize * item.itemsize):
+            values = np.frombuffer(chunk[: len(chunk) // item.itemsize * item.itemsize], dtype=item)
+            count += int(np.count_nonzero(~np.isfinite(values)))
+    return count
 
 
 def _read_with_sitk(path: Path) -> CTVolume:
