@@ -25,7 +25,7 @@ def small_space() -> SearchSpace:
 
 
 def write_tiny_dataset(path: Path, n: int = 40, size: int = 16, margin: int = 2, seed: int = 0) -> Path:
-    """A synthetic ``naslung-crops`` file: ``n`` cubes over folds 0-9, bright blobs for the malignant class."""
+    """A synthetic ``naslung-crops`` file: ``n`` cubes over folds 0-9, bright blobs when malignant."""
     from naslung.data.dataset import write_dataset
 
     rng = np.random.default_rng(seed)
@@ -47,8 +47,15 @@ def write_tiny_dataset(path: Path, n: int = 40, size: int = 16, margin: int = 2,
         "ratings": np.zeros((n, 0), dtype=np.float32),
         "padded": np.zeros(n, dtype=bool),
     }
-    attrs = {"spatial_dims": 3, "size": size, "margin": margin, "spacing_mm": 1.0, "window": [-1000, 400],
-             "rating_names": [], "provenance": {"source": "tests/search synthetic"}}
+    attrs = {
+        "spatial_dims": 3,
+        "size": size,
+        "margin": margin,
+        "spacing_mm": 1.0,
+        "window": [-1000, 400],
+        "rating_names": [],
+        "provenance": {"source": "tests/search synthetic"},
+    }
     return write_dataset(path, arrays, attrs)
 
 

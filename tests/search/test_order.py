@@ -15,7 +15,9 @@ from naslung.search.space import SearchSpace, paper_space
 
 def brute_embeds(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
     """Some order-preserving injection j with a[i] <= b[j(i)] (tries all of them)."""
-    return any(all(x <= b[j] for x, j in zip(a, js, strict=True)) for js in combinations(range(len(b)), len(a)))
+    return any(
+        all(x <= b[j] for x, j in zip(a, js, strict=True)) for js in combinations(range(len(b)), len(a))
+    )
 
 
 def brute_precedes(a: ArchSpec, b: ArchSpec) -> bool:

@@ -46,7 +46,9 @@ def test_index_round_trip_and_determinism(small_space: SearchSpace) -> None:
     assert MODEL_1 in paper_space()
 
 
-@pytest.mark.parametrize("channels, depth", [((4, 8, 16), (3, 5)), ((4, 16, 64), (4, 7)), ((8, 4, 32), (3, 3))])
+@pytest.mark.parametrize(
+    "channels, depth", [((4, 8, 16), (3, 5)), ((4, 16, 64), (4, 7)), ((8, 4, 32), (3, 3))]
+)
 def test_configurable_space(channels: tuple[int, ...], depth: tuple[int, int]) -> None:
     space = SearchSpace(channels=channels, depth_range=depth)
     assert len(space) == _expected_size(len(channels), *depth)
@@ -54,7 +56,12 @@ def test_configurable_space(channels: tuple[int, ...], depth: tuple[int, int]) -
 
 
 def test_outside_specs_are_rejected(small_space: SearchSpace) -> None:
-    for text in ("[4,4,[64],[64],[64]]", "[4,4,[8,4],[8],[8]]", "[4,8,[8],[8],[8]]", "[4,4,[4,4,4,4],[4],[4]]"):
+    for text in (
+        "[4,4,[64],[64],[64]]",
+        "[4,4,[8,4],[8],[8]]",
+        "[4,8,[8],[8],[8]]",
+        "[4,4,[4,4,4,4],[4],[4]]",
+    ):
         spec = ArchSpec.parse(text)
         assert spec not in small_space
         with pytest.raises(ValueError, match="not in the search space"):

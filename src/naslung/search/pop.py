@@ -52,22 +52,10 @@ def pareto_front(points: dict[int, tuple[float, float]]) -> list[int]:
     return front
 
 
-def prune_mask(
-    keys: np.ndarray, latency: np.ndarray, trained: dict[int, float], exclude: np.ndarray
-) -> np.ndarray:
-    """From-scratch pruned set for the trained ``{index: score}``.
-
-    Args:
-        keys: order keys ``(S, F)`` of the space.
-        latency: ``(S,)`` latency used for pruning (the model's prediction).
-        trained: score of every successfully trained index.
-        exclude: ``(S,)`` bool, never pruned (trained, failed or running candidates).
-    """
-    pruned = np.zeros(len(keys), dtype=bool)
-    if not trained:
-        return pruned
-    # gamma(beta) = fastest trained with score >= score(beta): walk by score descending, running min.
+def gamma_latency(latency: np.ndarray, trained: dict[int, float]) -> dict[int, float]:
+    """``{beta: latency of gamma(beta)}``: the fastest trained candidate scoring at least as high as beta."""
     by_score = sorted(trained, key=lambda i: -trained[i])
+    out: dict[int, float] = {}
     fastest = np.inf
     pending: list[int] = []
     for pos, i in enumerate(by_score):
@@ -76,9 +64,25 @@ def prune_mask(
         nxt = by_score[pos + 1] if pos + 1 < len(by_score) else None
         if nxt is not None and trained[nxt] == trained[i]:
             continue  # equal scores share one gamma: the fastest among all of them
-        for beta in pending:
-            pruned |= below_mask(keys, beta) & (latency >= fastest)
+        out.update(dict.fromkeys(pending, fastest))
         pending = []
+    return out
+
+
+def prune_mask(
+    keys: np.ndarray, latency: np.ndarray, trained: dict[int, float], exclude: np.ndarray
+) -> np.ndarray:
+    """From-scratch pruned set for the trained ``{index: score}`` (the reference for :class:`PopState`).
+
+    Args:
+        keys: order keys ``(S, F)`` of the space.
+        latency: ``(S,)`` latency used for pruning (the model's prediction).
+        trained: score of every successfully trained index.
+        exclude: ``(S,)`` bool, never pruned (trained, failed or running candidates).
+    """
+    pruned = np.zeros(len(keys), dtype=bool)
+    for beta, fastest in gamma_latency(latency, trained).items():
+        pruned |= below_mask(keys, beta) & (latency >= fastest)
     return pruned & ~exclude
 
 
@@ -117,6 +121,7 @@ class PopState:
         self.failed: set[int] = set()
         self.running: set[int] = set()
         self.pruned = np.zeros(len(space), dtype=bool)
+        self._gamma: dict[int, float] = {}  # beta -> predicted latency of its gamma
         self.front: list[int] = []
         self.n_suggested = 0
         self.n_completed = 0
@@ -159,7 +164,7 @@ class PopState:
             return False
         self.trained[index] = Trained(index, float(score), float(latency_ms))
         if prune:
-            self.reprune()
+            self._prune_after(index)
         front = pareto_front({i: (t.score, t.latency_ms) for i, t in self.trained.items()})
         changed = front != self.front
         self.front = front
@@ -168,7 +173,27 @@ class PopState:
 
     def reprune(self) -> None:
         """Recompute the pruned set from the trained set (pruning is order-independent)."""
+        self._gamma = gamma_latency(self.latency, self.scores())
         self.pruned = prune_mask(self.keys, self.latency, self.scores(), self.done_mask())
+
+    def _prune_after(self, index: int) -> None:
+        """Incremental pruning: only betas whose gamma got faster (and the new one) can prune more.
+
+        The union over time of ``{alpha <= beta, latency >= gamma_t(beta)}`` equals the set for the final
+        (fastest) gamma, so this matches :func:`prune_mask` from scratch (tests check it).
+        """
+        new = self.trained[index]
+        lat_new = float(self.latency[index])
+        changed = {
+            index: min([float(self.latency[j]) for j, t in self.trained.items() if t.score >= new.score])
+        }
+        for beta, g in self._gamma.items():
+            if self.trained[beta].score <= new.score and lat_new < g:
+                changed[beta] = lat_new
+        self._gamma.update(changed)
+        for beta, g in changed.items():
+            self.pruned |= below_mask(self.keys, beta) & (self.latency >= g)
+        self.pruned &= ~self.done_mask()
 
     def release(self, index: int) -> None:
         """Forget a running trial that never finished (cancelled); it becomes a candidate again."""

@@ -60,7 +60,7 @@ TRIAL_KEYS: tuple[str, ...] = (
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def trial_record(**fields: Any) -> dict[str, Any]:
@@ -85,6 +85,26 @@ def read_trials(out: str | Path) -> list[dict[str, Any]]:
                 f"{path}: trial schema version {rec['schema_version']} is newer than this naslung"
             )
     return records
+
+
+def repair_log(out: str | Path) -> int:
+    """Drop a torn last line left by a kill (rewriting the log atomically); returns the records kept.
+
+    Without this, the next append would follow the torn fragment and corrupt the log in its middle.
+    """
+    import json
+
+    from naslung.atomic import write_text_atomic
+
+    path = Path(out) / TRIALS
+    if not path.exists():
+        return 0
+    text = path.read_text()
+    records = read_jsonl(path)
+    clean = "".join(json.dumps(r, default=str) + "\n" for r in records)
+    if clean != text:
+        write_text_atomic(path, clean)
+    return len(records)
 
 
 def append_trial(out: str | Path, record: dict[str, Any]) -> None:

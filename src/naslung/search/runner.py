@@ -346,6 +346,8 @@ def run_search(
     t_start = time.perf_counter()
     status = on_status or (lambda _msg: None)
     out = Path(config.out)
+    if resume:
+        rec.repair_log(out)
     existing = rec.read_trials(out)
     if not resume and (existing or (out / rec.CONFIG).exists()):
         raise FileExistsError(

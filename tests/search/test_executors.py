@@ -1,0 +1,123 @@
+"""Real training on a tiny dataset: the CLI with the local executor; Ray Tune with 2 concurrent trials."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from naslung.cli.app import app
+from naslung.search import records as rec
+
+TINY = [
+    "--epochs",
+    "1",
+    "--channels",
+    "4,8",
+    "--max-depth",
+    "4",
+    "--latency-samples",
+    "6",
+    "--latency-repeats",
+    "2",
+    "--batch-size",
+    "8",
+    "--threads",
+    "1",
+]
+
+
+def _check_records(out: Path, executor: str, n: int) -> list[dict]:
+    records = rec.read_trials(out)
+    assert len(records) == n
+    for r in records:
+        assert tuple(r) == rec.TRIAL_KEYS
+        assert r["status"] == "ok", r["error"]
+        assert r["executor"] == executor and r["epochs"] == 1 and r["latency_ms"] > 0
+        assert set(r["val_metrics"]) >= {"accuracy", "f1", "sensitivity", "specificity"}
+        assert "test" not in json.dumps(r["val_metrics"])
+    return records
+
+
+def test_cli_local_search_and_select(tiny_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "local"
+    runner = CliRunner()
+    res = runner.invoke(
+        app,
+        ["search", "--data", str(tiny_dataset), "--budget-trials", "2", "--out", str(out), *TINY, "--json"],
+    )
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout[res.stdout.index("{") :])["summary"]
+    assert summary["trained"] == 2 and summary["space"] == 19
+    _check_records(out, "local", 2)
+    config = rec.read_config(out)["config"]
+    assert config["exclude_folds"] == [1, 2, 3, 4, 5] and config["attention"] == "cbam"
+    res = runner.invoke(app, ["search", "select", "--out", str(out), "--top", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    assert len(json.loads(res.stdout)) == 2
+    # the same folder without --resume is refused; with it, the finished budget trains nothing
+    res = runner.invoke(
+        app, ["search", "--data", str(tiny_dataset), "--budget-trials", "2", "--out", str(out), *TINY]
+    )
+    assert res.exit_code == 1 and "--resume" in res.output
+    res = runner.invoke(
+        app,
+        [
+            "search",
+            "--data",
+            str(tiny_dataset),
+            "--budget-trials",
+            "2",
+            "--out",
+            str(out),
+            *TINY,
+            "--resume",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0 and len(rec.read_trials(out)) == 2
+
+
+def test_cli_errors(tmp_path: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(app, ["search", "--budget-trials", "2"])
+    assert res.exit_code == 2 and "--data" in res.output
+    res = runner.invoke(app, ["search", "--data", "x.h5", "--metric", "auc"])
+    assert res.exit_code == 2 and "unknown metric" in res.output
+    res = runner.invoke(app, ["search", "--data", str(tmp_path / "missing.h5")])
+    assert res.exit_code != 0
+
+
+@pytest.mark.slow
+def test_ray_search_two_concurrent_trials(tiny_dataset: Path, tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    from naslung.search.runner import SearchConfig, run_search
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        cfg = SearchConfig(
+            out=str(tmp_path / "ray"),
+            data=str(tiny_dataset),
+            budget_trials=3,
+            epochs=1,
+            executor="ray",
+            concurrency=2,
+            channels=(4, 8),
+            depth_range=(3, 4),
+            latency_samples=6,
+            latency_repeats=2,
+            batch_size=8,
+            num_threads=1,
+        )
+        res = run_search(cfg)
+    finally:
+        ray.shutdown()
+    assert res.new_trials == 3 and res.stop_reason == "trial budget"
+    records = _check_records(tmp_path / "ray", "ray", 3)
+    assert len({r["index"] for r in records}) == 3
+    # two trials ran at once: the second started before the first finished
+    starts = sorted(r["started"] for r in records)
+    assert starts[1] < min(r["finished"] for r in records)
+    assert (tmp_path / "ray" / rec.PARETO).exists() and (tmp_path / "ray" / rec.PLOT).exists()
