@@ -10,8 +10,10 @@ every node (a shared file system).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -115,7 +117,9 @@ def run_ray(driver: SearchDriver) -> str | None:
                 name="pop", storage_path=str(Path(driver.out).resolve() / "ray"), verbose=0
             ),
         )
-        tuner.fit()
+        # Tune prints its banner and tables to stdout; keep stdout for our summary (``--json``).
+        with contextlib.redirect_stdout(sys.stderr):
+            tuner.fit()
     finally:
         if started:
             ray.shutdown()
