@@ -117,6 +117,7 @@ class ScanIndex:
     scans: dict[str, ScanRef]
     warnings: list[str] = field(default_factory=list)
     missing_from_tree: int = 0  # LUNA16 series of the official list not found (partial download)
+    known: Mapping[str, int] = field(default_factory=dict)  # the LUNA16 list (+ extra_subsets)
 
 
 @functools.cache
@@ -146,7 +147,7 @@ def discover_scans(root: str | Path, extra_subsets: Mapping[str, int] | None = N
         raise DataError(f"{root}: no subset0 .. subset9 folders (expected the LUNA16 layout "
                         f"subsetK/<seriesuid>.mhd + .raw)")
     table = {**load_subset_table(), **(extra_subsets or {})}
-    index = ScanIndex(root=root, scans={})
+    index = ScanIndex(root=root, scans={}, known=table)
     unlisted: list[Path] = []
     moved: list[str] = []
     for subset_dir in subset_dirs:

@@ -43,7 +43,6 @@ from naslung.data.luna16 import (
     ScanIndex,
     discover_scans,
     find_annotations,
-    load_subset_table,
     read_annotations,
     read_csv_checked,
     read_geometry,
@@ -187,9 +186,8 @@ def _kept(table: Any, name: str) -> tuple[Any, int]:
 
 def _check_uids(uids: Any, index: ScanIndex, name: str) -> set[str]:
     """uids present in the tree; raise on uids that are neither in the tree nor in the LUNA16 list."""
-    known = load_subset_table()
     unique = sorted(set(uids))
-    unknown = [u for u in unique if u not in index.scans and u not in known]
+    unknown = [u for u in unique if u not in index.scans and u not in index.known]
     if unknown:
         more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
         raise DataError(f"{name}: {len(unknown)} series uid(s) neither in {index.root} nor in the LUNA16 "
@@ -224,26 +222,36 @@ def extract_crop(volume: CTVolume, center: Any, side: int, spacing: float = 1.0,
     ``(side, side)`` as ``(y, x)`` through the centre for ``dims=2``, and whether any sample fell outside
     the scan (those samples are ``pad_value``). Trilinear interpolation on a sub-block of the scan.
     """
+    from scipy.ndimage import map_coordinates
+
+    g = volume.geometry
     offsets = crop_offsets(side, spacing)
     z_off = offsets if dims == 3 else np.zeros(1)
-    zz, yy, xx = np.meshgrid(z_off, offsets, offsets, indexing="ij")
-    world = np.stack([xx, yy, zz], axis=-1) + np.asarray(center, dtype=np.float64)
-    coords = volume.geometry.world_to_index(world)[..., ::-1].reshape(-1, 3)  # (k, j, i): array axes
-    shape = np.asarray(volume.array.shape)
+    # The grid is world-aligned, so each voxel index is affine in the grid offsets: index = base + A @ offset
+    # with A = D^-1 / spacing. Summing broadcast 1-D terms avoids building world coordinates point by point.
+    a = np.linalg.inv(g.direction) / g.spacing[:, None]
+    base = a @ (np.asarray(center, dtype=np.float64) - g.origin)
+    grid_shape = (len(z_off), side, side)
+    coords = np.empty((3, *grid_shape))
+    for row, m in enumerate((2, 1, 0)):  # array axes (k, j, i) are index axes (z, y, x)
+        coords[row] = (base[m] + a[m, 2] * z_off[:, None, None] + a[m, 1] * offsets[None, :, None]
+                       + a[m, 0] * offsets[None, None, :])
+    shape = volume.array.shape
     # Voxel k covers [k - 0.5, k + 0.5]: inside the scan means within half a voxel of the outer centres.
-    outside = np.any((coords < -0.5) | (coords > shape - 0.5), axis=1)
-    out = np.full(len(coords), pad_value, dtype=np.float32)
-    inside = ~outside
-    if inside.any():
-        lo = np.clip(np.floor(coords[inside].min(axis=0)).astype(int) - 1, 0, shape)
-        hi = np.clip(np.ceil(coords[inside].max(axis=0)).astype(int) + 2, 0, shape)
+    outside = np.zeros(grid_shape, dtype=bool)
+    for row in range(3):
+        outside |= (coords[row] < -0.5) | (coords[row] > shape[row] - 0.5)
+    flat = coords.reshape(3, -1)
+    lo = np.clip(np.floor(flat.min(axis=1)).astype(int) - 1, 0, shape)
+    hi = np.clip(np.ceil(flat.max(axis=1)).astype(int) + 2, 0, shape)
+    if np.any(hi <= lo):  # the crop misses the scan entirely
+        crop = np.full(grid_shape, pad_value, dtype=np.float32)
+    else:
         block = np.asarray(volume.array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], dtype=np.float32)
-        from scipy.ndimage import map_coordinates
-
-        # "nearest" only matters in the outer half voxel, where it repeats the edge voxel.
-        local = (coords[inside] - lo).T
-        out[inside] = map_coordinates(block, local, order=1, mode="nearest", prefilter=False)
-    crop = out.reshape(zz.shape)
+        # "nearest" repeats the edge voxel in the outer half voxel; samples beyond it become pad_value.
+        crop = map_coordinates(block, flat - lo[:, None], order=1, mode="nearest", prefilter=False)
+        crop = crop.reshape(grid_shape)
+        crop[outside] = pad_value
     return (crop if dims == 3 else crop[0]), bool(outside.any())
 
 
