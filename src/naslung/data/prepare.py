@@ -367,7 +367,8 @@ def prepare_dataset(config: PrepareConfig, progress: bool = False,
             warn(f"{labels.description}: {n_diff} row(s) name a subset other than their scan's folder; "
                  f"the folder wins")
     if kept.empty:
-        raise DataError(f"{labels.description}: no labelled nodule lies in a scan under {config.luna_dir}")
+        raise DataError(f"{labels.description}: none of its {not_in_tree} labelled nodules lies in a scan "
+                        f"under {config.luna_dir} (no series uid in common)")
 
     plans = _plan(index, kept, labels.description)
 
