@@ -103,19 +103,24 @@ def load_members(runs: Sequence[str | Path], fold: int | None) -> Members:
         preds.append(p)
     first = preds[0]
     fold_used = int(first.fold[0])
-    ref = {n: i for i, n in enumerate(first.nodule_id)}
+    # nodule ids are per scan (the label cluster's index), so a nodule is keyed by (seriesuid, nodule_id).
+    ref = {k: i for i, k in enumerate(_keys(first))}
     probs = np.empty((len(preds), len(first)), dtype=np.float64)
     for k, (path, p) in enumerate(zip(paths, preds, strict=True)):
         if int(p.fold[0]) != fold_used:
             raise ValueError(f"{path}: tested on fold {int(p.fold[0])}, but {paths[0]} on fold {fold_used}")
-        if set(p.nodule_id.tolist()) != set(ref) or len(p) != len(first):
+        if set(_keys(p)) != set(ref) or len(p) != len(first):
             raise ValueError(f"{path}: test nodule ids differ from {paths[0]} (different dataset or split?)")
-        order = np.array([ref[n] for n in p.nodule_id])
+        order = np.array([ref[k] for k in _keys(p)])
         if not np.array_equal(first.label[order], p.label):
             raise ValueError(f"{path}: labels differ from {paths[0]} for the same nodule ids")
         probs[k, order] = p.prob
     return Members(runs=[str(p) for p in paths], fold=fold_used, nodule_id=first.nodule_id,
                    seriesuid=first.seriesuid, label=first.label, probs=probs)
+
+
+def _keys(p: Predictions) -> list[tuple[str, str]]:
+    return list(zip(p.seriesuid.astype(str).tolist(), p.nodule_id.astype(str).tolist(), strict=True))
 
 
 def ensemble_predict(members: Members, vote: str = "majority", low_agreement: float = 0.75) -> EnsembleResult:
