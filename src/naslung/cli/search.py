@@ -71,7 +71,9 @@ def search(
         "1-5", "--exclude-folds", help="folds the search never sees (default: the paper's test folds)"
     ),
     executor: str = typer.Option("local", "--executor", help="local (sequential) or ray (Ray Tune)"),
-    concurrency: int | None = typer.Option(None, "--concurrency", help="parallel trials (ray; default 2)"),
+    concurrency: int | None = typer.Option(
+        None, "--concurrency", help="parallel trials (ray only; default 2)"
+    ),
     cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial"),
     gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial"),
     ray_address: str | None = typer.Option(
@@ -134,14 +136,10 @@ def search(
         raise typer.BadParameter(str(exc)) from None
     note = _data_note(data)
     try:
-        result = _run_with_progress(config, resume, quiet=as_json)
+        result = _run_with_progress(config, resume, quiet=as_json, note=note)
     except (FileExistsError, FileNotFoundError, ValueError, RuntimeError) as exc:
         _fail(exc)
         return
-    if note:
-        from naslung.search.plot import plot_search
-
-        plot_search(result.records, result.state, Path(out) / "pareto.png", note=note)
     summary = {**result.summary, "latency_model": result.latency_model.metrics, "out": str(out), "note": note}
     if as_json:
         from naslung.search.runner import front_records
@@ -166,7 +164,7 @@ def _check_train_options(attention: str, loss: str) -> None:
         raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
 
 
-def _run_with_progress(config: Any, resume: bool, quiet: bool) -> Any:
+def _run_with_progress(config: Any, resume: bool, quiet: bool, note: str) -> Any:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -195,7 +193,7 @@ def _run_with_progress(config: Any, resume: bool, quiet: bool) -> Any:
                 info=f"{r['spec']} {score}  pruned {r['pruned']:,}  left {r['remaining']:,}",
             )
 
-        return run_search(config, resume=resume, on_record=on_record, on_status=on_status)
+        return run_search(config, resume=resume, on_record=on_record, on_status=on_status, plot_note=note)
 
 
 def _print_summary(result: Any, summary: dict[str, Any]) -> None:

@@ -341,8 +341,12 @@ def run_search(
     resume: bool = False,
     on_record: Callable[[dict[str, Any]], None] | None = None,
     on_status: Callable[[str], None] | None = None,
+    plot_note: str = "",
 ) -> SearchResult:
-    """Run (or resume) a POP search into ``config.out``; see the module docstring."""
+    """Run (or resume) a POP search into ``config.out``; see the module docstring.
+
+    ``plot_note`` is added to the plot title (e.g. "phantom data"); ``on_record`` sees every new trial record.
+    """
     t_start = time.perf_counter()
     status = on_status or (lambda _msg: None)
     out = Path(config.out)
@@ -426,7 +430,7 @@ def run_search(
     try:
         from naslung.search.plot import plot_search
 
-        plot_search(driver.records, state, out / rec.PLOT)
+        plot_search(driver.records, state, out / rec.PLOT, note=plot_note)
     except ImportError:  # pragma: no cover - matplotlib is a dependency
         pass
     return SearchResult(
