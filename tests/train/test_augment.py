@@ -41,3 +41,14 @@ def test_random_crop_flip_is_reproducible_and_varies():
 def test_random_crop_rejects_too_small_inputs():
     with pytest.raises(ValueError, match="smaller"):
         random_crop_flip(torch.rand(2, 8, 8, 8), 16, torch.Generator())
+
+
+def test_max_shift_limits_the_crop_to_the_centre():
+    images = torch.zeros(64, 36, 36, 36)
+    images[:, 17:19, 17:19, 17:19] = 1.0  # 2-voxel marker at the exact centre
+    out = random_crop_flip(images, 16, torch.Generator().manual_seed(0), flip=False, max_shift=2)
+    where = out[:, 0].flatten(1).argmax(1)
+    z = where // (16 * 16)
+    assert int(z.min()) >= 7 - 2 and int(z.max()) <= 7 + 2 and int(z.max()) > int(z.min())
+    full = random_crop_flip(images, 16, torch.Generator().manual_seed(0), flip=False, max_shift=None)
+    assert (full.flatten(1).sum(1) == 0).any()  # with the whole margin the marker can leave the window

@@ -1,9 +1,10 @@
 """Batched crop-and-flip augmentation (paper section 4.1.3) and the centre crop used for evaluation.
 
-The paper pads 32^3 nodules to 36^3 and takes a random 32^3 crop, then flips along x, y and z. Our stored
-cubes already have side ``size + 2 * margin`` of real context, so the random crop is taken out of that
-margin. Crop and flip of a whole batch is one gather with per-sample index vectors: a flip is a reversed
-index vector, so no Python loop over samples is needed.
+The paper pads 32^3 nodules to 36^3 and takes a random 32^3 crop (a shift of at most 2 voxels from the
+centre), then flips along x, y and z. Our stored cubes already have side ``size + 2 * margin`` of real
+context, so the random crop is taken out of that margin, by default within the paper's +-2 voxels.
+Crop and flip of a whole batch is one gather with per-sample index vectors: a flip is a reversed index
+vector, so no Python loop over samples is needed.
 
 As in torchio, the random transform only draws parameters (from an explicit ``torch.Generator``) and
 hands them to a deterministic twin, :func:`crop_flip`.
@@ -41,18 +42,26 @@ def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, 
 
 
 def random_crop_flip(
-    images: torch.Tensor, size: int, generator: torch.Generator, flip: bool = True
+    images: torch.Tensor, size: int, generator: torch.Generator, flip: bool = True,
+    max_shift: int | None = None,
 ) -> torch.Tensor:
     """Random ``size`` crop out of the stored margin plus random flips on every spatial axis.
 
-    ``images`` is ``(B, *S)``; returns ``(B, 1, size, ...)``. Parameters come from ``generator`` (CPU), so
-    the same generator state gives the same batch on any device.
+    ``images`` is ``(B, *S)``; returns ``(B, 1, size, ...)``. The window starts uniformly within
+    ``max_shift`` voxels of the centred window on each axis (None: anywhere in the margin). Parameters come
+    from ``generator`` (CPU), so the same generator state gives the same batch on any device.
     """
     b, d = images.shape[0], images.ndim - 1
     slack = [s - size for s in images.shape[1:]]
     if min(slack) < 0:
         raise ValueError(f"stored crops {tuple(images.shape[1:])} are smaller than the model input {size}")
-    offsets = torch.stack([torch.randint(0, s + 1, (b,), generator=generator) for s in slack], dim=1)
+    ranges = []
+    for s in slack:
+        lo, hi = 0, s
+        if max_shift is not None:
+            lo, hi = max(0, s // 2 - max_shift), min(s, s // 2 + max_shift)
+        ranges.append((lo, hi))
+    offsets = torch.stack([torch.randint(lo, hi + 1, (b,), generator=generator) for lo, hi in ranges], dim=1)
     flips = torch.rand((b, d), generator=generator) < 0.5
     if not flip:
         flips = torch.zeros_like(flips)  # still drawn, so the generator advances the same way

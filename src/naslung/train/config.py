@@ -34,6 +34,9 @@ class TrainConfig:
         val_fraction: share of the training folds' patients held out as the inner validation split.
         select_metric: validation metric that picks the checkpoint (``f1`` or ``accuracy``).
         augment: random crop out of the stored margin + flips on every spatial axis.
+        max_shift: largest shift (voxels, per axis) of the random crop from the centre. 2 is the paper's
+            36 -> 32 crop; a larger stored margin is then real context rather than a larger shift.
+            None: anywhere in the stored margin.
         eval_batch_size: batch size for validation/test inference.
         num_threads: torch intra-op threads on CPU (None: leave torch's default).
         channels_last: use the channels-last memory format (3-D: ``channels_last_3d``).
@@ -52,6 +55,7 @@ class TrainConfig:
     val_fraction: float = 0.15
     select_metric: str = "f1"
     augment: bool = True
+    max_shift: int | None = 2
     eval_batch_size: int = 128
     num_threads: int | None = None
     channels_last: bool = False
@@ -69,6 +73,8 @@ class TrainConfig:
             raise ValueError("batch sizes must be >= 1")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
+        if self.max_shift is not None and self.max_shift < 0:
+            raise ValueError(f"max_shift must be >= 0 or None, got {self.max_shift}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
 

@@ -294,7 +294,7 @@ def _train_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.
     for start in range(0, order.numel(), config.batch_size):
         idx = order[start:start + config.batch_size]
         if config.augment:
-            x = random_crop_flip(images[idx], size, generator)
+            x = random_crop_flip(images[idx], size, generator, max_shift=config.max_shift)
         else:
             x = center_crop(images[idx], size)
         x = _format(x, config.channels_last)

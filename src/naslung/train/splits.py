@@ -5,9 +5,12 @@ picks each fold's best epoch on that test fold; we pick it on an inner validatio
 test fold is never seen before the final, single evaluation (DESIGN.md section 2).
 
 The inner split is *patient-grouped*: every nodule of a scan goes to the same side, so validation never
-sees a patient the model trained on. We group by the dataset's ``seriesuid``. One LUNA16 series is one CT
-scan; a patient with two scans would land in two groups, which LUNA16/LIDC (one scan per patient in
-practice) makes rare. Phantom series reuse the real LUNA16 uids, so the grouping is the same on phantom data.
+sees a patient the model trained on. We group by the dataset's ``seriesuid`` (our choice: it is the only
+patient key the dataset file carries). One LUNA16 series is one CT scan; a patient with two scans would
+land in two groups, which LUNA16/LIDC (one scan per patient in practice) makes rare. The LIDC phantom
+renders every nodule as its own synthetic series (uid derived from the real series and the nodule), so
+there a group is one nodule: each phantom volume is rendered independently, so no two nodules share
+pixels, and the test folds stay patient-disjoint because a phantom series keeps its source's LUNA16 subset.
 """
 
 from __future__ import annotations
