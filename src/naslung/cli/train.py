@@ -24,13 +24,15 @@ def register(app: typer.Typer) -> None:
 
 
 def _config(arch: str, epochs: int, batch: int, loss: str, attention: str, seed: int, device: str,
-            val_fraction: float, select: str, lr: float, threads: int | None) -> Any:
+            val_fraction: float, select: str, lr: float, threads: int | None, max_shift: int,
+            channels_last: bool) -> Any:
     from naslung.train.config import TrainConfig
 
     try:
         return TrainConfig(arch=arch, epochs=epochs, batch_size=batch, loss=loss, attention=attention,
                            seed=seed, device=device, val_fraction=val_fraction, select_metric=select, lr=lr,
-                           num_threads=threads)
+                           num_threads=threads, max_shift=None if max_shift < 0 else max_shift,
+                           channels_last=channels_last)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
 
@@ -77,6 +79,8 @@ def train(
     select: str = typer.Option("f1", "--select", help="epoch picked by val f1 or accuracy"),
     lr: float = typer.Option(2e-4, "--lr"),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads"),
+    max_shift: int = typer.Option(2, "--max-shift", help="crop shift (paper 2; -1: margin)"),
+    channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last"),
     out: Path | None = typer.Option(None, "--out", help="run folder [runs/<arch>_<loss>_.../fold_K]"),
     resume: bool = typer.Option(False, "--resume", help="continue a killed run in --out"),
     as_json: bool = typer.Option(False, "--json", help="print result.json instead of a table"),
@@ -85,7 +89,8 @@ def train(
     from naslung.train.checkpoint import CheckpointError
     from naslung.train.engine import fit
 
-    config = _config(arch, epochs, batch, loss, attention, seed, device, val_fraction, select, lr, threads)
+    config = _config(arch, epochs, batch, loss, attention, seed, device, val_fraction, select, lr, threads,
+                     max_shift, channels_last)
     dataset = _load(data)
     out = out or Path("runs") / _slug(config) / (f"fold_{fold}" if fold is not None else "dev")
     try:
@@ -116,6 +121,8 @@ def cv(
     select: str = typer.Option("f1", "--select"),
     lr: float = typer.Option(2e-4, "--lr"),
     threads: int | None = typer.Option(None, "--threads"),
+    max_shift: int = typer.Option(2, "--max-shift", help="crop shift (paper 2; -1: margin)"),
+    channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last"),
     out: Path | None = typer.Option(None, "--out", help="cv folder [runs/cv_<arch>_...]"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -124,7 +131,8 @@ def cv(
     from naslung.train.cv import run_cv
     from naslung.train.splits import parse_folds
 
-    config = _config(arch, epochs, batch, loss, attention, seed, device, val_fraction, select, lr, threads)
+    config = _config(arch, epochs, batch, loss, attention, seed, device, val_fraction, select, lr, threads,
+                     max_shift, channels_last)
     try:
         fold_list = parse_folds(folds)
     except ValueError as exc:
