@@ -91,16 +91,15 @@ def test_cli_errors(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_ray_search_two_concurrent_trials(tiny_dataset: Path, tmp_path: Path) -> None:
+def test_ray_search_two_concurrent_trials_then_resume(tiny_dataset: Path, tmp_path: Path) -> None:
     ray = pytest.importorskip("ray")
     from naslung.search.runner import SearchConfig, run_search
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        cfg = SearchConfig(
+    def cfg(budget: int) -> SearchConfig:
+        return SearchConfig(
             out=str(tmp_path / "ray"),
             data=str(tiny_dataset),
-            budget_trials=3,
+            budget_trials=budget,
             epochs=1,
             executor="ray",
             concurrency=2,
@@ -111,13 +110,22 @@ def test_ray_search_two_concurrent_trials(tiny_dataset: Path, tmp_path: Path) ->
             batch_size=8,
             num_threads=1,
         )
-        res = run_search(cfg)
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        res = run_search(cfg(2))
+        assert res.new_trials == 2 and res.stop_reason == "trial budget"
+        records = _check_records(tmp_path / "ray", "ray", 2)
+        # the two trials ran at once: each started before the other finished
+        assert max(r["started"] for r in records) < min(r["finished"] for r in records)
+        res = run_search(cfg(3), resume=True)
     finally:
         ray.shutdown()
-    assert res.new_trials == 3 and res.stop_reason == "trial budget"
+    assert res.new_trials == 1
     records = _check_records(tmp_path / "ray", "ray", 3)
     assert len({r["index"] for r in records}) == 3
-    # two trials ran at once: the second started before the first finished
-    starts = sorted(r["started"] for r in records)
-    assert starts[1] < min(r["finished"] for r in records)
+    state = res.state
+    from naslung.search.pop import prune_mask
+
+    assert (state.pruned == prune_mask(state.keys, state.latency, state.scores(), state.done_mask())).all()
     assert (tmp_path / "ray" / rec.PARETO).exists() and (tmp_path / "ray" / rec.PLOT).exists()

@@ -14,6 +14,7 @@ import contextlib
 import json
 import math
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -114,7 +115,9 @@ def run_ray(driver: SearchDriver) -> str | None:
                 max_concurrent_trials=cfg.concurrency,
             ),
             run_config=tune.RunConfig(
-                name="pop", storage_path=str(Path(driver.out).resolve() / "ray"), verbose=0
+                name=f"pop-{time.strftime('%Y%m%d-%H%M%S')}",
+                storage_path=str(Path(driver.out).resolve() / "ray"),
+                verbose=0,
             ),
         )
         # Tune prints its banner and tables to stdout; keep stdout for our summary (``--json``).
