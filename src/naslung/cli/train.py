@@ -81,7 +81,7 @@ def train(
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads"),
     max_shift: int = typer.Option(2, "--max-shift", help="crop shift (paper 2; -1: margin)"),
     channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last"),
-    out: Path | None = typer.Option(None, "--out", help="run folder [runs/<arch>_<loss>_.../fold_K]"),
+    out: Path | None = typer.Option(None, "--out", help="run folder (default runs/<arch>_<loss>_.../fold_K)"),
     resume: bool = typer.Option(False, "--resume", help="continue a killed run in --out"),
     as_json: bool = typer.Option(False, "--json", help="print result.json instead of a table"),
 ) -> None:
@@ -123,7 +123,7 @@ def cv(
     threads: int | None = typer.Option(None, "--threads"),
     max_shift: int = typer.Option(2, "--max-shift", help="crop shift (paper 2; -1: margin)"),
     channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last"),
-    out: Path | None = typer.Option(None, "--out", help="cv folder [runs/cv_<arch>_...]"),
+    out: Path | None = typer.Option(None, "--out", help="cv folder (default runs/cv_<arch>_...)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Cross-validate over test folds (resumable: finished folds are skipped), with baselines beside it."""
@@ -221,7 +221,7 @@ def _run_list(runs: list[Path] | None, extra: list[Path] | None) -> list[Path]:
 def ensemble(
     runs: list[Path] | None = typer.Option(None, "--runs", help="run folders (or cv folders)"),
     extra: list[Path] | None = typer.Argument(None, help="more run folders", show_default=False),
-    fold: int | None = typer.Option(None, "--fold", help="test fold [every fold of cv folders]"),
+    fold: int | None = typer.Option(None, "--fold", help="test fold (default: every fold of cv folders)"),
     vote: str = typer.Option("majority", "--vote", help="majority (paper, section 3.5) or soft"),
     low_agreement: float = typer.Option(0.75, "--low-agreement", help="list nodules below this agreement"),
     as_json: bool = typer.Option(False, "--json"),
@@ -269,7 +269,7 @@ def ensemble_size(
     repeats: int = typer.Option(10, "--repeats"),
     seed: int = typer.Option(0, "--seed"),
     vote: str = typer.Option("majority", "--vote"),
-    plot: Path | None = typer.Option(None, "--plot", help="PNG path [ensemble_size_fold<K>.png]"),
+    plot: Path | None = typer.Option(None, "--plot", help="PNG path (default ensemble_size_fold<K>.png)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Fig. 7: random n-model subsets repeated (seeded); mean +- std per metric, plus a PNG plot."""
