@@ -17,11 +17,12 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Output folder (search, members, ensemble summary)."),
     seed: int = typer.Option(0, help="Phantom and training seed."),
     limit: Optional[int] = typer.Option(None, help="Phantom nodules to render (default: all ~1,010)."),  # noqa: UP045
-    search_trials: int = typer.Option(8, help="POP trials."),
-    search_epochs: int = typer.Option(2, help="Epochs per search candidate."),
-    latency_budget_ms: float = typer.Option(25.0, help="Only sample candidates predicted faster than this."),
+    search_trials: int = typer.Option(6, help="POP trials."),
+    search_epochs: int = typer.Option(4, help="Epochs per search candidate."),
+    latency_budget_ms: Optional[float] = typer.Option(  # noqa: UP045
+        None, help="Only sample candidates predicted faster than this (ms, batch 1)."),
     members: int = typer.Option(3, help="Ensemble members selected from the search."),
-    epochs: int = typer.Option(12, help="Training epochs per member."),
+    epochs: int = typer.Option(8, help="Training epochs per member."),
     test_fold: int = typer.Option(1, help="LUNA16 fold held out for the final test."),
     workers: Optional[int] = typer.Option(None, help="Phantom rendering processes."),  # noqa: UP045
 ) -> None:
