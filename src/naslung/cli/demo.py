@@ -39,11 +39,15 @@ def demo(
                      epochs=epochs, test_fold=test_fold, workers=workers)
     summary = run_demo(cfg, log=lambda msg: console.print(f"[bold cyan]{msg}"))
     table = Table(title=f"Test fold {test_fold}: {PHANTOM_NOTE}")
-    for col in ("method", "accuracy", "sensitivity", "specificity", "f1", "auc"):
-        table.add_column(col, justify="left" if col == "method" else "right")
+    table.add_column("method (test fold)", no_wrap=True)
+    for col in ("acc %", "sens %", "spec %", "F1 %", "AUC %"):
+        table.add_column(col, justify="right")
     for row in summary["rows"]:
         table.add_row(row["method"], *(_pct(row.get(k)) for k in ("accuracy", "sensitivity", "specificity",
                                                                    "f1", "auc")))
+    for row in summary["rows"]:
+        if "arch" in row:
+            console.print(f"{row['method']}: {row['arch']} ({row['params']:,} parameters)")
     console.print(table)
     minutes = summary["timings_s"]["total_s"] / 60
     console.print(f"mean member agreement {summary['mean_agreement']:.3f}; total {minutes:.1f} min; "

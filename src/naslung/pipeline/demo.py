@@ -110,8 +110,8 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print) -> dict[str
         result = fit(dataset, train_cfg, test_fold=config.test_fold, out_dir=run_dir,
                      resume=(run_dir / "last.pt").exists(), progress=True, source=str(data_file))
         member_dirs.append(run_dir)
-        member_rows.append({"method": f"member {member['rank']} {member['spec']}", "params": result.params,
-                            "epoch": result.epoch, **_rates(result.test_metrics)})
+        member_rows.append({"method": f"member {member['rank']}", "arch": member["spec"],
+                            "params": result.params, "epoch": result.epoch, **_rates(result.test_metrics)})
     timings["train_s"] = time.perf_counter() - t
 
     log("[5/5] ensemble (majority vote, section 3.5) and the diameter baseline on the same split")
