@@ -113,8 +113,23 @@ def test_ray_search_two_concurrent_trials_then_resume(tiny_dataset: Path, tmp_pa
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        res = run_search(cfg(2))
-        assert res.new_trials == 2 and res.stop_reason == "trial budget"
+        # first through the CLI (its progress callbacks must not reach Tune's pickled state)
+        args = [
+            "search",
+            "--data",
+            str(tiny_dataset),
+            "--budget-trials",
+            "2",
+            "--out",
+            str(tmp_path / "ray"),
+            "--executor",
+            "ray",
+            "--concurrency",
+            "2",
+            *TINY,
+        ]
+        out = CliRunner().invoke(app, args)
+        assert out.exit_code == 0, out.output
         records = _check_records(tmp_path / "ray", "ray", 2)
         # the two trials ran at once: each started before the other finished
         assert max(r["started"] for r in records) < min(r["finished"] for r in records)

@@ -62,6 +62,13 @@ class PopSearcher(Searcher):
         outcome = json.loads(result["outcome"])
         self.driver.finish(trial, outcome, result.get("error") or None)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its searcher into the experiment folder. The driver holds callbacks (progress bars,
+        # locks) and the state lives in trials.jsonl anyway, so the pickled copy carries neither.
+        state = dict(self.__dict__)
+        state["driver"], state["live"] = None, {}
+        return state
+
     # The search state lives in trials.jsonl (--resume replays it), so Tune's own checkpoints carry nothing.
     def save(self, checkpoint_path: str) -> None:
         Path(checkpoint_path).write_text(json.dumps({"state": "see trials.jsonl in the search folder"}))
