@@ -218,7 +218,7 @@ def _print_summary(result: Any, summary: dict[str, Any]) -> None:
         (
             "latency model",
             f"MAPE {100 * lm.get('mape', math.nan):.1f}%, R2 {lm.get('r2', math.nan):.2f} "
-            f"(held-out n={lm.get('n', 0)})",
+            f"(held-out n={lm.get('n', 0)}); on the trained: MAPE {_pct(s['latency_mape_trained'])}%",
         ),
         ("output", s["out"]),
     ):

@@ -273,7 +273,22 @@ class SearchResult:
             **summary(self.state, self.stop_reason),
             "seconds": self.seconds,
             "new_trials": self.new_trials,
+            "latency_mape_trained": trained_latency_error(self.records),
         }
+
+
+def trained_latency_error(records: list[dict[str, Any]]) -> float | None:
+    """MAPE of the latency model on the trained candidates (predicted vs measured during the search).
+
+    Differs from the held-out calibration error when the device's load changed between calibration and
+    trials; pruning compares predictions with predictions, so a uniform bias does not change what is pruned.
+    """
+    pairs = [
+        (r["latency_pred_ms"], r["latency_ms"]) for r in records if r["status"] == "ok" and r["latency_ms"]
+    ]
+    if not pairs:
+        return None
+    return float(np.mean([abs(p - m) / m for p, m in pairs]))
 
 
 def default_evaluator(config: SearchConfig) -> TrainEvaluator:
