@@ -34,6 +34,7 @@ from torch import nn
 
 from naslung.atomic import append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
 from naslung.data.dataset import NoduleDataset
+from naslung.models.cost import count_parameters
 from naslung.train.augment import center_crop, random_crop_flip
 from naslung.train.checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
 from naslung.train.config import TrainConfig
@@ -117,10 +118,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but no CUDA device is available")
     return torch.device(name)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
 def data_split(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None) -> Split:
