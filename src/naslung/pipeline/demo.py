@@ -97,7 +97,8 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print) -> dict[str
                               seed=config.seed, latency_samples=20, channels=config.search_channels,
                               depth_range=config.search_depth)
     resume = (search_dir / "trials.jsonl").exists()
-    search = run_search(search_cfg, resume=resume, plot_note="phantom data", on_status=log)
+    search = run_search(search_cfg, resume=resume, plot_note="phantom data", on_status=log,
+                        on_record=lambda r: log(_trial_line(r)))
     chosen = select_from_dir(search_dir, top=config.members)
     timings["search_s"] = time.perf_counter() - t
 
@@ -138,6 +139,13 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print) -> dict[str
     }
     write_json_atomic(out / "demo_summary.json", summary)
     return summary
+
+
+def _trial_line(record: dict[str, Any]) -> str:
+    if record.get("status") != "ok":
+        return f"  trial {record.get('trial')}: {record.get('spec')} {record.get('status')}"
+    return (f"  trial {record['trial']}: {record['spec']} inner-val {record['metric']} "
+            f"{100 * record['score']:.1f} %, {record['latency_ms']:.1f} ms")
 
 
 def _rates(metrics: dict[str, Any] | None) -> dict[str, Any]:
