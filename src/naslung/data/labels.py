@@ -197,7 +197,6 @@ def write_label_table(table: pd.DataFrame, path: str | Path, keep_internal: bool
     columns = [*LABEL_COLUMNS, ANNOTATION_IDS] if keep_internal else list(LABEL_COLUMNS)
     with atomic_path(path) as tmp:
         table.loc[:, columns].to_csv(tmp, index=False)
-        tmp.chmod(0o644)  # temporary files are created private; the table is meant to be shared
     return Path(path)
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import pandas as pd
 
 from naslung import __version__
-from naslung.atomic import atomic_path
+from naslung.atomic import atomic_path, write_json_atomic
 from naslung.data.labels import (
     ANNOTATION_IDS,
     LABEL_COLUMNS,
@@ -45,7 +45,7 @@ from naslung.data.labels import (
     write_label_table,
 )
 from naslung.data.phantom.geometry import FLIPPED_XY, BlindAnnotation, nodule_rng, phantom_uid, plan_volume
-from naslung.data.phantom.metaimage import FILE_MODE, is_complete, write_mhd
+from naslung.data.phantom.metaimage import is_complete, write_mhd
 from naslung.data.phantom.render import HU_TABLE, render_volume
 from naslung.paths import cache_dir
 
@@ -167,7 +167,7 @@ def build_phantom(
         raise ValueError(f"{out} holds a different phantom {found}; choose another directory or delete it")
     for k in range(10):
         (out / f"subset{k}").mkdir(parents=True, exist_ok=True)
-    _write_json(out / MANIFEST, {**_settings(seed, limit), "complete": False})
+    write_json_atomic(out / MANIFEST, {**_settings(seed, limit), "complete": False})
 
     started = time.perf_counter()
     table = select_nodules(limit, progress=progress)
@@ -177,7 +177,7 @@ def build_phantom(
     ]
     results = _run(tasks, workers, progress)
     _write_tables(out, table, results)
-    _write_json(out / MANIFEST, _manifest(seed, limit, table, results, time.perf_counter() - started))
+    write_json_atomic(out / MANIFEST, _manifest(seed, limit, table, results, time.perf_counter() - started))
     return out
 
 
@@ -228,13 +228,6 @@ def _write_tables(out: Path, table: pd.DataFrame, results: list[dict[str, Any]])
     annotations = labels.loc[:, ["seriesuid", "coordX", "coordY", "coordZ", "diameter_mm"]]
     with atomic_path(out / "annotations.csv") as tmp:
         annotations.to_csv(tmp, index=False)
-        tmp.chmod(FILE_MODE)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        tmp.chmod(FILE_MODE)
 
 
 def _manifest(seed: int, limit: int | None, table: pd.DataFrame, results: list[dict[str, Any]],

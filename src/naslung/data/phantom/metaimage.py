@@ -13,8 +13,6 @@ import numpy as np
 
 from naslung.atomic import atomic_path
 
-FILE_MODE = 0o644  # temporary files are created private (0600); the tree is meant to be shared
-
 
 def _fmt(values: Sequence[float]) -> str:
     return " ".join(f"{float(v):.10g}" for v in values)
@@ -37,7 +35,6 @@ def write_mhd(
     data = np.ascontiguousarray(array, dtype="<i2")
     with atomic_path(raw) as tmp:
         data.tofile(tmp)
-        tmp.chmod(FILE_MODE)
     header = "\n".join([
         "ObjectType = Image",
         "NDims = 3",
@@ -55,7 +52,6 @@ def write_mhd(
     ])
     with atomic_path(path) as tmp:
         tmp.write_text(header + "\n")
-        tmp.chmod(FILE_MODE)
     return path
 
 
