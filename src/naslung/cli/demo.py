@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from naslung.cli.common import pct
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``demo`` command to the top-level app."""
@@ -43,7 +45,7 @@ def demo(
     for col in ("acc %", "sens %", "spec %", "F1 %", "AUC %"):
         table.add_column(col, justify="right")
     for row in summary["rows"]:
-        table.add_row(row["method"], *(_pct(row.get(k)) for k in ("accuracy", "sensitivity", "specificity",
+        table.add_row(row["method"], *(pct(row.get(k)) for k in ("accuracy", "sensitivity", "specificity",
                                                                    "f1", "auc")))
     for row in summary["rows"]:
         if "arch" in row:
@@ -52,9 +54,3 @@ def demo(
     minutes = summary["timings_s"]["total_s"] / 60
     console.print(f"mean member agreement {summary['mean_agreement']:.3f}; total {minutes:.1f} min; "
                   f"summary: {out / 'demo_summary.json'}")
-
-
-def _pct(value: float | None) -> str:
-    if value is None or value != value:
-        return "n/a"
-    return f"{100 * value:.2f}"

@@ -9,6 +9,8 @@ from typing import Any
 
 import typer
 
+from naslung.cli.common import fail, pct
+
 app = typer.Typer(
     help="POP architecture search (paper section 3.4). Run `naslung search --data FILE ...`; "
     "`naslung search select` picks ensemble members from a finished search.",
@@ -21,13 +23,6 @@ def register(root: typer.Typer) -> None:
     root.add_typer(app, name="search")
 
 
-def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=1)
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"
 
 
 def _data_note(data: Path) -> str:
@@ -138,7 +133,7 @@ def search(
     try:
         result = _run_with_progress(config, resume, quiet=as_json, note=note)
     except (FileExistsError, FileNotFoundError, ValueError, RuntimeError) as exc:
-        _fail(exc)
+        fail(exc)
         return
     summary = {**result.summary, "latency_model": result.latency_model.metrics, "out": str(out), "note": note}
     if as_json:
@@ -186,7 +181,7 @@ def _run_with_progress(config: Any, resume: bool, quiet: bool, note: str) -> Any
             bar.update(task, info=msg)
 
         def on_record(r: dict[str, Any]) -> None:
-            score = "failed" if r["score"] is None else f"{r['metric']} {_pct(r['score'])}"
+            score = "failed" if r["score"] is None else f"{r['metric']} {pct(r['score'])}"
             bar.update(
                 task,
                 completed=r["trial"] + 1,
@@ -218,7 +213,7 @@ def _print_summary(result: Any, summary: dict[str, Any]) -> None:
         (
             "latency model",
             f"MAPE {100 * lm.get('mape', math.nan):.1f}%, R2 {lm.get('r2', math.nan):.2f} "
-            f"(held-out n={lm.get('n', 0)}); on the trained: MAPE {_pct(s['latency_mape_trained'])}%",
+            f"(held-out n={lm.get('n', 0)}); on the trained: MAPE {pct(s['latency_mape_trained'])}%",
         ),
         ("output", s["out"]),
     ):
@@ -232,7 +227,7 @@ def _print_summary(result: Any, summary: dict[str, Any]) -> None:
     for r in front_records(result.state, result.records):
         front.add_row(
             r["spec"],
-            _pct(r["score"]),
+            pct(r["score"]),
             f"{r['latency_ms']:.2f}",
             f"{r['params']:,}",
             f"{r['macs'] / 1e6:.1f}",
@@ -253,7 +248,7 @@ def select(
     try:
         chosen = select_from_dir(out, top, weight)
     except (FileNotFoundError, ValueError) as exc:
-        _fail(exc)
+        fail(exc)
         return
     if as_json:
         typer.echo(json.dumps(chosen, indent=2, default=str))
@@ -268,7 +263,7 @@ def select(
         table.add_row(
             str(r["rank"]),
             r["spec"],
-            _pct(r["score"]),
+            pct(r["score"]),
             f"{r['latency_ms']:.2f}",
             "-" if r["params"] is None else f"{r['params']:,}",
             "yes" if r["on_front"] else "",

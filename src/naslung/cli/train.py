@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any
 
 import typer
+
+from naslung.cli.common import fail, pct
 
 LOSS_HELP = "asoftmax (angular head) or softmax (linear head)"
 ATTENTION_HELP = "cbam, cbam-spatial-first or none"
@@ -51,13 +52,6 @@ def _load(data: Path) -> Any:
         raise typer.BadParameter(str(exc), param_hint="--data") from exc
 
 
-def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=1)
-
-
-def _pct(value: Any) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"
 
 
 def _dump(data: Any) -> None:
@@ -97,7 +91,7 @@ def train(
         result = fit(dataset, config, test_fold=fold, out_dir=out, resume=resume, progress=not as_json,
                      source=str(data))
     except (CheckpointError, FileExistsError, ValueError) as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         _dump(result.to_dict())
         return
@@ -142,7 +136,7 @@ def cv(
     try:
         result = run_cv(dataset, config, fold_list, out, progress=not as_json, source=str(data))
     except (CheckpointError, FileExistsError, ValueError) as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         _dump(result.to_dict())
         return
@@ -159,7 +153,7 @@ def print_cv_table(summary: list[dict[str, Any]], title: str) -> None:
     for col in ("method", "accuracy", "sensitivity", "specificity", "F1", "AUC", "params"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for s in summary:
-        cells = [f"{_pct(s[f'{k}_mean'])} ± {_pct(s[f'{k}_std'])}"
+        cells = [f"{pct(s[f'{k}_mean'])} ± {pct(s[f'{k}_std'])}"
                  for k in ("accuracy", "sensitivity", "specificity", "f1", "auc")]
         table.add_row(s["method"], *cells, f"{s['params']:,}" if s.get("params") else "-")
     Console().print(table)
@@ -175,7 +169,7 @@ def _print_metrics(title: str, rows: dict[str, dict[str, Any] | None]) -> None:
     for name, m in rows.items():
         if m is None:
             continue
-        table.add_row(name, *(_pct(m[k]) for k in ("accuracy", "sensitivity", "specificity", "f1", "auc")),
+        table.add_row(name, *(pct(m[k]) for k in ("accuracy", "sensitivity", "specificity", "f1", "auc")),
                       str(m["n"]))
     Console().print(table)
 
@@ -191,7 +185,7 @@ def evaluate(
     try:
         records = evaluate_runs(runs)
     except (FileNotFoundError, ValueError) as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         _dump(records)
         return
@@ -204,7 +198,7 @@ def evaluate(
     for r in records:
         m = r["test"] or {}
         table.add_row(r["run"], str(r["test_fold"]), str(r["epoch"]),
-                      *(_pct(m.get(k)) for k in ("accuracy", "sensitivity", "specificity", "f1", "auc")),
+                      *(pct(m.get(k)) for k in ("accuracy", "sensitivity", "specificity", "f1", "auc")),
                       str(m.get("n", "-")))
     Console().print(table)
 
@@ -236,7 +230,7 @@ def ensemble(
             raise ValueError("the cv folders share no finished fold")
         results = [ensemble_predict(load_members(paths, f), vote, low_agreement) for f in folds]
     except (FileNotFoundError, ValueError) as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         _dump([r.to_dict() for r in results] if fold is None else results[0].to_dict())
         return
@@ -251,10 +245,10 @@ def ensemble(
             table.add_column(col, justify="left" if not col else "right")
         keys = ("accuracy", "sensitivity", "specificity", "f1", "auc")
         mark = {vote: " *"}
-        table.add_row("majority vote" + mark.get("majority", ""), *(_pct(r.majority[k]) for k in keys))
-        table.add_row("soft vote" + mark.get("soft", ""), *(_pct(r.soft[k]) for k in keys))
+        table.add_row("majority vote" + mark.get("majority", ""), *(pct(r.majority[k]) for k in keys))
+        table.add_row("soft vote" + mark.get("soft", ""), *(pct(r.soft[k]) for k in keys))
         for m in r.members:
-            table.add_row(f"  {m['run']}", *(_pct(m[k]) for k in keys))
+            table.add_row(f"  {m['run']}", *(pct(m[k]) for k in keys))
         console.print(table)
         for low in r.low_agreement:
             console.print(f"  low agreement {low['agreement']:.2f}: {low['nodule_id']} label {low['label']} "
@@ -285,7 +279,7 @@ def ensemble_size(
         members = load_members(paths, fold)
         rows = size_study(members.probs, members.label, ns, repeats, seed, vote)
     except (FileNotFoundError, ValueError) as exc:
-        _fail(exc)
+        fail(exc)
     plot = plot or Path(f"ensemble_size_fold{fold}.png")
     plot_size_study(rows, plot, title=f"fold {fold}, {len(paths)} runs, {repeats} repeats ({vote} vote)")
     write_json_atomic(plot.with_suffix(".json"), {"fold": fold, "runs": members.runs, "vote": vote,
@@ -301,6 +295,6 @@ def ensemble_size(
     for key in METRICS:
         table.add_column(key, justify="right")
     for r in rows:
-        table.add_row(str(r["n"]), *(f"{_pct(r[f'{k}_mean'])} ± {_pct(r[f'{k}_std'])}" for k in METRICS))
+        table.add_row(str(r["n"]), *(f"{pct(r[f'{k}_mean'])} ± {pct(r[f'{k}_std'])}" for k in METRICS))
     Console().print(table)
     typer.echo(f"plot: {plot}")
