@@ -202,8 +202,8 @@ def _fit(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None, out
         model, criterion = build(config, dims)
         model.to(device)
         criterion.to(device)
-        if config.channels_last:
-            model.to(memory_format=_memory_format(dims))
+        if channels_last_applies(config.channels_last, dims):
+            model.to(memory_format=torch.channels_last_3d)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas,
                                      weight_decay=config.weight_decay)
         generator = torch.Generator().manual_seed(config.seed)
@@ -322,12 +322,29 @@ def _predictions(dataset: NoduleDataset, rows: np.ndarray, prob: np.ndarray) -> 
                        label=np.asarray(dataset.labels[rows], dtype=np.int64), prob=prob)
 
 
-def _memory_format(dims: int) -> torch.memory_format:
-    return torch.channels_last_3d if dims == 3 else torch.channels_last
+def channels_last_applies(channels_last: bool, dims: int) -> bool:
+    """Whether the channels-last option takes effect for ``dims`` spatial axes: 3-D only.
+
+    2-D channels_last is never used. torch 2.13.0+cpu on AVX2-only x86 (no AVX-512) corrupts the heap in
+    oneDNN's 2-D channels-last backward of strided 1x1 convolutions ("double free or corruption", SIGABRT,
+    or a hang). Reproduction, repeated a few hundred times::
+
+        m = nn.Conv2d(4, 8, 1, stride=2).to(memory_format=torch.channels_last)
+        x = torch.rand(16, 4, 16, 16, requires_grad=True).contiguous(memory_format=torch.channels_last)
+        m(x).sum().backward()
+
+    It does not happen with ``torch.backends.mkldnn.enabled = False``, in contiguous format, or in 3-D with
+    ``channels_last_3d``; it does with ``ATEN_CPU_CAPABILITY=default``. The 2-D models are tiny (32x32
+    slices), so contiguous costs little; ``tests/train/test_default_path.py`` runs hundreds of steps on the
+    default path in 2-D and 3-D.
+    """
+    return bool(channels_last) and dims == 3
 
 
 def _format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    return x.contiguous(memory_format=_memory_format(x.dim() - 2)) if channels_last else x.contiguous()
+    if channels_last_applies(channels_last, x.dim() - 2):
+        return x.contiguous(memory_format=torch.channels_last_3d)
+    return x.contiguous()
 
 
 def _save(out: Path, epoch: int, config: TrainConfig, test_fold: int | None, model: nn.Module,
