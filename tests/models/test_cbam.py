@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from naslung.models import capture_attention
 from naslung.models.blocks import CBAM
 
 
@@ -44,13 +45,28 @@ def test_cbam_matches_reference(order: str, dims: int):
     torch.manual_seed(0)
     block = CBAM(8, spatial_dims=dims, order=order)
     x = torch.randn(2, 8, *([6] * dims))
-    out = block(x)
+    with capture_attention(block) as captured:
+        out = block(x)
     assert out.shape == x.shape
     assert torch.allclose(out, _reference(block, x, order), atol=1e-6)
-    maps = block.maps()
+    (maps,) = captured.values()
     assert maps["channel"].shape == (2, 8)
     assert maps["spatial"].shape == (2, 1, *([6] * dims))
     assert ((maps["spatial"] > 0) & (maps["spatial"] < 1)).all()
+    # the gates' outputs are the maps; CBAM itself keeps nothing between forwards
+    assert torch.equal(maps["channel"], block.channel(x)) or order == "spatial-first"
+    assert not block._forward_hooks and not block.channel._forward_hooks and not block.spatial._forward_hooks
+    assert set(vars(block)) == set(vars(CBAM(8, spatial_dims=dims, order=order)))
+
+
+@pytest.mark.parametrize("kernel", [3, 7])
+@pytest.mark.parametrize("dims", [2, 3])
+def test_spatial_kernel_option(kernel: int, dims: int):
+    torch.manual_seed(0)
+    block = CBAM(4, spatial_dims=dims, spatial_kernel=kernel)
+    assert block.spatial.conv.kernel_size == (kernel,) * dims
+    x = torch.randn(2, 4, *([8] * dims))
+    assert torch.allclose(block(x), _reference(block, x, "channel-first"), atol=1e-6)
 
 
 def test_orders_differ_and_hidden_width_floor():
@@ -72,4 +88,3 @@ def test_cbam_bad_arguments():
         CBAM(4, spatial_dims=1)
     with pytest.raises(ValueError, match="odd"):
         CBAM(4, spatial_kernel=4)
-    assert CBAM(4).maps() == {}

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from naslung.models import MODEL_1, build_model, model_from_config
+from naslung.models import MODEL_1, attention_maps, build_model, model_from_config
 from naslung.models.blocks import CBAM
 from naslung.models.factory import ATTENTION_STAGES
 from naslung.models.heads import AngularHead
@@ -40,7 +40,7 @@ def test_shape_table(spec, dims: int, size: int, batch: int, features: int):
     assert feats.shape == (batch, features)
     assert logits.shape == (batch, 2)
     assert torch.allclose(model.forward_head(feats), logits)
-    maps = model.attention_maps()
+    maps = attention_maps(model, x)
     assert sorted(maps) == list(ATTENTION_STAGES)
     for i, stage in enumerate(ATTENTION_STAGES):
         side = size // 2**i
@@ -86,8 +86,7 @@ def test_attention_option_reaches_every_stage(attention: str, order: str | None)
     mods = model.attention_modules()
     if order is None:
         assert cbams == [] and mods == {}
-        model(torch.randn(1, 1, 16, 16))
-        assert model.attention_maps() == {}
+        assert attention_maps(model, torch.randn(1, 1, 16, 16)) == {}
         return
     assert len(cbams) == 4
     assert sorted(mods) == list(ATTENTION_STAGES)
@@ -107,10 +106,10 @@ def _bn(c: int) -> int:
     return 2 * c
 
 
-def _cbam(c: int) -> int:
+def _cbam(c: int, kernel: int = 7) -> int:
     hidden = max(1, c // 4)
     mlp = (c * hidden + hidden) + (hidden * c + c)
-    return mlp + _conv(2, 1, 7, bias=True)
+    return mlp + _conv(2, 1, kernel, bias=True)
 
 
 def _block(cin: int, cout: int, projection: bool) -> int:
@@ -133,6 +132,10 @@ def test_model1_parameter_count_closed_form():
     plain = build_model(MODEL_1, attention="none", head="linear")
     cbams = _cbam(4) * 2 + _cbam(8) * 2
     assert sum(p.numel() for p in plain.parameters()) == expected - cbams + 2
+    # the 3^3 spatial kernel: each CBAM loses 2 * (7^3 - 3^3) weights
+    small = build_model(MODEL_1, cbam_kernel=3)
+    assert sum(p.numel() for p in small.parameters()) == expected - 4 * 2 * (7**3 - 3**3)
+    assert all(m.spatial.conv.kernel_size == (3, 3, 3) for m in small.attention_modules().values())
 
 
 def test_big_spec_builds_outside_the_search_space():
@@ -151,6 +154,7 @@ def test_config_round_trip():
         "spatial_dims": 2,
         "in_channels": 1,
         "num_classes": 3,
+        "cbam_kernel": 7,
     }
     clone = model_from_config(cfg)
     clone.load_state_dict(model.state_dict())
@@ -158,6 +162,12 @@ def test_config_round_trip():
     x = torch.randn(2, 1, 16, 16)
     with torch.no_grad():
         assert torch.equal(model(x), clone(x))
+    # the spatial kernel is recorded, so a checkpoint rebuilds the same model; old configs mean 7
+    k3 = build_model(MID, cbam_kernel=3, spatial_dims=2)
+    assert k3.config["cbam_kernel"] == 3
+    assert model_from_config(k3.config).stages["stage2"][-1].spatial.conv.kernel_size == (3, 3)
+    old = {k: v for k, v in model.config.items() if k != "cbam_kernel"}
+    assert model_from_config(old).config["cbam_kernel"] == 7
 
 
 @pytest.mark.parametrize(
@@ -167,6 +177,7 @@ def test_config_round_trip():
         ({"head": "cosface"}, "angular, linear"),
         ({"spatial_dims": 1}, "spatial_dims must be one of"),
         ({"num_classes": 1}, "num_classes"),
+        ({"cbam_kernel": 5}, "valid: 3, 7"),
         ({"spec": "[4,4,[4],[4]]"}, "3 stage lists"),
     ],
 )

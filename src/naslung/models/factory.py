@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from naslung.models.blocks.cbam import CBAM
+from naslung.models.blocks.cbam import CBAM, DEFAULT_SPATIAL_KERNEL, SPATIAL_KERNELS
 from naslung.models.blocks.nd import check_dims
 from naslung.models.blocks.residual import ConvBNReLU, ResidualBlock
 from naslung.models.heads.angular import AngularHead
@@ -56,12 +56,17 @@ class NASLungNet(nn.Module):
         spatial_dims: int = 3,
         in_channels: int = 1,
         num_classes: int = 2,
+        cbam_kernel: int = DEFAULT_SPATIAL_KERNEL,
     ) -> None:
         super().__init__()
         spec = coerce_spec(spec)
         _check_option("attention", attention, list(ATTENTIONS))
         _check_option("head", head, HEADS)
         check_dims(spatial_dims)
+        if cbam_kernel not in SPATIAL_KERNELS:
+            raise ValueError(
+                f"unknown cbam_kernel {cbam_kernel!r}; valid: {', '.join(map(str, SPATIAL_KERNELS))}"
+            )
         if in_channels < 1 or num_classes < 2:
             raise ValueError(f"need in_channels >= 1 and num_classes >= 2, got {in_channels}, {num_classes}")
         self.spec = spec
@@ -73,11 +78,14 @@ class NASLungNet(nn.Module):
             "spatial_dims": spatial_dims,
             "in_channels": in_channels,
             "num_classes": num_classes,
+            "cbam_kernel": int(cbam_kernel),
         }
         order = ATTENTIONS[attention]
 
         def closing(channels: int) -> list[nn.Module]:
-            return [] if order is None else [CBAM(channels, spatial_dims, order=order)]
+            if order is None:
+                return []
+            return [CBAM(channels, spatial_dims, spatial_kernel=cbam_kernel, order=order)]
 
         c1, c2 = spec.stem
         stages: dict[str, nn.Module] = {
@@ -129,10 +137,6 @@ class NASLungNet(nn.Module):
                 out[name] = last
         return out
 
-    def attention_maps(self) -> dict[str, dict[str, Tensor]]:
-        """``{"stage2": {"channel": (B, C), "spatial": (B, 1, *S)}, ...}`` from the last forward."""
-        return {name: maps for name, m in self.attention_modules().items() if (maps := m.maps())}
-
 
 def build_model(
     spec: ArchSpec | str | dict[str, Any],
@@ -141,14 +145,22 @@ def build_model(
     spatial_dims: int = 3,
     in_channels: int = 1,
     num_classes: int = 2,
+    cbam_kernel: int = DEFAULT_SPATIAL_KERNEL,
 ) -> NASLungNet:
-    """Build a NAS-Lung network; unknown option names raise ``ValueError`` listing the valid ones."""
-    return NASLungNet(spec, attention, head, spatial_dims, in_channels, num_classes)
+    """Build a NAS-Lung network; unknown option names raise ``ValueError`` listing the valid ones.
+
+    ``cbam_kernel`` is the side of CBAM's spatial-gate conv (3 or 7; ignored with attention ``"none"``
+    but recorded in :attr:`NASLungNet.config` all the same).
+    """
+    return NASLungNet(spec, attention, head, spatial_dims, in_channels, num_classes, cbam_kernel)
 
 
 def model_from_config(config: dict[str, Any]) -> NASLungNet:
-    """Rebuild a model from :attr:`NASLungNet.config` (weights are loaded separately)."""
-    known = {"spec", "attention", "head", "spatial_dims", "in_channels", "num_classes"}
+    """Rebuild a model from :attr:`NASLungNet.config` (weights are loaded separately).
+
+    Configs written before ``cbam_kernel`` existed rebuild with the 7^d kernel they were trained with.
+    """
+    known = {"spec", "attention", "head", "spatial_dims", "in_channels", "num_classes", "cbam_kernel"}
     unknown = sorted(set(config) - known)
     if unknown:
         raise ValueError(f"unknown model config keys {unknown}; valid: {', '.join(sorted(known))}")

@@ -6,8 +6,12 @@
 * ``M_s(F) = sigmoid(Conv([AvgPool_c(F); MaxPool_c(F)]))`` (eq. 3), pooling across channels.
 
 The order ``"spatial-first"`` swaps the two gates (the paper's Table 3 comparison). The pools are
-``mean`` / ``amax`` reductions rather than pooling layers (cheaper on small 3-D maps). The maps of the
-last forward pass are kept (detached) in ``last_channel`` and ``last_spatial`` for explanations.
+``mean`` / ``amax`` reductions rather than pooling layers (cheaper on small 3-D maps).
+
+The module keeps no state between forwards. Each gate is a submodule whose output *is* its map
+(``CBAM.channel`` returns ``(B, C)``, ``CBAM.spatial`` returns ``(B, 1, *S)``, both in (0, 1)), so
+explanations capture the maps with forward hooks when they need them
+(:func:`naslung.models.attention.attention_maps`), and training pays nothing for them.
 """
 
 from __future__ import annotations
@@ -25,7 +29,11 @@ DEFAULT_REDUCTION = 4
 #: Default spatial-gate kernel. 7 as in the original CBAM, for every stage: with zero padding it is
 #: valid on any map size (a 4^3 stage-5 map is simply covered whole), and one size keeps the
 #: parameter count independent of the input size, which the model cannot know when it is built.
+#: The paper does not state the size; its reference code uses 3, which costs 27 instead of 343
+#: MACs per voxel in 3-D (at 32^3 the 7^3 conv is about half of Model-1's MACs).
 DEFAULT_SPATIAL_KERNEL = 7
+#: The spatial-gate kernels that :func:`naslung.models.build_model` accepts (``cbam_kernel``).
+SPATIAL_KERNELS: tuple[int, ...] = (3, 7)
 
 ORDERS = ("channel-first", "spatial-first")
 
@@ -99,27 +107,11 @@ class CBAM(nn.Module):
         self.order = order
         self.channel = ChannelAttention(channels, reduction)
         self.spatial = SpatialAttention(spatial_dims, spatial_kernel)
-        self.last_channel: Tensor | None = None
-        self.last_spatial: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         view = (x.shape[0], x.shape[1]) + (1,) * (x.dim() - 2)
         if self.order == "channel-first":
-            mc = self.channel(x)
-            x = x * mc.view(view)
-            ms = self.spatial(x)
-            out = x * ms
-        else:
-            ms = self.spatial(x)
-            x = x * ms
-            mc = self.channel(x)
-            out = x * mc.view(view)
-        self.last_channel = mc.detach()  # (B, C)
-        self.last_spatial = ms.detach()  # (B, 1, *S)
-        return out
-
-    def maps(self) -> dict[str, Tensor]:
-        """``{"channel": (B, C), "spatial": (B, 1, *S)}`` from the last forward (empty before any)."""
-        if self.last_channel is None or self.last_spatial is None:
-            return {}
-        return {"channel": self.last_channel, "spatial": self.last_spatial}
+            x = x * self.channel(x).view(view)
+            return x * self.spatial(x)
+        x = x * self.spatial(x)
+        return x * self.channel(x).view(view)
