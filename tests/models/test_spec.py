@@ -81,3 +81,21 @@ def test_bad_records():
         ArchSpec.from_dict({"stages": []})
     with pytest.raises(ValueError, match="cannot interpret"):
         coerce_spec(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[4,4,[1_0],[8],[8]]", "[+4,4,[4],[8],[8]]", "[8\u0664,8]", "[4,4,[4],[8],[\uff18]]",
+     "[4,4,[4],[-8],[8]]", "[4,4,[4],[8],[0x8]]"],
+)
+def test_widths_are_ascii_digits_only(text: str):
+    with pytest.raises(ValueError, match="ASCII digits"):
+        ArchSpec.parse(text)
+
+
+@pytest.mark.parametrize("depth", [3, 50, 2000, 100_000])
+def test_deep_nesting_is_a_value_error(depth: int):
+    with pytest.raises(ValueError, match="nests"):
+        ArchSpec.parse("[" * depth + "]" * depth)
+    with pytest.raises(ValueError, match="nested too deeply|not an architecture"):
+        ArchSpec.from_json("[" * depth + "]" * depth)

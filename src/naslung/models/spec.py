@@ -19,6 +19,11 @@ PAPER_CHANNELS: tuple[int, ...] = (4, 8, 16, 32, 64, 128)
 PAPER_DEPTH: tuple[int, int] = (3, 9)
 
 _TOKEN = re.compile(r"\s*(\[|\]|,|[^\[\],\s]+)")
+# A width is ASCII digits only: int() would also take "1_0", "+4" and non-ASCII digits ("٤").
+_WIDTH = re.compile(r"[0-9]+")
+#: Deepest list nesting the notation has (the outer list holds the stage lists); deeper input is refused
+#: before it can recurse (a 2,000-deep spec must not raise RecursionError).
+_MAX_DEPTH = 2
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,10 @@ class ArchSpec:
 
     @classmethod
     def from_json(cls, text: str) -> ArchSpec:
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            raise ValueError(f"architecture JSON {_short(str(text))} is nested too deeply") from None
         if isinstance(data, str):
             return cls.parse(data)
         return cls.from_dict(data)
@@ -187,7 +195,9 @@ def _tokenize(text: str) -> list[str]:
     return tokens
 
 
-def _parse_list(tokens: list[str], pos: int, text: str) -> tuple[list[Any], int]:
+def _parse_list(tokens: list[str], pos: int, text: str, depth: int = 1) -> tuple[list[Any], int]:
+    if depth > _MAX_DEPTH:
+        raise ValueError(f"architecture {_short(text)} nests lists deeper than one level")
     if tokens[pos] != "[":
         raise ValueError(f"architecture {text!r} must start with '[', found token {tokens[pos]!r}")
     pos += 1
@@ -208,16 +218,24 @@ def _parse_list(tokens: list[str], pos: int, text: str) -> tuple[list[Any], int]
         if not expect_item:
             raise ValueError(f"missing comma before token {tok!r} in architecture {text!r}")
         if tok == "[":
-            sub, pos = _parse_list(tokens, pos, text)
+            sub, pos = _parse_list(tokens, pos, text, depth + 1)
             items.append(sub)
         else:
-            try:
-                items.append(int(tok))
-            except ValueError:
-                raise ValueError(f"bad token {tok!r} in architecture {text!r}: expected an integer") from None
+            if not _WIDTH.fullmatch(tok):
+                raise ValueError(f"bad token {tok!r} in architecture {_short(text)}: expected an integer "
+                                 f"(ASCII digits 0-9)")
+            items.append(int(tok))
             pos += 1
         expect_item = False
     raise ValueError(f"architecture {text!r} is missing a closing ']'")
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """``repr`` of an architecture string, elided in the middle when long (error messages stay one line)."""
+    shown = repr(text)
+    if len(shown) <= limit:
+        return shown
+    return f"{shown[: limit // 2]}...{shown[-limit // 2:]} ({len(text)} chars)"
 
 
 #: Model-1 of Table 5, the paper's best single network.
