@@ -12,6 +12,8 @@ from naslung.models.cost import (
     activation_bytes,
     count_macs,
     count_parameters,
+    cpu_isa,
+    device_name,
     measure_latency,
     profile,
     time_forward,
@@ -75,9 +77,22 @@ def test_measure_latency_is_cached(tmp_path, monkeypatch):
     assert first["key"]["torch"] == torch.__version__
     files = list((tmp_path / "latency").glob("*.json"))
     assert len(files) == 1
-    assert json.loads(files[0].read_text())["schema"] == "naslung-latency/1"
+    assert json.loads(files[0].read_text())["schema"] == "naslung-latency/2"
     again = measure_latency(SMALL, threads=1, **args)
     assert again["cached"] and again["median_ms"] == first["median_ms"]
+    # the key names the machine; the record keeps the load at measurement time
+    assert first["key"]["device"] == device_name("cpu") and first["key"]["isa"] == cpu_isa()
+    assert first["key"]["cbam_kernel"] == 7
+    assert first["load_1min"] is None or first["load_1min"] >= 0
+    # use_cache=False measures without touching the cache; refresh=True measures and replaces it
+    assert not measure_latency(SMALL, threads=1, use_cache=False, **args)["cached"]
+    assert json.loads(files[0].read_text())["result"]["median_ms"] == first["median_ms"]
+    fresh = measure_latency(SMALL, threads=1, refresh=True, **args)
+    assert not fresh["cached"]
+    stored = json.loads(files[0].read_text())["result"]
+    assert stored["measured_at"] == fresh["measured_at"] and stored["median_ms"] == fresh["median_ms"]
+    assert measure_latency(SMALL, threads=1, **args)["median_ms"] == fresh["median_ms"]
+    assert not measure_latency(SMALL, threads=1, cbam_kernel=3, **args)["cached"]  # another model
     # another batch size is another key; a damaged entry is measured again
     b4 = measure_latency(SMALL, threads=1, batch_size=4, **args)
     assert not b4["cached"] and b4["per_sample_ms"] == pytest.approx(b4["median_ms"] / 4)

@@ -19,13 +19,23 @@ SPECS = [
 
 @pytest.mark.parametrize("spec", SPECS)
 @pytest.mark.parametrize(
-    "attention, head, dims, size",
-    [("cbam", "angular", 3, 32), ("none", "linear", 3, 16), ("cbam-spatial-first", "linear", 2, 32)],
+    "attention, head, dims, size, kernel",
+    [
+        ("cbam", "angular", 3, 32, 7),
+        ("cbam", "angular", 3, 32, 3),
+        ("none", "linear", 3, 16, 7),
+        ("cbam-spatial-first", "linear", 2, 32, 7),
+        ("cbam-spatial-first", "linear", 2, 32, 3),
+    ],
 )
-def test_analytic_equals_measured(spec: str, attention: str, head: str, dims: int, size: int) -> None:
-    model = build_model(spec, attention=attention, head=head, spatial_dims=dims)
+def test_analytic_equals_measured(
+    spec: str, attention: str, head: str, dims: int, size: int, kernel: int
+) -> None:
+    model = build_model(spec, attention=attention, head=head, spatial_dims=dims, cbam_kernel=kernel)
     measured = profile(model, (1, 1, *([size] * dims)))
-    cost = analytic_cost(spec, size=size, spatial_dims=dims, attention=attention, head=head)
+    cost = analytic_cost(
+        spec, size=size, spatial_dims=dims, attention=attention, head=head, cbam_kernel=kernel
+    )
     assert (cost.macs, cost.activation_bytes, cost.params) == (
         measured["macs"],
         measured["activation_bytes"],
@@ -39,6 +49,16 @@ def test_random_paper_specs_match() -> None:
         model = build_model(space[i])
         measured = profile(model, (1, 1, 32, 32, 32))
         assert analytic_cost(space[i]).macs == measured["macs"]
+
+
+def test_kernel_3_saves_the_spatial_conv_macs() -> None:
+    # Model-1 at 32^3: the four 2->1 spatial convs run on 32^3, 16^3, 8^3 and 4^3 maps
+    voxels = 32**3 + 16**3 + 8**3 + 4**3
+    k7, k3 = analytic_cost("[4,4,[4,4],[4,8],[8,8]]"), analytic_cost("[4,4,[4,4],[4,8],[8,8]]", cbam_kernel=3)
+    assert k7.macs - k3.macs == voxels * 2 * (7**3 - 3**3)
+    assert k7.params - k3.params == 4 * 2 * (7**3 - 3**3)
+    space = SearchSpace(channels=(4,), depth_range=(3, 3))
+    assert space_costs(space, cbam_kernel=3)["macs"][0] == analytic_cost(space[0], cbam_kernel=3).macs
 
 
 def test_space_costs_are_monotone_under_the_order() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from naslung.models.cost import cpu_isa
 from naslung.search.costs import space_costs
 from naslung.search.latency_model import (
     LatencyModel,
@@ -13,6 +14,7 @@ from naslung.search.latency_model import (
     calibration_sample,
     error_metrics,
     fit_latency_model,
+    host_context,
 )
 from naslung.search.space import SearchSpace
 
@@ -68,6 +70,14 @@ def test_cache_round_trip(tmp_path, costs: dict[str, np.ndarray]) -> None:
     assert len(calls) == 24  # another context is another model
     again = LatencyModel.load(next(tmp_path.glob("model-*.json")))
     assert again.kind == "linear"
+    # the key holds the host CPU and its instruction set; the load at calibration is recorded
+    assert first.context == {**host_context(), **context} and first.context["host_isa"] == cpu_isa()
+    assert set(first.measured) == {"load_1min_before", "load_1min_after", "measured_at"}
+    # refresh calibrates again and replaces the stored model
+    refreshed = cached_model(context, build, cache=tmp_path, refresh=True)
+    assert len(calls) == 36 and refreshed.measured["measured_at"] > first.measured["measured_at"]
+    assert cached_model(context, build, cache=tmp_path).measured == refreshed.measured
+    assert len(calls) == 36 and len(list(tmp_path.glob("model-*.json"))) == 2
 
 
 def test_errors() -> None:

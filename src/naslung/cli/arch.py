@@ -27,11 +27,18 @@ def info(
     dims: int = typer.Option(3, "--dims", help="Spatial dimensions: 3 (volumes) or 2 (slices)."),
     attention: str = typer.Option("cbam", help="cbam | cbam-spatial-first | none."),
     head: str = typer.Option("angular", help="angular | linear."),
+    cbam_kernel: int = typer.Option(7, "--cbam-kernel", help="Side of CBAM's spatial-gate conv: 3 or 7."),
     size: int = typer.Option(32, help="Input side (divisible by 8)."),
     threads: int | None = typer.Option(None, help="CPU threads for the timing (default: torch's current)."),
     device: str = typer.Option("cpu", help="cpu | cuda."),
     repeats: int = typer.Option(20, help="Timed runs per latency figure (after warm-up)."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Measure again instead of reading the cache."),
+    refresh: bool = typer.Option(
+        False,
+        "--refresh",
+        "--no-cache",
+        help="Measure again and replace the cached figures (the cache is keyed by CPU model, instruction "
+        "set, threads and torch; each figure records the load average when it was measured).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Parameters, MACs, activation bytes, batch-1 latency and batch-32 throughput of SPEC."""
@@ -45,18 +52,19 @@ def info(
             f"the input side must be a positive multiple of 8, got {size}", param_hint="--size"
         )
     try:
-        model = build_model(arch, attention=attention, head=head, spatial_dims=dims)
+        model = build_model(arch, attention=attention, head=head, spatial_dims=dims, cbam_kernel=cbam_kernel)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     cost = profile(model, (1, 1, *([size] * dims)))
     options = {
         "attention": attention,
         "head": head,
+        "cbam_kernel": cbam_kernel,
         "spatial_dims": dims,
         "input_size": size,
         "device": device,
     }
-    timing = {"threads": threads, "repeats": repeats, "use_cache": not no_cache}
+    timing = {"threads": threads, "repeats": repeats, "refresh": refresh}
     try:
         b1 = measure_latency(arch, batch_size=1, **options, **timing)
         b32 = measure_latency(arch, batch_size=32, **options, **timing)
@@ -74,7 +82,11 @@ def info(
         "latency_ms_b32": b32["median_ms"],
         "threads": b1["key"]["threads"],
         "device_name": b1["key"]["device"],
+        "isa": b1["key"]["isa"],
         "torch": b1["key"]["torch"],
+        "cached": b1["cached"] or b32["cached"],
+        "load_1min_at_measurement": b1.get("load_1min"),
+        "measured_at": b1.get("measured_at"),
         "in_search_space": not violations,
         "space_violations": violations,
     }
@@ -93,8 +105,23 @@ def info(
     table.add_row("latency, batch 1 (median)", f"{b1['median_ms']:.2f} ms")
     table.add_row("throughput, batch 32", f"{b32['throughput_per_s']:.1f} samples/s")
     table.add_row("device", f"{record['device_name']}, {record['threads']} threads, torch {record['torch']}")
+    table.add_row("instruction set", record["isa"] or "-")
+    table.add_row("timings", _provenance(b1))
     table.add_row("in search space (eq. 5-6)", "yes" if not violations else "no: " + "; ".join(violations))
     Console().print(table)
+
+
+def _provenance(result: dict[str, Any]) -> str:
+    """``"measured now (load 0.40)"`` or ``"cached from 2025-01-02 10:00 (load 3.10); --refresh ..."``."""
+    import time
+
+    load = result.get("load_1min")
+    load_text = f"load {load:.2f}" if isinstance(load, (int, float)) else "load unknown"
+    if not result.get("cached"):
+        return f"measured now ({load_text})"
+    when = result.get("measured_at")
+    stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(when)) if when else "earlier"
+    return f"cached from {stamp} ({load_text}); --refresh to measure again"
 
 
 @app.command("check")

@@ -6,19 +6,25 @@ That includes the CBAM channel MLP and spatial conv, which are layers. Excluded:
 activations, pooling/mean/amax reductions, the CBAM elementwise gates and biases; on these small
 networks they are memory traffic rather than arithmetic, which :func:`activation_bytes` tracks.
 
+:func:`analytic_cost` gives the same MACs, activation bytes and parameters in closed form from the spec
+alone (no model is built; the search walks 42k specs with it); a test pins it to :func:`profile`.
+
 Latency (DESIGN section 2: never one un-warmed timing) is the median of repeated, warmed-up forward
-passes under ``torch.inference_mode``, cached per (spec, options, input size, batch, device name,
-threads, torch version) in ``naslung.paths.cache_dir("latency")``.
+passes under ``torch.inference_mode``, cached per (spec, options, input size, batch, device name, CPU
+instruction set, threads, torch version) in ``naslung.paths.cache_dir("latency")``. Each record keeps the
+1-minute load average at measurement time; ``refresh=True`` measures again and replaces the record.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +32,16 @@ import torch
 from torch import Tensor, nn
 
 from naslung.atomic import write_json_atomic
+from naslung.models.blocks.cbam import DEFAULT_REDUCTION, DEFAULT_SPATIAL_KERNEL
 from naslung.models.heads.angular import AngularHead
 from naslung.models.spec import ArchSpec, coerce_spec
 
-LATENCY_SCHEMA = "naslung-latency/1"
+LATENCY_SCHEMA = "naslung-latency/2"
+#: CPU flags that decide which kernels oneDNN / the ONNX Runtime pick (part of the latency cache key).
+ISA_FLAGS: tuple[str, ...] = (
+    "sse4_2", "avx", "avx2", "fma", "avx_vnni", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
+    "amx_tile", "amx_bf16", "asimd", "sve",
+)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -95,6 +107,82 @@ def activation_bytes(model: nn.Module, input_shape: Sequence[int]) -> int:
     return profile(model, input_shape)["activation_bytes"]
 
 
+# ---------------------------------------------------------------------------------------- closed form
+@dataclass(frozen=True)
+class Cost:
+    """Analytic cost of one network for one sample."""
+
+    macs: int
+    activation_bytes: int
+    params: int
+    depth: int  # residual blocks L+M+N, a proxy for per-layer overhead (monotone under the order)
+
+
+def _conv_side(side: int, stride: int) -> int:
+    return -(-side // stride)
+
+
+def analytic_cost(
+    spec: ArchSpec | str,
+    size: int = 32,
+    spatial_dims: int = 3,
+    attention: str = "cbam",
+    head: str = "angular",
+    in_channels: int = 1,
+    num_classes: int = 2,
+    cbam_kernel: int = DEFAULT_SPATIAL_KERNEL,
+) -> Cost:
+    """MACs, activation bytes and parameters of ``build_model(spec, ...)`` on one ``size^d`` input.
+
+    The closed form of :func:`profile` (same conventions; a test checks they agree). Per conv with kernel
+    ``k``, ``C_in -> C_out`` and output side ``r`` in ``d`` dimensions: ``MACs = C_in * C_out * k^d * r^d``;
+    a linear layer costs ``in * out``. A stride-2, padding-1 3^d conv and a stride-2 1^d conv both give
+    side ``ceil(r / 2)``. Activation bytes are the float32 bytes of every conv output.
+    """
+    spec = coerce_spec(spec)
+    d = spatial_dims
+    macs = acts = params = 0
+
+    def conv(cin: int, cout: int, k: int, side: int, bias: bool = False, bn: bool = True) -> None:
+        nonlocal macs, acts, params
+        vol = side**d
+        macs += cin * cout * k**d * vol
+        acts += cout * vol
+        params += cin * cout * k**d + (cout if bias else 0) + (2 * cout if bn else 0)
+
+    def linear(fin: int, fout: int, bias: bool = True, calls: int = 1) -> None:
+        nonlocal macs, params
+        macs += fin * fout * calls
+        params += fin * fout + (fout if bias else 0)
+
+    def cbam(ch: int, side: int) -> None:
+        if attention == "none":
+            return
+        hidden = max(1, ch // DEFAULT_REDUCTION)
+        linear(ch, hidden, calls=2)  # the shared MLP runs on the avg- and on the max-pooled descriptor
+        linear(hidden, ch, calls=2)
+        conv(2, 1, cbam_kernel, side, bias=True, bn=False)
+
+    side = size
+    c1, c2 = spec.stem
+    conv(in_channels, c1, 3, side)
+    conv(c1, c2, 3, side)
+    cbam(c2, side)
+    width = c2
+    for widths in spec.stages:
+        for i, out in enumerate(widths):
+            stride = 2 if i == 0 else 1
+            side_out = _conv_side(side, stride)
+            conv(width, out, 3, side_out)
+            conv(out, out, 3, side_out)
+            if stride != 1 or width != out:
+                conv(width, out, 1, side_out)
+            width, side = out, side_out
+        cbam(width, side)
+    linear(width, num_classes, bias=head == "linear")
+    return Cost(macs=macs, activation_bytes=4 * acts, params=params, depth=spec.depth)
+
+
 # ---------------------------------------------------------------------------------------------- latency
 def device_name(device: str | torch.device) -> str:
     """A readable name of the device that runs the timing: the GPU model or the CPU model."""
@@ -108,6 +196,40 @@ def device_name(device: str | torch.device) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "cpu"
+
+
+def cpu_isa() -> str:
+    """The :data:`ISA_FLAGS` this CPU has, comma-separated (``""`` when /proc/cpuinfo is unreadable)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                have = set(line.split(":", 1)[1].split())
+                return ",".join(f for f in ISA_FLAGS if f in have)
+    except OSError:
+        pass
+    return ""
+
+
+def machine_key(device: str | torch.device) -> dict[str, str]:
+    """``{"device", "isa", "torch"}``: what decides a timing besides the model (threads excepted).
+
+    For a GPU, ``isa`` is its compute capability; for a CPU, the instruction-set flags of :func:`cpu_isa`.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        isa = f"sm_{major}{minor}"
+    else:
+        isa = cpu_isa()
+    return {"device": device_name(device), "isa": isa, "torch": torch.__version__}
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (``None`` where the OS has none); recorded with every measurement."""
+    try:
+        return float(os.getloadavg()[0])
+    except (OSError, AttributeError):
+        return None
 
 
 def time_forward(model: nn.Module, x: Tensor, warmup: int = 5, repeats: int = 20) -> dict[str, float | int]:
@@ -149,18 +271,20 @@ def latency_key(
     batch_size: int,
     device: str | torch.device,
     threads: int,
+    cbam_kernel: int = DEFAULT_SPATIAL_KERNEL,
 ) -> dict[str, Any]:
-    """The cache key of a latency measurement."""
+    """The cache key of a latency measurement: the model, the input, and the machine (CPU/GPU model,
+    instruction set, threads, torch version)."""
     return {
         "spec": str(coerce_spec(spec)),
         "attention": attention,
         "head": head,
+        "cbam_kernel": int(cbam_kernel),
         "spatial_dims": int(spatial_dims),
         "input_size": int(input_size),
         "batch_size": int(batch_size),
-        "device": device_name(device),
+        **machine_key(device),
         "threads": int(threads),
-        "torch": torch.__version__,
     }
 
 
@@ -185,13 +309,17 @@ def measure_latency(
     repeats: int = 20,
     use_cache: bool = True,
     seed: int = 0,
+    cbam_kernel: int = DEFAULT_SPATIAL_KERNEL,
+    refresh: bool = False,
 ) -> dict[str, Any]:
     """Median forward latency of a freshly built model on ``device``, cached.
 
     ``threads`` sets ``torch.set_num_threads`` for the timing and restores it afterwards (``None``:
-    the current setting, which is recorded). Returns the :func:`time_forward` figures plus
-    ``per_sample_ms``, ``throughput_per_s`` (samples/s at this batch size), ``warmup``, ``repeats``,
-    ``key`` and ``cached`` (True when read from the cache).
+    the current setting, which is recorded). ``use_cache=False`` neither reads nor writes the cache;
+    ``refresh=True`` measures again and replaces the cached record. Returns the :func:`time_forward`
+    figures plus ``per_sample_ms``, ``throughput_per_s`` (samples/s at this batch size), ``warmup``,
+    ``repeats``, ``load_1min`` (load average when measured), ``measured_at`` (Unix time), ``key`` and
+    ``cached`` (True when read from the cache).
     """
     from naslung.models.factory import build_model
 
@@ -202,9 +330,11 @@ def measure_latency(
         raise ValueError(f"need batch_size >= 1 and input_size >= 8, got {batch_size}, {input_size}")
     previous = torch.get_num_threads()
     n_threads = previous if threads is None else int(threads)
-    key = latency_key(spec, attention, head, spatial_dims, input_size, batch_size, dev, n_threads)
+    key = latency_key(
+        spec, attention, head, spatial_dims, input_size, batch_size, dev, n_threads, cbam_kernel
+    )
     path = _cache_file(key)
-    if use_cache and path.exists():
+    if use_cache and not refresh and path.exists():
         try:
             record = json.loads(path.read_text())
             if record.get("schema") == LATENCY_SCHEMA and record.get("key") == key:
@@ -215,8 +345,11 @@ def measure_latency(
         torch.set_num_threads(n_threads)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = build_model(spec, attention=attention, head=head, spatial_dims=spatial_dims).to(dev)
+            model = build_model(
+                spec, attention=attention, head=head, spatial_dims=spatial_dims, cbam_kernel=cbam_kernel
+            ).to(dev)
             x = torch.randn(batch_size, 1, *([input_size] * spatial_dims)).to(dev)
+        load = load_average()
         timing = time_forward(model, x, warmup=warmup, repeats=repeats)
     finally:
         torch.set_num_threads(previous)
@@ -226,6 +359,8 @@ def measure_latency(
         "throughput_per_s": 1000.0 * batch_size / timing["median_ms"],
         "warmup": warmup,
         "repeats": repeats,
+        "load_1min": load,
+        "measured_at": time.time(),
     }
     if use_cache:
         write_json_atomic(path, {"schema": LATENCY_SCHEMA, "key": key, "result": result})

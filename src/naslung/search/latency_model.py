@@ -13,12 +13,18 @@ Kinds: ``linear`` fits ``latency = c0 + sum c_k x_k`` by non-negative least squa
 coefficients keep the prediction monotone); ``loglinear`` fits ``log latency = c0 + sum c_k log x_k``.
 The held-out error (MAPE, R^2) comes from a seeded split; the stored coefficients are then refitted on all
 samples.
+
+Cache: a fitted model is stored per calibration context, to which :func:`cached_model` adds the host (CPU
+model and instruction-set flags, see :func:`naslung.models.cost.machine_key`); it records the 1-minute load
+average before and after the calibration in ``measured``, and ``refresh=True`` calibrates again and replaces
+the stored model.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +35,7 @@ import numpy as np
 FEATURES: tuple[str, ...] = ("macs", "activation_bytes", "depth")
 KINDS: tuple[str, ...] = ("linear", "loglinear")
 SCHEMA = "naslung-latency-model"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Feature scales so that the least-squares problem is well conditioned (MACs in millions, bytes in MB).
 _SCALE = {"macs": 1e6, "activation_bytes": 1e6, "depth": 1.0}
 
@@ -44,6 +50,8 @@ class LatencyModel:
     metrics: dict[str, float] = field(default_factory=dict)
     context: dict[str, Any] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
+    #: when and under what load the samples were measured: ``load_1min_before/after``, ``measured_at``.
+    measured: dict[str, Any] = field(default_factory=dict)
 
     def predict(self, costs: dict[str, np.ndarray]) -> np.ndarray:
         """Predicted latency in ms for arrays of features ``{name: (S,)}``."""
@@ -67,6 +75,7 @@ class LatencyModel:
             metrics=dict(data.get("metrics", {})),
             context=dict(data.get("context", {})),
             samples=list(data.get("samples", [])),
+            measured=dict(data.get("measured", {})),
         )
 
     def save(self, path: str | Path) -> Path:
@@ -188,23 +197,45 @@ def cache_key(context: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def host_context() -> dict[str, str]:
+    """``{"host_cpu", "host_isa"}``: the CPU model and instruction-set flags of this machine.
+
+    Part of every cache key: a latency model fitted on one CPU says little about another, and even a GPU
+    timing of these small networks includes the host's dispatch overhead.
+    """
+    from naslung.models.cost import cpu_isa, device_name
+
+    return {"host_cpu": device_name("cpu"), "host_isa": cpu_isa()}
+
+
 def cached_model(
-    context: dict[str, Any], build: Callable[[], LatencyModel], cache: Path | None = None
+    context: dict[str, Any],
+    build: Callable[[], LatencyModel],
+    cache: Path | None = None,
+    refresh: bool = False,
 ) -> LatencyModel:
-    """Load the model fitted for ``context`` from the latency cache, or ``build()`` and store it."""
+    """Load the model fitted for ``context`` (plus :func:`host_context`) from the latency cache, or
+    ``build()`` it and store it. ``refresh=True`` always builds and replaces the stored model (to refresh the
+    per-candidate timings as well, ``build`` must measure with ``refresh=True`` too)."""
+    from naslung.models.cost import load_average
+
     if cache is None:
         from naslung.paths import cache_dir
 
         cache = cache_dir("latency")
-    path = Path(cache) / f"model-{cache_key(context)}.json"
-    if path.exists():
+    full = json.loads(json.dumps({**host_context(), **context}, default=str))
+    path = Path(cache) / f"model-{cache_key(full)}.json"
+    if path.exists() and not refresh:
         try:
             model = LatencyModel.load(path)
-            if model.context == json.loads(json.dumps(context, default=str)):
+            if model.context == full:
                 return model
         except (ValueError, KeyError, json.JSONDecodeError):
             pass  # a corrupt or foreign cache entry is rebuilt
+    before = load_average()
     model = build()
-    model.context = json.loads(json.dumps(context, default=str))
+    model.context = full
+    after = load_average()
+    model.measured = {"load_1min_before": before, "load_1min_after": after, "measured_at": time.time()}
     model.save(path)
     return model
