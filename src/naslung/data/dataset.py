@@ -25,7 +25,8 @@ Readers get float32 images scaled to [0, 1] over the window, so models never see
 from __future__ import annotations
 
 import json
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -199,18 +200,29 @@ def write_dataset(path: str | Path, arrays: dict[str, np.ndarray], attrs: dict[s
     return Path(path)
 
 
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn what h5py and numpy raise on a damaged or foreign file into a :class:`DataError` naming it."""
+    try:
+        yield
+    except DataError:
+        raise
+    except (OSError, KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{path}: not a readable HDF5 dataset ({reason})") from exc
+
+
 def read_attrs(path: str | Path) -> dict[str, Any]:
-    """Attributes of a dataset file, JSON-decoded; validates the schema and its version."""
+    """Attributes of a dataset file, JSON-decoded; validates the schema, its version and the window."""
     import h5py
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: dataset file not found")
-    try:
-        with h5py.File(path, "r") as h5:
-            attrs = {k: _decode(v) for k, v in h5.attrs.items()}
-    except OSError as exc:
-        raise DataError(f"{path}: not a readable HDF5 dataset ({exc})") from exc
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a dataset file")
+    with _reading(path), h5py.File(path, "r") as h5:
+        attrs = {k: _decode(v) for k, v in h5.attrs.items()}
     if attrs.get("schema") != SCHEMA:
         raise DataError(f"{path}: not a naslung crop dataset (schema={attrs.get('schema')!r})")
     try:
@@ -222,19 +234,78 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
                         f"upgrade naslung")
     if version < 1:
         raise DataError(f"{path}: unknown schema version {version}")
+    attrs["window"] = list(window_of(attrs, path))
     return attrs
+
+
+def window_of(attrs: dict[str, Any], path: str | Path) -> tuple[float, float]:
+    """The HU window ``(lo, hi)`` of a file's attrs: two finite numbers with lo < hi, else a DataError."""
+    if "window" not in attrs:
+        raise DataError(f"{path}: no 'window' attribute (the HU window lo,hi the crops were clipped to)")
+    value = attrs["window"]
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: attribute 'window' must be two numbers lo,hi, got {value!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise DataError(f"{path}: attribute 'window' {[lo, hi]} must be finite with lo < hi")
+    return lo, hi
+
+
+def check_layout(h5: Any, path: str | Path, names: tuple[str, ...] = _ARRAY_FIELDS) -> int:
+    """Check that ``names`` are arrays of one length with the schema's shapes; return that length N.
+
+    Reads no data: only shapes and dtypes. Every problem is a :class:`DataError` naming the file.
+    """
+    import h5py
+
+    missing = [name for name in names if name not in h5]
+    if missing:
+        raise DataError(f"{path}: dataset file lacks array(s) {missing}")
+    for name in names:
+        if not isinstance(h5[name], h5py.Dataset):
+            raise DataError(f"{path}: {name!r} is a {type(h5[name]).__name__}, not an array")
+    shapes = {name: tuple(h5[name].shape) for name in names}
+    ref = "labels" if "labels" in names else names[0]
+    if len(shapes[ref]) == 0:
+        raise DataError(f"{path}: array {ref!r} is a scalar, expected one row per nodule")
+    n = shapes[ref][0]
+    for name in names:
+        shape = shapes[name]
+        if len(shape) == 0 or shape[0] != n:
+            raise DataError(f"{path}: array {name!r} has {shape[0] if shape else 0} rows but {ref!r} has {n}")
+        want = {"images": (3, 4), "world_center": (2,), "ratings": (2,)}.get(name, (1,))
+        if len(shape) not in want:
+            raise DataError(f"{path}: array {name!r} has shape {list(shape)}, expected {max(want)} axes")
+        if name == "world_center" and shape[1] != 3:
+            raise DataError(f"{path}: array 'world_center' has shape {list(shape)}, expected (N, 3)")
+        kind = h5[name].dtype.kind
+        if name in _STR_FIELDS:
+            if kind not in "OSUiu":
+                raise DataError(f"{path}: array {name!r} has dtype {h5[name].dtype}, expected strings")
+        elif kind not in "biuf":
+            raise DataError(f"{path}: array {name!r} has dtype {h5[name].dtype}, expected numbers")
+    return int(n)
+
+
+def _checked_labels(labels: np.ndarray, path: Path) -> np.ndarray:
+    bad = ~np.isin(labels, (0, 1))
+    if bad.any():
+        raise DataError(f"{path}: array 'labels' must hold 0 (benign) or 1 (malignant), "
+                        f"row {int(np.flatnonzero(bad)[0])} holds {labels[bad][0]!r}")
+    return labels
 
 
 def load_dataset(path: str | Path) -> NoduleDataset:
     """Load a whole dataset into memory; images become float32 in [0, 1] over the stored window."""
     import h5py
 
+    path = Path(path)
     attrs = read_attrs(path)
-    with h5py.File(path, "r") as h5:
-        missing = [name for name in _ARRAY_FIELDS if name not in h5]
-        if missing:
-            raise DataError(f"{path}: dataset file lacks arrays {missing}")
+    with _reading(path), h5py.File(path, "r") as h5:
+        check_layout(h5, path)
         arrays = {name: h5[name][()] for name in _ARRAY_FIELDS}
+    _checked_labels(arrays["labels"], path)
     arrays["images"] = to_unit_range(arrays["images"], attrs["window"])
     for name in _STR_FIELDS:
         arrays[name] = _strings(arrays[name])
@@ -253,9 +324,13 @@ def read_rows(path: str | Path, index: np.ndarray, fields: tuple[str, ...] = _AR
     """Selected rows of selected arrays, without loading the rest (images stay int16 HU)."""
     import h5py
 
+    path = Path(path)
     read_attrs(path)
     index = np.sort(np.asarray(index, dtype=np.int64))
-    with h5py.File(path, "r") as h5:
+    with _reading(path), h5py.File(path, "r") as h5:
+        n = check_layout(h5, path, tuple(dict.fromkeys(("labels", *fields))))
+        if len(index) and (index[0] < 0 or index[-1] >= n):
+            raise DataError(f"{path}: row index out of range 0..{n - 1}")
         out = {name: h5[name][index] if len(index) else h5[name][:0] for name in fields}
     for name in _STR_FIELDS:
         if name in out:
@@ -267,9 +342,11 @@ def describe_dataset(path: str | Path) -> dict[str, Any]:
     """Counts by fold and label, totals and attrs of a dataset file, without reading the images."""
     import h5py
 
+    path = Path(path)
     attrs = read_attrs(path)
-    with h5py.File(path, "r") as h5:
-        labels = h5["labels"][()]
+    with _reading(path), h5py.File(path, "r") as h5:
+        check_layout(h5, path, ("images", "labels", "fold", "seriesuid", "padded"))
+        labels = _checked_labels(h5["labels"][()], path)
         fold = h5["fold"][()]
         padded = h5["padded"][()]
         shape = list(h5["images"].shape)
@@ -295,7 +372,8 @@ def describe_dataset(path: str | Path) -> dict[str, Any]:
 
 
 def _strings(values: np.ndarray) -> np.ndarray:
-    return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in values], dtype=str)
+    return np.array([v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in values],
+                    dtype=str)
 
 
 def _decode(value: Any) -> Any:

@@ -287,7 +287,10 @@ def _plan(index: ScanIndex, table: Any, name: str) -> list[_ScanPlan]:
         for i, row in rows.iterrows():
             vx, vy = float(row["centroid_x_vox"]), float(row["centroid_y_vox"])
             if np.isfinite(vx) and np.isfinite(vy):
-                centers[i] = nodule_world_center(geometry, vx, vy, float(row["coordZ"]))
+                try:
+                    centers[i] = nodule_world_center(geometry, vx, vy, float(row["coordZ"]))
+                except DataError as exc:
+                    raise DataError(f"{ref.path}: {exc}") from None
             else:
                 centers[i] = (row["coordX"], row["coordY"], row["coordZ"])
             if not geometry.contains(centers[i]):
