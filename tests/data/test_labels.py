@@ -127,3 +127,60 @@ def test_cli_labels(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert '"nodules": 2' in result.output and '"scans": 2' in result.output
     assert tuple(pd.read_csv(out).columns) == L.LABEL_COLUMNS
+
+
+# ------------------------------------------------------------------------------------------ merged clusters
+class _Ann:
+    """A stand-in for a pylidc annotation: a centroid (row, col, slice) and a rating."""
+
+    def __init__(self, centroid: tuple[float, float, float], malignancy: int, ident: int) -> None:
+        self.centroid = np.asarray(centroid, dtype=float)
+        self.malignancy = malignancy
+        self.id = ident
+
+
+class _Scan:
+    pixel_spacing = 0.7
+    slice_zvals = np.arange(0.0, 100.0, 1.25)
+
+
+def _two_close_nodules(gap_mm: float = 9.0, seed: int = 0) -> tuple[list[_Ann], set[int], set[int]]:
+    """Two touching nodules, each marked by 4 readers (centroids scattered by ~1 mm), interleaved."""
+    rng = np.random.default_rng(seed)
+    anns, first, second = [], set(), set()
+    for reader in range(4):
+        for nodule, centre_mm in enumerate(((50.0, 50.0, 40.0), (50.0, 50.0 + gap_mm, 41.0))):
+            jitter = rng.normal(0.0, 0.7, 3)
+            row, col, z = np.asarray(centre_mm) + jitter
+            ident = 2 * reader + nodule
+            anns.append(_Ann((row / _Scan.pixel_spacing, col / _Scan.pixel_spacing, z / 1.25),
+                             malignancy=5 if nodule else 1, ident=ident))
+            (second if nodule else first).add(ident)
+    return anns, first, second
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_two_close_nodules_are_split(seed: int) -> None:
+    anns, first, second = _two_close_nodules(seed=seed)
+    groups = L.split_clusters(_Scan(), [anns])  # pylidc merged all 8 (their contours touch)
+    assert [len(g) for g in groups] == [4, 4]
+    assert {frozenset(a.id for a in g) for g in groups} == {frozenset(first), frozenset(second)}
+    # Each half then has its own label: all 1s (benign) and all 5s (malignant), not a mean of 3.
+    assert [L.label_of(a.malignancy for a in g) for g in groups] == [0, 1]
+
+
+def test_split_by_distance_is_pure_and_bounded() -> None:
+    rng = np.random.default_rng(1)
+    assert L.split_by_distance(rng.normal(size=(4, 3))) == [[0, 1, 2, 3]]  # 4 readers: never split
+    points = np.concatenate([rng.normal(0, 1, (4, 3)), [[40.0, 0.0, 0.0]]])
+    assert L.split_by_distance(points) == [[0, 1, 2, 3], [4]]  # the stray 5th mark stands alone
+    same = np.zeros((6, 3))  # indistinguishable centroids: every annotation alone, never > 4
+    assert L.split_by_distance(same) == [[i] for i in range(6)]
+    for _ in range(20):
+        groups = L.split_by_distance(rng.normal(0, 5, (int(rng.integers(5, 13)), 3)))
+        assert max(len(g) for g in groups) <= L.MAX_READERS
+        assert sorted(i for g in groups for i in g) == list(range(sum(len(g) for g in groups)))
+
+
+def test_cache_key_changes_with_the_rules() -> None:
+    assert f"-v{L.LABELS_VERSION}-" in L.cache_path().name and L.LABELS_VERSION >= 2

