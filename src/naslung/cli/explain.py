@@ -1,0 +1,58 @@
+"""`naslung explain`: attention montage (Fig. 5), t-SNE (Fig. 6) and DBI (Table 4) of trained runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from naslung.cli.common import fail
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``explain`` to the top-level app."""
+    app.command("explain")(explain)
+
+
+def explain(
+    run: Path = typer.Argument(..., help="run folder (naslung train --out) or cv folder"),
+    data: Path = typer.Option(..., "--data", help="crop dataset file the run was trained on"),
+    fold: int = typer.Option(..., "--fold", help="fold whose nodules are explained (the run's test fold)"),
+    out: Path = typer.Option(..., "--out", help="output folder for PNGs, dbi.csv and explain.json"),
+    compare: list[Path] | None = typer.Option(None, "--compare", help="another run, e.g. the Softmax twin"),
+    per_group: int = typer.Option(4, "--per-group", min=1, help="montage examples per group"),
+    seed: int = typer.Option(0, "--seed", help="t-SNE seed"),
+    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads"),
+    as_json: bool = typer.Option(False, "--json", help="print explain.json"),
+) -> None:
+    """Explain runs on one fold: stage-2 attention montage, t-SNE of features, Davies-Bouldin index."""
+    import torch
+
+    from naslung.explain.pipeline import run_explain
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        summary = run_explain(run, data, fold, out, compare or [], per_group, seed)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(exc)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    for note in summary["notes"]:
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    table = Table(title=f"Table 4 analogue: Davies-Bouldin index of penultimate features, fold {fold}")
+    for col in ("run", "loss", "features", "S0", "S1", "M01", "DBI"):
+        table.add_column(col, justify="left" if col in ("run", "loss", "features") else "right")
+    for r in summary["dbi"]:
+        cells = [f"{r[k]:.3f}" if k in r else "-" for k in ("S0", "S1", "M01", "DBI")]
+        table.add_row(escape(r["run"]), str(r["loss"]), r["features"], *cells)
+    console.print(table)
+    for name, path in summary["files"].items():
+        typer.echo(f"{name}: {path}")
