@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from naslung.cli import arch, data, demo, search, train
+from naslung.cli import arch, data, demo, export, search, train
 
 app = typer.Typer(
     name="naslung",
@@ -18,6 +18,7 @@ app.add_typer(data.app, name="data")
 train.register(app)
 search.register(app)
 demo.register(app)
+export.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,100 @@
+"""ONNX export of a NAS-Lung network and an ONNX Runtime runner (the ``onnx`` extra of the package).
+
+:func:`export_onnx` writes the BN-folded eval model (:func:`naslung.models.fuse.fold_batchnorm`) with a
+dynamic batch axis: input ``"image"`` ``(B, C_in, *S)`` float32, output ``"logits"`` ``(B, num_classes)``.
+The model's :attr:`~naslung.models.factory.NASLungNet.config` travels in the file's metadata
+(``naslung_model_config``), so a runner knows the input layout it expects. :class:`OnnxRunner` runs such a
+file on the CPU with a chosen number of threads.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from naslung.models.fuse import fold_batchnorm
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "logits"
+METADATA_KEY = "naslung_model_config"
+#: ONNX opset written by :func:`export_onnx` (ONNX Runtime >= 1.16 runs it).
+OPSET = 17
+
+
+def export_onnx(model: nn.Module, path: str | Path, size: int = 32, opset: int = OPSET) -> Path:
+    """Write ``model`` (BN folded, eval mode) as ONNX with a dynamic batch axis; returns ``path``.
+
+    Args:
+        model: a NAS-Lung network (``spatial_dims``, ``config`` attributes) or any module mapping
+            ``(B, 1, *[size] * 3)`` to logits; it is copied, not changed.
+        path: the ``.onnx`` file to write (parent folders are created; the file is replaced atomically).
+        size: the spatial side of the example input used for tracing (the graph keeps it fixed; the batch
+            axis stays dynamic).
+    """
+    import onnx
+
+    dims = int(getattr(model, "spatial_dims", 3))
+    in_ch = int(getattr(model, "config", {}).get("in_channels", 1))
+    folded = fold_batchnorm(model.cpu() if next(model.parameters()).device.type != "cpu" else model)
+    example = torch.zeros(2, in_ch, *([size] * dims))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
+        torch.onnx.export(
+            folded, (example,), str(tmp), dynamo=False, opset_version=opset,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )
+    proto = onnx.load(str(tmp))
+    config = dict(getattr(model, "config", {}))
+    config["input_size"] = size
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(config, sort_keys=True)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(tmp))
+    tmp.replace(path)
+    return path
+
+
+class OnnxRunner:
+    """Run an exported model with ONNX Runtime on the CPU: ``(B, C_in, *S)`` -> ``(B, num_classes)`` logits.
+
+    Args:
+        path: a file written by :func:`export_onnx`.
+        threads: intra-op threads (``None``: ONNX Runtime's default, all cores).
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads is not None:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.config: dict[str, Any] = json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else {}
+
+    def __call__(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Logits ``(B, num_classes)`` float32 for a float input ``(B, C_in, *S)``."""
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().numpy()
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+
+    def predict_proba(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Malignancy probability ``softmax(logits)[:, 1]``: ``(B,)`` float64."""
+        logits = self(x).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return e[:, 1] / e.sum(axis=1)
