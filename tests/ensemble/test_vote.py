@@ -36,7 +36,7 @@ def _run(path, fold, ids, labels, probs):
     val = Predictions(nodule_id=np.array(["v"]), seriesuid=np.array(["sv"]), fold=np.array([9]),
                       label=np.array([1]), prob=np.array([0.7]))
     write_predictions(path, {"val": val, "test": p})
-    write_json_atomic(path / "result.json", {"test_fold": fold})
+    write_json_atomic(path / "result.json", {"schema": "naslung-train-result", "test_fold": fold})
     return path
 
 

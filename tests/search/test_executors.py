@@ -61,7 +61,7 @@ def test_cli_local_search_and_select(tiny_dataset: Path, tmp_path: Path) -> None
     res = runner.invoke(
         app, ["search", "--data", str(tiny_dataset), "--budget-trials", "2", "--out", str(out), *TINY]
     )
-    assert res.exit_code == 1 and "--resume" in res.output
+    assert res.exit_code == 2 and "--resume" in res.output
     res = runner.invoke(
         app,
         [

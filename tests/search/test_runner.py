@@ -88,7 +88,8 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path: Path) -> N
     res = run_search(config(tmp_path, budget_trials=30), Flaky(fail_depth=5))
     failed = [r for r in res.records if r["status"] == "error"]
     assert failed and all("boom" in r["error"] and r["score"] is None for r in failed)
-    assert len(res.state.trained) == 30 - len(failed)
+    # failed trials do not consume the trial budget
+    assert len(res.state.trained) == 30 and len(res.records) == 30 + len(failed)
 
 
 def test_a_broken_setup_stops_after_three_failures(tmp_path: Path) -> None:

@@ -65,8 +65,8 @@ def test_clear_errors(data, tmp_path):
     invoke("train", "--data", data, "--arch", TINY, "--fold", 1, "--out", out, *FAST)
     clash = runner.invoke(app, ["train", "--data", str(data), "--arch", "[4,4,[4],[8],[8]]", "--fold", "1",
                                 "--out", str(out), "--resume", *FAST])
-    assert clash.exit_code == 1 and "spec" in clash.output
+    assert clash.exit_code == 2 and "spec" in clash.output
     missing = runner.invoke(app, ["train", "--data", str(tmp_path / "none.h5"), "--fold", "1"])
     assert missing.exit_code == 2 and "Invalid value" in missing.output
     wrong = runner.invoke(app, ["ensemble", "--runs", str(out), "--fold", "2"])
-    assert wrong.exit_code == 1 and "fold" in wrong.output
+    assert wrong.exit_code == 2 and "fold" in wrong.output

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from naslung.cli import arch, data, demo, export, search, train
+from naslung.cli import arch, data, demo, explain, export, predict, search, train
+from naslung.cli.common import NaslungGroup
 
 app = typer.Typer(
     name="naslung",
+    cls=NaslungGroup,
     help="NAS-Lung: searched, trained, ensembled and explained pulmonary-nodule classifiers.",
     no_args_is_help=True,
     add_completion=False,
@@ -19,6 +21,8 @@ train.register(app)
 search.register(app)
 demo.register(app)
 export.register(app)
+explain.register(app)
+predict.register(app)
 
 
 def main() -> None:

@@ -25,7 +25,8 @@ def demo(
         None, help="Only sample candidates predicted faster than this (ms, batch 1)."),
     members: int = typer.Option(3, help="Ensemble members selected from the search."),
     epochs: int = typer.Option(8, help="Training epochs per member."),
-    test_fold: int = typer.Option(1, help="LUNA16 fold held out for the final test."),
+    test_fold: int = typer.Option(
+        1, help="LUNA16 fold held out for the final test: one the search never sees (1-5)."),
     workers: Optional[int] = typer.Option(None, help="Phantom rendering processes."),  # noqa: UP045
 ) -> None:
     """Phantom -> crops -> POP search -> train members -> majority-vote ensemble, printed beside the

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from naslung.cli.common import fail, pct
+from naslung.cli.common import check_threads, fail, pct
 
 LOSS_HELP = "asoftmax (angular head) or softmax (linear head)"
 ATTENTION_HELP = "cbam, cbam-spatial-first or none"
@@ -29,6 +29,7 @@ def _config(arch: str, epochs: int, batch: int, loss: str, attention: str, seed:
             channels_last: bool) -> Any:
     from naslung.train.config import TrainConfig
 
+    check_threads(threads)
     try:
         return TrainConfig(arch=arch, epochs=epochs, batch_size=batch, loss=loss, attention=attention,
                            seed=seed, device=device, val_fraction=val_fraction, select_metric=select, lr=lr,
@@ -44,7 +45,8 @@ def _slug(config: Any) -> str:
 
 
 def _load(data: Path) -> Any:
-    from naslung.data.dataset import load_dataset
+    """The dataset in memory, remembering its file's content fingerprint (recorded in every run)."""
+    from naslung.fingerprint import load_dataset
 
     try:
         return load_dataset(data)

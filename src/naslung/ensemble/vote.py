@@ -82,6 +82,21 @@ def run_for_fold(run: str | Path, fold: int | None) -> Path:
     raise FileNotFoundError(f"{run}: no finished run here{where}; expected result.json")
 
 
+def check_result(run: Path) -> dict[str, Any]:
+    """A finished run's ``result.json``; a truncated, garbled or foreign one raises, naming the file."""
+    from naslung.atomic import read_json
+    from naslung.train.engine import RESULT_SCHEMA
+
+    path = run / "result.json"
+    data = read_json(path, "training result")
+    if not isinstance(data, dict) or data.get("schema") != RESULT_SCHEMA:
+        raise ValueError(f"{path}: not a naslung training result")
+    fold = data.get("test_fold")
+    if not isinstance(fold, int) or isinstance(fold, bool):
+        raise ValueError(f"{path}: the run has no test fold (test_fold={fold!r}), nothing to ensemble")
+    return data
+
+
 def load_members(runs: Sequence[str | Path], fold: int | None) -> Members:
     """Read and align the test predictions of ``runs`` on ``fold``.
 
@@ -93,6 +108,7 @@ def load_members(runs: Sequence[str | Path], fold: int | None) -> Members:
     preds: list[Predictions] = []
     paths = [run_for_fold(r, fold) for r in runs]
     for path in paths:
+        check_result(path)
         p = read_predictions(path, "test")
         folds = set(p.fold.tolist())
         if len(folds) != 1:

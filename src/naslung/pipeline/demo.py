@@ -41,6 +41,26 @@ class DemoConfig:
     epochs: int = 8
     test_fold: int = 1
     workers: int | None = None
+    #: Folds the search never sees: the paper's test folds. The demo's test fold must be one of them.
+    search_exclude_folds: tuple[int, ...] = (1, 2, 3, 4, 5)
+
+    def __post_init__(self) -> None:
+        self.search_exclude_folds = tuple(int(f) for f in self.search_exclude_folds)
+        validate(self)
+
+
+def validate(config: DemoConfig) -> None:
+    """Refuse a demo that would report a fold its search trained on, or nonsense counts, before any work."""
+    from naslung.protocol import check_test_fold_unseen
+
+    if not 0 <= int(config.test_fold) <= 9:
+        raise ValueError(f"--test-fold {config.test_fold}: must be a LUNA16 subset 0-9")
+    for name in ("search_trials", "search_epochs", "members", "epochs"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    if config.limit is not None and config.limit < 1:
+        raise ValueError(f"limit must be >= 1, got {config.limit}")
+    check_test_fold_unseen(config.test_fold, config.search_exclude_folds, where="demo's search")
 
 
 def dataset_path(phantom_dir: Path, dims: int = 3) -> Path:
@@ -64,15 +84,17 @@ def ensure_dataset(phantom_dir: Path, dims: int = 3, progress: bool = True) -> P
 def run_demo(config: DemoConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or resume) the demo; returns the summary also written to ``out/demo_summary.json``."""
     from naslung.atomic import write_json_atomic
-    from naslung.data.dataset import load_dataset
     from naslung.data.phantom import ensure_phantom
     from naslung.ensemble.vote import ensemble_predict, load_members
+    from naslung.fingerprint import load_dataset
+    from naslung.protocol import check_search_folder
     from naslung.search.runner import SearchConfig, run_search
     from naslung.search.select import select_from_dir
     from naslung.train.baselines import fit_baseline
     from naslung.train.config import TrainConfig
     from naslung.train.engine import data_split, fit
 
+    validate(config)  # before any work: the test fold is never one the search trains on
     t0 = time.perf_counter()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -88,17 +110,20 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print) -> dict[str
     dataset = load_dataset(data_file)
     timings["prepare_s"] = time.perf_counter() - t
 
-    log(f"[3/5] POP search: {config.search_trials} trials x {config.search_epochs} epochs on folds 0,6-9 "
+    search_folds = ",".join(str(f) for f in range(10) if f not in config.search_exclude_folds)
+    log(f"[3/5] POP search: {config.search_trials} trials x {config.search_epochs} epochs on folds "
+        f"{search_folds} "
         f"(channels {list(config.search_channels)}, depth {config.search_depth[0]}-{config.search_depth[1]})")
     t = time.perf_counter()
     search_dir = out / "search"
     search_cfg = SearchConfig(out=str(search_dir), data=str(data_file), budget_trials=config.search_trials,
                               epochs=config.search_epochs, latency_budget_ms=config.latency_budget_ms,
                               seed=config.seed, latency_samples=20, channels=config.search_channels,
-                              depth_range=config.search_depth)
+                              depth_range=config.search_depth, exclude_folds=config.search_exclude_folds)
     resume = (search_dir / "trials.jsonl").exists()
     search = run_search(search_cfg, resume=resume, plot_note="phantom data", on_status=log,
                         on_record=lambda r: log(_trial_line(r)))
+    check_search_folder(search_dir, config.test_fold)  # what the search folder actually recorded
     chosen = select_from_dir(search_dir, top=config.members)
     timings["search_s"] = time.perf_counter() - t
 

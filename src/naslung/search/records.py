@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from naslung.atomic import append_jsonl, read_jsonl, write_json_atomic
+from naslung.atomic import append_jsonl, read_json, read_jsonl, write_json_atomic
 
 TRIALS = "trials.jsonl"
 CONFIG = "search_config.json"
@@ -118,13 +118,11 @@ def write_config(out: str | Path, config: dict[str, Any]) -> Path:
 
 
 def read_config(out: str | Path) -> dict[str, Any]:
-    import json
-
     path = Path(out) / CONFIG
     if not path.exists():
         raise FileNotFoundError(f"{out}: no {CONFIG}; is this a search folder?")
-    data = json.loads(path.read_text())
-    if data.get("schema") != CONFIG_SCHEMA:
+    data = read_json(path, "search configuration")
+    if not isinstance(data, dict) or data.get("schema") != CONFIG_SCHEMA:
         raise ValueError(f"{path}: not a search configuration")
     return data
 

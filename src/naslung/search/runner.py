@@ -48,6 +48,13 @@ IDENTITY = (
 )
 #: Consecutive failures at the start of a search that mean the set-up itself is broken.
 MAX_INITIAL_FAILURES = 3
+#: Failed trials do not consume the trial budget; this many failures in a row stop the search anyway.
+MAX_CONSECUTIVE_FAILURES = 10
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class SearchFailedError(RuntimeError):
+    """No trial of the search trained successfully (the search exits non-zero)."""
 
 
 @dataclass
@@ -102,6 +109,17 @@ class SearchConfig:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if self.budget_minutes is not None and self.budget_minutes <= 0:
             raise ValueError(f"budget_minutes must be positive, got {self.budget_minutes}")
+        for name in ("batch_size", "latency_repeats", "latency_threads", "cpus_per_trial"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"num_threads (--threads) must be >= 1, got {self.num_threads}")
+        for name in ("device", "latency_device"):
+            if getattr(self, name) not in DEVICES:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(DEVICES)}")
+        outside = [f for f in self.exclude_folds if not 0 <= f <= 9]
+        if outside:
+            raise ValueError(f"exclude_folds {outside} are outside the LUNA16 subsets 0-9")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -153,9 +171,18 @@ class SearchDriver:
         )
         self.stopped: str | None = None
         self._fresh_failures = 0
+        self._failures_in_a_row = 0
+        #: Candidates that failed before a resume: trained again first.
+        self.retry: list[int] = []
 
     def stop_reason(self) -> str | None:
-        reason = self.state.stop_reason(self.config.budget_trials, self.config.patience)
+        """Why to stop now, or None. Only successful (and running) trials count towards the trial budget."""
+        budget = self.config.budget_trials
+        if budget is not None and len(self.state.trained) + len(self.state.running) >= budget:
+            return "trial budget"
+        if self._failures_in_a_row >= MAX_CONSECUTIVE_FAILURES:
+            return f"{MAX_CONSECUTIVE_FAILURES} failed trials in a row"
+        reason = None if self.retry else self.state.stop_reason(None, self.config.patience)
         if reason is None and self.deadline is not None and time.perf_counter() >= self.deadline:
             reason = "time budget"
         return reason
@@ -165,7 +192,11 @@ class SearchDriver:
         self.stopped = self.stop_reason()
         if self.stopped is not None:
             return None
-        index = self.state.suggest()
+        if self.retry:
+            index: int | None = self.retry.pop(0)
+            self.state.running.add(int(index))
+        else:
+            index = self.state.suggest()
         if index is None:  # pragma: no cover - stop_reason already covers an empty candidate set
             self.stopped = "search space exhausted"
             return None
@@ -221,8 +252,10 @@ class SearchDriver:
         if self.on_record is not None:
             self.on_record(record)
         self._fresh_failures = self._fresh_failures + 1 if score is None and not self.state.trained else 0
+        self._failures_in_a_row = self._failures_in_a_row + 1 if score is None else 0
         if self._fresh_failures >= MAX_INITIAL_FAILURES:
-            raise RuntimeError(f"the first {MAX_INITIAL_FAILURES} trials all failed; last error: {error}")
+            raise SearchFailedError(
+                f"{self.out}: the first {MAX_INITIAL_FAILURES} trials all failed; last error: {error}")
         return record
 
 
@@ -318,8 +351,13 @@ def default_evaluator(config: SearchConfig) -> TrainEvaluator:
     )
 
 
-def _check_resume(out: Path, config: SearchConfig) -> None:
-    saved = rec.read_config(out).get("config", {})
+def _check_resume(out: Path, config: SearchConfig, fingerprint: str | None) -> None:
+    from naslung.fingerprint import check_same
+
+    recorded = rec.read_config(out)
+    if fingerprint is not None:
+        check_same((recorded.get("dataset") or {}).get("fingerprint"), fingerprint, out, "resume the search")
+    saved = recorded.get("config", {})
     now = config.to_dict()
     if saved.get("data") and now.get("data"):
         now["data"] = str(Path(now["data"]).resolve())
@@ -361,7 +399,59 @@ def run_search(
     """Run (or resume) a POP search into ``config.out``; see the module docstring.
 
     ``plot_note`` is added to the plot title (e.g. "phantom data"); ``on_record`` sees every new trial record.
+    Options, devices and the dataset are checked before the first trial; the folder is locked against a
+    second search, a resume against another dataset is refused, failed trials of an earlier run are trained
+    again first, and a search in which no trial succeeds raises :class:`SearchFailedError`.
     """
+    from naslung.lock import output_lock
+
+    check_devices(config)
+    with output_lock(Path(config.out), "naslung search"):
+        return _run_search(config, evaluator, resume, on_record, on_status, plot_note)
+
+
+def check_devices(config: SearchConfig) -> None:
+    """Refuse ``cuda`` (training or latency) on a machine without a CUDA device, before any work."""
+    import torch
+
+    for name, option in (("device", "--device"), ("latency_device", "--latency-device")):
+        if getattr(config, name) == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"{option} cuda: no CUDA device is available on this machine")
+
+
+def validate_evaluator(evaluator: Evaluator) -> None:
+    """Check a training evaluator's dataset and options once, before the first trial.
+
+    Loads the development folds (a file lacking ``labels``, or every fold excluded, fails here), requires
+    both classes there, builds the training configuration and carves the inner validation split.
+    """
+    if not isinstance(evaluator, TrainEvaluator):
+        return
+    from naslung.train.config import TrainConfig
+    from naslung.train.engine import data_split, resolve_device
+
+    dev = evaluator.development_data()
+    classes = sorted({int(c) for c in np.asarray(dev.labels).tolist()})
+    if len(classes) < 2:
+        excluded = list(evaluator.exclude_folds)
+        raise ValueError(f"{evaluator.data_path}: the development folds (outside {excluded}) hold only "
+                         f"class {classes}; a search needs benign and malignant nodules")
+    try:
+        train = TrainConfig(**{**evaluator.train, "arch": "[4,4,[4],[4],[4]]"})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"invalid training options for the search: {exc}") from None
+    resolve_device(train.device)
+    data_split(dev, train, None)
+
+
+def _run_search(
+    config: SearchConfig,
+    evaluator: Evaluator | None,
+    resume: bool,
+    on_record: Callable[[dict[str, Any]], None] | None,
+    on_status: Callable[[str], None] | None,
+    plot_note: str,
+) -> SearchResult:
     t_start = time.perf_counter()
     status = on_status or (lambda _msg: None)
     out = Path(config.out)
@@ -372,11 +462,18 @@ def run_search(
         raise FileExistsError(
             f"{out}: already holds a search; pass --resume to continue it or choose another --out"
         )
+    fingerprint = None
+    if config.data is not None:
+        from naslung.fingerprint import file_fingerprint
+
+        fingerprint = file_fingerprint(config.data)
     if resume and (out / rec.CONFIG).exists():
-        _check_resume(out, config)
+        _check_resume(out, config, fingerprint)
     if config.data is not None:
         config.data = str(Path(config.data).resolve())
     evaluator = evaluator if evaluator is not None else default_evaluator(config)
+    status("checking the dataset and options")
+    validate_evaluator(evaluator)
     out.mkdir(parents=True, exist_ok=True)
 
     status("enumerating the search space")
@@ -414,7 +511,13 @@ def run_search(
         state.complete(
             space.index(r["spec"]), r["score"] if r["status"] == "ok" else None, r["latency_ms"], prune=False
         )
+    # Failed candidates (never trained successfully) are trained again, first, and do not count.
+    trained_ok = {space.index(r["spec"]) for r in existing if r["status"] == "ok"}
+    retry = list(dict.fromkeys(space.index(r["spec"]) for r in existing if r["status"] != "ok"))
+    retry = [i for i in retry if i not in trained_ok]
+    state.failed.difference_update(retry)
     state.reprune()
+    retry = [i for i in retry if not state.pruned[i] and state.in_budget[i]]
     state.n_suggested = len(existing)
     rec.write_config(
         out,
@@ -427,11 +530,13 @@ def run_search(
                 f"(inner validation split of those folds); objective: validation {config.metric}"
             ),
             "latency_model": {k: latency_model.to_dict()[k] for k in ("kind", "features", "coef", "metrics")},
+            "dataset": {"path": config.data, "fingerprint": fingerprint},
             "provenance": _provenance(),
         },
     )
 
     driver = SearchDriver(config, state, costs, evaluator, out, list(existing), on_record)
+    driver.retry = retry
     if config.executor == "ray":
         from naslung.search.executors.ray_tune import run_ray
 
@@ -448,6 +553,11 @@ def run_search(
         plot_search(driver.records, state, out / rec.PLOT, note=plot_note)
     except ImportError:  # pragma: no cover - matplotlib is a dependency
         pass
+    new = driver.records[len(existing):]
+    if new and not state.trained:
+        raise SearchFailedError(
+            f"{out}: all {len(new)} trials failed, the Pareto front is empty; last error: {new[-1]['error']} "
+            f"(fix the cause and rerun with --resume: failed trials are trained again)")
     return SearchResult(
         out,
         state,

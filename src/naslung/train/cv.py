@@ -53,8 +53,73 @@ def run_cv(
     progress: bool = False,
     source: str | None = None,
 ) -> CVResult:
-    """Train and test ``config`` on every fold in ``folds``; baselines on the same splits beside it."""
+    """Train and test ``config`` on every fold in ``folds``; baselines on the same splits beside it.
+
+    Everything that can be checked is checked before the first fold trains (:func:`validate_cv`); the cv
+    folder is locked against a second writer and refuses a dataset other than the one it was made with.
+    """
+    from naslung.fingerprint import fingerprint_of
+    from naslung.lock import output_lock
+
     out = Path(out_dir)
+    validate_cv(dataset, config, folds, tuple(baselines))
+    fingerprint = fingerprint_of(dataset)
+    with output_lock(out, "naslung cv"):
+        _check_cv_dataset(out, fingerprint)
+        return _run_cv(dataset, config, list(folds), out, tuple(baselines), progress, source, fingerprint)
+
+
+def validate_cv(dataset: NoduleDataset, config: TrainConfig, folds: Sequence[int],
+                baselines: Sequence[str] = BASELINES) -> None:
+    """Raise ``ValueError`` for folds outside 0-9 or absent from the data, and for a fold whose training or
+    validation split would hold a single class (nothing could be learned or selected there)."""
+    folds = list(folds)
+    if not folds:
+        raise ValueError("--folds: no test fold given")
+    outside = sorted({f for f in folds if not 0 <= int(f) <= 9})
+    if outside:
+        raise ValueError(f"--folds: folds {outside} are outside the LUNA16 subsets 0-9")
+    present = sorted({int(f) for f in np.asarray(dataset.fold).tolist()})
+    missing = sorted({int(f) for f in folds} - set(present))
+    if missing:
+        raise ValueError(f"--folds: folds {missing} hold no nodule in this dataset (present: {present})")
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baselines {unknown}; valid: {', '.join(BASELINES)}")
+    labels = np.asarray(dataset.labels)
+    for fold in folds:
+        try:
+            split = data_split(dataset, config, int(fold))
+        except ValueError as exc:
+            raise ValueError(f"test fold {fold}: {exc}") from None
+        for name, rows in (("training", split.train), ("validation", split.val)):
+            classes = sorted({int(c) for c in labels[rows].tolist()})
+            if len(classes) < 2:
+                raise ValueError(
+                    f"test fold {fold}: the inner {name} split ({rows.size} nodules) holds only class "
+                    f"{classes}; the dataset ({len(dataset)} nodules) is too small for cross-validation")
+
+
+def _check_cv_dataset(out: Path, fingerprint: str) -> None:
+    """Refuse a cv folder (its ``cv.json`` or any fold run) that was made with another dataset."""
+    import json
+
+    from naslung.fingerprint import check_same
+    from naslung.train.guards import recorded_fingerprint
+
+    cv_json = out / "cv.json"
+    if cv_json.exists():
+        try:
+            saved = (json.loads(cv_json.read_text()).get("dataset") or {}).get("fingerprint")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            raise ValueError(f"{cv_json}: not valid cv JSON; the cv folder is damaged") from None
+        check_same(saved, fingerprint, out, "add folds")
+    for run in sorted(out.glob("fold_*")):
+        check_same(recorded_fingerprint(run), fingerprint, out, "add folds")
+
+
+def _run_cv(dataset: NoduleDataset, config: TrainConfig, folds: list[int], out: Path,
+            baselines: tuple[str, ...], progress: bool, source: str | None, fingerprint: str) -> CVResult:
     results, rows = [], []
     for fold in folds:
         result = fit(dataset, config, test_fold=fold, out_dir=out / f"fold_{fold}", resume=True,
@@ -74,7 +139,8 @@ def run_cv(
     summary = [summarize([r for r in rows if r["method"] == m], m) for m in methods]
     result = CVResult(folds=list(folds), rows=rows, summary=summary, results=results,
                       seconds=float(sum(r.seconds for r in results)))
-    write_json_atomic(out / "cv.json", {**result.to_dict(), "config": config.to_dict(), "source": source})
+    write_json_atomic(out / "cv.json", {**result.to_dict(), "config": config.to_dict(), "source": source,
+                                        "dataset": {"source": source, "fingerprint": fingerprint}})
     write_text_atomic(out / "cv.csv", to_csv(rows, summary))
     return result
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from naslung.atomic import read_json
 from naslung.train.predictions import read_predictions
 
 
@@ -25,7 +25,9 @@ def run_dirs(path: str | Path) -> list[Path]:
 def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
     """``{"run", "spec", "test_fold", "epoch", "val", "test"}`` for one finished run folder."""
     run_dir = Path(run_dir)
-    result = json.loads((run_dir / "result.json").read_text())
+    result = read_json(run_dir / "result.json", "training result")
+    if not isinstance(result, dict) or result.get("schema") != "naslung-train-result":
+        raise ValueError(f"{run_dir / 'result.json'}: not a naslung training result")
     test = read_predictions(run_dir, "test").metrics() if result.get("test_fold") is not None else None
     return {"run": str(run_dir), "spec": result.get("spec"), "test_fold": result.get("test_fold"),
             "epoch": result.get("epoch"), "params": result.get("params"),

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from naslung.atomic import write_json_atomic, write_text_atomic
+from naslung.atomic import read_json, write_json_atomic, write_text_atomic
 
 COLUMNS = ("split", "nodule_id", "seriesuid", "fold", "label", "prob_malignant", "pred")
 THRESHOLD = 0.5
@@ -81,7 +80,10 @@ def read_predictions(run_dir: str | Path, split: str = "test") -> Predictions:
     """Read one split back from ``predictions.json`` (else ``predictions.csv``) of a finished run."""
     run_dir = Path(run_dir)
     if (run_dir / "predictions.json").exists():
-        rows = json.loads((run_dir / "predictions.json").read_text()).get(split, [])
+        data = read_json(run_dir / "predictions.json", "predictions file")
+        if not isinstance(data, dict) or not isinstance(data.get(split, []), list):
+            raise ValueError(f"{run_dir / 'predictions.json'}: not a naslung predictions file")
+        rows = data.get(split, [])
     elif (run_dir / "predictions.csv").exists():
         with open(run_dir / "predictions.csv", newline="") as fh:
             rows = [r for r in csv.DictReader(fh) if r["split"] == split]
@@ -89,4 +91,8 @@ def read_predictions(run_dir: str | Path, split: str = "test") -> Predictions:
         raise FileNotFoundError(f"{run_dir}: no predictions.json/.csv (is this a finished training run?)")
     if not rows:
         raise ValueError(f"{run_dir}: no {split!r} predictions in this run")
-    return Predictions.from_records(rows)
+    try:
+        return Predictions.from_records(rows)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{run_dir}: malformed {split!r} predictions ({type(exc).__name__}: {exc})") \
+            from None
