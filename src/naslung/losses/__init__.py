@@ -18,8 +18,8 @@ def build_criterion(loss: str, model: nn.Module, **kwargs: Any) -> nn.Module:
     """Criterion over ``model.forward_features(x)``.
 
     ``"asoftmax"``: :class:`AngularSoftmaxLoss` on ``model.head`` (needs the angular head; keyword
-    arguments ``m``, ``base``, ``gamma``, ``power``, ``lambda_min``). ``"softmax"``: cross-entropy on
-    ``model.head(features)`` (no keyword arguments).
+    arguments ``m``, ``base``, ``gamma``, ``power``, ``lambda_min``, ``class_weight``). ``"softmax"``:
+    cross-entropy on ``model.head(features)`` (keyword argument ``class_weight`` only).
     """
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
@@ -27,9 +27,10 @@ def build_criterion(loss: str, model: nn.Module, **kwargs: Any) -> nn.Module:
     if not isinstance(head, nn.Module):
         raise ValueError("the model has no 'head' module")
     if loss == "softmax":
-        if kwargs:
-            raise ValueError(f"the softmax loss takes no options, got {sorted(kwargs)}")
-        return SoftmaxLoss(head)
+        unknown = sorted(set(kwargs) - {"class_weight"})
+        if unknown:
+            raise ValueError(f"the softmax loss takes only class_weight, got {unknown}")
+        return SoftmaxLoss(head, **kwargs)
     from naslung.models.heads.angular import AngularHead
 
     if not isinstance(head, AngularHead):
@@ -37,7 +38,7 @@ def build_criterion(loss: str, model: nn.Module, **kwargs: Any) -> nn.Module:
             "the asoftmax loss needs head='angular' (normalised, bias-free weights), "
             f"got {type(head).__name__}"
         )
-    valid = {"m", "base", "gamma", "power", "lambda_min"}
+    valid = {"m", "base", "gamma", "power", "lambda_min", "class_weight"}
     unknown = sorted(set(kwargs) - valid)
     if unknown:
         raise ValueError(f"unknown asoftmax options {unknown}; valid: {', '.join(sorted(valid))}")

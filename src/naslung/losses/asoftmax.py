@@ -71,6 +71,7 @@ class AngularSoftmaxLoss(nn.Module):
         gamma: float = DEFAULT_GAMMA,
         power: float = DEFAULT_POWER,
         lambda_min: float = DEFAULT_LAMBDA_MIN,
+        class_weight: Tensor | None = None,
     ) -> None:
         super().__init__()
         weight = getattr(head, "weight", None)
@@ -89,6 +90,8 @@ class AngularSoftmaxLoss(nn.Module):
         )
         self.register_buffer("lambda_", torch.tensor(max(self.lambda_min, self.base), dtype=torch.float32))
         self.register_buffer("iteration", torch.tensor(0, dtype=torch.long))
+        self.class_weight: Tensor | None
+        self.register_buffer("class_weight", None if class_weight is None else class_weight.float())
 
     @property
     def weight(self) -> Tensor:
@@ -124,7 +127,8 @@ class AngularSoftmaxLoss(nn.Module):
     def forward(self, features: Tensor, target: Tensor) -> Tensor:
         if self.training:
             self.step()
-        return F.cross_entropy(self.margin_logits(features, target.long()), target.long())
+        return F.cross_entropy(self.margin_logits(features, target.long()), target.long(),
+                               weight=self.class_weight)
 
     def extra_repr(self) -> str:
         return (

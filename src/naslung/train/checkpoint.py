@@ -65,7 +65,8 @@ def check_compatible(state: dict[str, Any], options: dict[str, Any], path: str |
     """
     saved = state.get("model_options", {})
     for key, want in options.items():
-        have = state.get("spec") if key == "arch" else saved.get(key)
+        # A checkpoint written before cbam_kernel was an option used the then only kernel, 7.
+        have = state.get("spec") if key == "arch" else saved.get(key, 7 if key == "cbam_kernel" else None)
         if have != want:
             raise CheckpointError(
                 f"{path}: checkpoint was trained with {key}={have!r} but this run asks for {key}={want!r}; "

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from naslung.models.spec import ArchSpec, coerce_spec
+from naslung.train.augment import ExtraAugment
+from naslung.train.schedule import LAMBDA_SCHEDULES, LR_SCHEDULES
 
 LOSSES = ("asoftmax", "softmax")
 ATTENTIONS = ("cbam", "cbam-spatial-first", "none")
@@ -22,8 +24,9 @@ class TrainConfig:
 
     Attributes:
         arch: architecture in the paper's notation, e.g. ``"[4,4,[4,4],[4,8],[8,8]]"``.
-        epochs: training epochs. The paper does not state it for final training; 50 is our default
-            (the search trains candidates for 10, paper section 4.1.3).
+        epochs: planned training epochs. The paper trains candidates for 10 epochs in the search and final
+            models for 700 epochs with A-Softmax (section 4.1.3; ``BUDGETS["paper"]``). Our default fits a
+            2-core CPU (``BUDGETS["cpu"]``); ``patience`` stops a long budget early.
         batch_size: mini-batch size.
         lr, betas: Adam settings of the paper (2e-4, (0.5, 0.999)).
         weight_decay: Adam weight decay (paper: none).
@@ -39,8 +42,24 @@ class TrainConfig:
             None: anywhere in the stored margin.
         eval_batch_size: batch size for validation/test inference.
         num_threads: torch intra-op threads on CPU (None: leave torch's default).
-        channels_last: channels-last memory format (3-D: ``channels_last_3d``). On by default: measured
-            1.2-7x faster training on CPU in ``benchmarks/train_throughput.py`` (see README).
+        channels_last: channels-last memory format, 3-D only (``channels_last_3d``; 2-D always runs
+            contiguous, see ``engine.channels_last_applies``). On by default: measured faster training on
+            CPU in ``benchmarks/train_throughput.py`` (see README).
+        cbam_kernel: kernel of CBAM's spatial-gate conv (3 or 7; the paper does not state it).
+        split_seed: seeds the inner train/validation split only, apart from ``seed`` (init, shuffling,
+            augmentation), so that every candidate of a search and every seed of a cv validates on the same
+            nodules.
+        lr_schedule, warmup_epochs: ``constant`` (paper) or ``cosine`` with a linear warm-up
+            (``naslung.train.schedule``).
+        lambda_schedule, lambda_floor_at: A-Softmax lambda annealing; ``run`` reaches the floor at that
+            fraction of the planned iterations, ``sphereface`` uses SphereFace's iteration constants.
+        rot90, permute_axes, affine_deg, affine_scale, intensity, noise_std: CT-aware augmentation beyond
+            the paper's crop+flip (``naslung.train.augment.ExtraAugment``).
+        tta: average the malignancy probability over all axis flips for validation and test predictions.
+        ema_decay: evaluate an exponential moving average of the weights (None: off).
+        class_balance: weight the loss by inverse class frequency of the training rows.
+        patience: stop when the selection metric has not improved on the inner validation split for this
+            many epochs (None: train all epochs). Selection still picks the best validation epoch.
     """
 
     arch: str = "[4,4,[4,4],[4,8],[8,8]]"
@@ -60,6 +79,22 @@ class TrainConfig:
     eval_batch_size: int = 128
     num_threads: int | None = None
     channels_last: bool = True
+    cbam_kernel: int = 7
+    split_seed: int = 0
+    lr_schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    lambda_schedule: str = "run"
+    lambda_floor_at: float = 0.5
+    rot90: bool = False
+    permute_axes: bool = False
+    affine_deg: float = 0.0
+    affine_scale: float = 0.0
+    intensity: float = 0.0
+    noise_std: float = 0.0
+    tta: bool = False
+    ema_decay: float | None = None
+    class_balance: bool = False
+    patience: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "arch", str(coerce_spec(self.arch)))
@@ -76,8 +111,24 @@ class TrainConfig:
             raise ValueError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
         if self.max_shift is not None and self.max_shift < 0:
             raise ValueError(f"max_shift must be >= 0 or None, got {self.max_shift}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not self.lr > 0 or self.lr == float("inf"):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr}")
+        if self.cbam_kernel not in (3, 5, 7):
+            raise ValueError(f"cbam_kernel must be 3, 5 or 7, got {self.cbam_kernel}")
+        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _choice("lambda_schedule", self.lambda_schedule, LAMBDA_SCHEDULES)
+        if not 0.0 < self.lambda_floor_at <= 1.0:
+            raise ValueError(f"lambda_floor_at must lie in (0, 1], got {self.lambda_floor_at}")
+        for name in ("warmup_epochs", "affine_deg", "affine_scale", "intensity", "noise_std", "weight_decay"):
+            value = getattr(self, name)
+            if not 0.0 <= value < float("inf"):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if self.affine_scale >= 1.0:
+            raise ValueError(f"affine_scale must be < 1, got {self.affine_scale}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in (0, 1) or be None, got {self.ema_decay}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
 
     @property
     def spec(self) -> ArchSpec:
@@ -104,9 +155,16 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         return replace(self, **changes)
 
+    def extra_augment(self) -> ExtraAugment:
+        """The augmentation beyond crop+flip, as the batched transforms take it."""
+        return ExtraAugment(rot90=self.rot90, permute_axes=self.permute_axes, affine_deg=self.affine_deg,
+                            affine_scale=self.affine_scale, intensity=self.intensity,
+                            noise_std=self.noise_std)
+
     def model_options(self) -> dict[str, Any]:
         """The options that must match between a checkpoint and a resumed run."""
-        return {"arch": self.arch, "loss": self.loss, "head": self.head, "attention": self.attention}
+        return {"arch": self.arch, "loss": self.loss, "head": self.head, "attention": self.attention,
+                "cbam_kernel": self.cbam_kernel}
 
 
 def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:

@@ -32,13 +32,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from naslung.atomic import append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
+from naslung.atomic import append_jsonl, read_json, read_jsonl, write_json_atomic, write_text_atomic
 from naslung.data.dataset import NoduleDataset
 from naslung.models.cost import count_parameters
-from naslung.train.augment import center_crop, random_crop_flip
+from naslung.train.augment import augment_crops, augment_stored, center_crop, flip_views, random_crop_flip
 from naslung.train.checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
 from naslung.train.config import TrainConfig
+from naslung.train.ema import ModelEMA
+from naslung.train.guards import at_epoch, check_finite_loss, run_folder
 from naslung.train.predictions import Predictions, read_predictions, write_predictions
+from naslung.train.schedule import lambda_gamma, lr_factor
 from naslung.train.selection import select_epoch
 from naslung.train.splits import Split, inner_split
 
@@ -46,6 +49,13 @@ RESULT_SCHEMA = "naslung-train-result"
 RESULT_SCHEMA_VERSION = 1
 #: TrainConfig fields that may change when resuming (they do not change the numbers, or only extend).
 RESUME_FREE = ("epochs", "device", "num_threads", "eval_batch_size")
+
+
+def resume_free(config: TrainConfig) -> tuple[str, ...]:
+    """:data:`RESUME_FREE`, less ``epochs`` when a schedule follows the planned length of the run."""
+    planned = config.lr_schedule != "constant" or (
+        config.loss == "asoftmax" and config.lambda_schedule == "run")
+    return tuple(k for k in RESUME_FREE if not (planned and k == "epochs"))
 
 
 @dataclass
@@ -94,14 +104,12 @@ class TrainResult:
     @classmethod
     def load(cls, run_dir: str | Path) -> TrainResult:
         """Read a finished run folder back (without the model)."""
-        import json
-
         run_dir = Path(run_dir)
         path = run_dir / "result.json"
         if not path.exists():
             raise FileNotFoundError(f"{run_dir}: no result.json, the run has not finished")
-        data = json.loads(path.read_text())
-        if data.get("schema") != RESULT_SCHEMA:
+        data = read_json(path, "training result")
+        if not isinstance(data, dict) or data.get("schema") != RESULT_SCHEMA:
             raise ValueError(f"{path}: not a naslung training result")
         test = read_predictions(run_dir, "test") if data["test_fold"] is not None else None
         return cls(spec=data["spec"], test_fold=data["test_fold"], epoch=data["epoch"],
@@ -109,6 +117,10 @@ class TrainResult:
                    history=read_jsonl(run_dir / "epochs.jsonl"), val=read_predictions(run_dir, "val"),
                    test=test, split=data["split"], seconds=data["seconds"], config=data.get("config", {}),
                    out_dir=run_dir)
+
+
+#: Field defaults, so a run written before a field existed compares equal to that field's default.
+_DEFAULTS = TrainConfig(arch="[4,4,[4],[4],[4]]").to_dict()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -123,30 +135,58 @@ def resolve_device(name: str) -> torch.device:
 def data_split(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None) -> Split:
     """The run's train / val / test rows; train and val never hold a test-fold row."""
     return inner_split(dataset.labels, dataset.seriesuid, dataset.fold, test_fold, config.val_fraction,
-                       config.seed)
+                       config.split_seed)
 
 
-def build(config: TrainConfig, spatial_dims: int) -> tuple[nn.Module, nn.Module]:
-    """Model and criterion of ``config`` (weights from the global torch RNG; seed it first)."""
+def build(config: TrainConfig, spatial_dims: int, total_iterations: int | None = None,
+          class_weight: torch.Tensor | None = None) -> tuple[nn.Module, nn.Module]:
+    """Model and criterion of ``config`` (weights from the global torch RNG; seed it first).
+
+    ``total_iterations`` (the planned optimiser steps) ties A-Softmax's lambda schedule to the run
+    (``config.lambda_schedule == "run"``); None keeps SphereFace's constants (e.g. inference only).
+    """
     from naslung.losses import build_criterion
     from naslung.models.factory import build_model
 
-    model = build_model(config.spec, attention=config.attention, head=config.head, spatial_dims=spatial_dims)
-    return model, build_criterion(config.loss, model)
+    model = build_model(config.spec, attention=config.attention, head=config.head, spatial_dims=spatial_dims,
+                        cbam_kernel=config.cbam_kernel)
+    options: dict[str, Any] = {}
+    if class_weight is not None:
+        options["class_weight"] = class_weight
+    if config.loss == "asoftmax" and total_iterations is not None:
+        options["gamma"] = lambda_gamma(total_iterations, config.lambda_floor_at, config.lambda_schedule)
+    return model, build_criterion(config.loss, model, **options)
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Optimiser steps in one epoch (the last batch may be smaller)."""
+    return -(-int(n_train) // int(batch_size))
+
+
+def class_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Inverse class frequency ``n / (K n_c)`` of the training labels, K the classes present (1 if absent)."""
+    counts = torch.bincount(labels.cpu(), minlength=2).double()
+    present = int((counts > 0).sum())
+    weights = torch.where(counts > 0, counts.sum() / (present * counts.clamp_min(1)), torch.ones_like(counts))
+    return weights.float()
 
 
 @torch.no_grad()
 def predict_proba(model: nn.Module, images: torch.Tensor, size: int, batch_size: int,
-                  channels_last: bool = False) -> np.ndarray:
+                  channels_last: bool = False, tta: bool = False) -> np.ndarray:
     """Malignancy probability ``softmax(logits)[:, 1]`` of centre crops; ``images`` is ``(N, *S)``.
 
-    For the angular head the logits are ``|x| cos(theta_j)``; ``p >= 0.5`` is the argmax decision.
+    For the angular head the logits are ``|x| cos(theta_j)``; ``p >= 0.5`` is the argmax decision. With
+    ``tta`` the probability is the mean over the crop flipped along every subset of its axes (8 views in
+    3-D, 4 in 2-D).
     """
     model.eval()
     out = []
     for start in range(0, images.shape[0], batch_size):
-        x = _format(center_crop(images[start:start + batch_size], size), channels_last)
-        out.append(torch.softmax(model(x).float(), dim=1)[:, 1].cpu())
+        crop = center_crop(images[start:start + batch_size], size)
+        views = flip_views(crop) if tta else [crop]
+        prob = sum(torch.softmax(model(_format(v, channels_last)).float(), dim=1)[:, 1] for v in views)
+        out.append((prob / len(views)).cpu())
     if not out:
         return np.zeros(0, dtype=np.float64)
     return torch.cat(out).double().numpy()
@@ -176,10 +216,13 @@ def fit(
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        finished = _check_out_dir(out, config, test_fold, resume)
-        if finished is not None:
-            return finished
+    if out is not None:  # one writer per run folder, and never a resume against other data
+        with run_folder(out, dataset):
+            finished = _check_out_dir(out, config, test_fold, resume)
+            if finished is not None:
+                return finished
+            with _threads(config.num_threads):
+                return _fit(dataset, config, test_fold, out, resume, progress, source)
     with _threads(config.num_threads):
         return _fit(dataset, config, test_fold, out, resume, progress, source)
 
@@ -197,15 +240,24 @@ def _fit(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None, out
     val_x = all_images[split.val].to(device)
 
     fork_devices = [device.index or 0] if device.type == "cuda" else []
+    steps = steps_per_epoch(split.train.size, config.batch_size)
+    total_iterations = steps * config.epochs
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(config.seed)
-        model, criterion = build(config, dims)
+        model, criterion = build(config, dims, total_iterations,
+                                 class_weights(train_y) if config.class_balance else None)
         model.to(device)
         criterion.to(device)
         if channels_last_applies(config.channels_last, dims):
             model.to(memory_format=torch.channels_last_3d)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas,
-                                     weight_decay=config.weight_decay)
+        # AdamW: with weight_decay 0 (the paper) it is exactly Adam; with decay, the decay is decoupled.
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
+                                      weight_decay=config.weight_decay)
+        warmup = round(config.warmup_epochs * steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda it: lr_factor(it, total_iterations, warmup, config.lr_schedule))
+        ema = ModelEMA(model, config.ema_decay) if config.ema_decay is not None else None
+        evaluated = ema.shadow if ema is not None else model
         generator = torch.Generator().manual_seed(config.seed)
         np_rng = np.random.default_rng([config.seed, 1])
         history: list[dict[str, Any]] = []
@@ -217,6 +269,10 @@ def _fit(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None, out
             model.load_state_dict(state["model"])
             criterion.load_state_dict(state["criterion"])
             optimizer.load_state_dict(state["optimizer"])
+            if state.get("scheduler") is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            if ema is not None:
+                ema.load_state_dict(state["ema"])
             generator.set_state(state["rng"]["generator"])
             torch.set_rng_state(state["rng"]["torch"])
             if device.type == "cuda" and state["rng"].get("cuda") is not None:
@@ -236,38 +292,41 @@ def _fit(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None, out
             bar.advance_epochs(len(history))
             for epoch in range(len(history) + 1, config.epochs + 1):
                 t0 = time.perf_counter()
-                train_loss, train_acc = _train_epoch(model, criterion, optimizer, train_x, train_y, size,
-                                                     config, generator, np_rng, bar.batch)
+                train_loss, train_acc = at_epoch(epoch, _train_epoch)(
+                    model, criterion, optimizer, train_x, train_y, size, config, generator, np_rng, bar.batch,
+                    scheduler, ema)
                 val_metrics = _metrics(labels[split.val].numpy(),
-                                       predict_proba(model, val_x, size, config.eval_batch_size,
-                                                     config.channels_last))
+                                       predict_proba(evaluated, val_x, size, config.eval_batch_size,
+                                                     config.channels_last, config.tta))
                 lam = getattr(criterion, "lambda_", None)
                 history.append({
                     "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
                     "val": val_metrics, "lambda": float(lam) if lam is not None else None,
-                    "seconds": time.perf_counter() - t0,
+                    "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0,
                 })
                 chosen = select_epoch([h["val"] for h in history], config.select_metric)
                 if chosen == len(history) - 1:
-                    best_state = copy.deepcopy(model.state_dict())
+                    best_state = copy.deepcopy(evaluated.state_dict())
                 if out is not None:
                     _save(out, epoch, config, test_fold, model, criterion, optimizer, generator, np_rng,
                           history, chosen, best_state, seconds_before + time.perf_counter() - started,
-                          is_best=chosen == len(history) - 1)
+                          is_best=chosen == len(history) - 1, scheduler=scheduler, ema=ema)
                     append_jsonl(out / "epochs.jsonl", history[-1])
                 bar.advance_epochs(1, history[-1])
+                if stop_early(history, chosen, config.patience):
+                    break
 
     chosen = select_epoch([h["val"] for h in history], config.select_metric)
     assert best_state is not None
     model.load_state_dict(best_state)
     val = _predictions(dataset, split.val, predict_proba(model, val_x, size, config.eval_batch_size,
-                                                         config.channels_last))
+                                                         config.channels_last, config.tta))
     test = None
     if split.test.size:
         # The single look at the test fold.
         test_x = all_images[split.test].to(device)
         test = _predictions(dataset, split.test, predict_proba(model, test_x, size, config.eval_batch_size,
-                                                               config.channels_last))
+                                                               config.channels_last, config.tta))
     result = TrainResult(
         spec=config.arch, test_fold=test_fold, epoch=history[chosen]["epoch"], val_metrics=val.metrics(),
         test_metrics=test.metrics() if test is not None else None, params=params, history=history, val=val,
@@ -279,28 +338,42 @@ def _fit(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None, out
     return result
 
 
+def stop_early(history: list[dict[str, Any]], chosen: int, patience: int | None) -> bool:
+    """True when the chosen (best validation) epoch lies ``patience`` or more epochs in the past."""
+    return patience is not None and len(history) - 1 - chosen >= patience
+
+
 def _train_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                  images: torch.Tensor, labels: torch.Tensor, size: int, config: TrainConfig,
                  generator: torch.Generator, np_rng: np.random.Generator,
-                 on_batch: Callable[[], None]) -> tuple[float, float]:
+                 on_batch: Callable[[], None], scheduler: Any = None,
+                 ema: ModelEMA | None = None) -> tuple[float, float]:
     """One pass over the shuffled training rows; returns mean loss and accuracy (augmented inputs)."""
     model.train()
     criterion.train()
+    extra = config.extra_augment()
     order = torch.from_numpy(np_rng.permutation(images.shape[0])).to(images.device)
     total_loss, correct, seen = 0.0, 0, 0
     for start in range(0, order.numel(), config.batch_size):
         idx = order[start:start + config.batch_size]
         if config.augment:
-            x = random_crop_flip(images[idx], size, generator, max_shift=config.max_shift)
+            stored = augment_stored(images[idx], extra, generator)
+            x = augment_crops(random_crop_flip(stored, size, generator, max_shift=config.max_shift), extra,
+                              generator)
         else:
             x = center_crop(images[idx], size)
         x = _format(x, config.channels_last)
         y = labels[idx]
         features = model.forward_features(x)
         loss = criterion(features, y)
+        check_finite_loss(loss, start // config.batch_size + 1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        if ema is not None:
+            ema.update(model)
         with torch.no_grad():
             correct += int((model.forward_head(features).argmax(1) == y).sum())
         total_loss += float(loss.detach()) * y.numel()
@@ -350,7 +423,8 @@ def _format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 def _save(out: Path, epoch: int, config: TrainConfig, test_fold: int | None, model: nn.Module,
           criterion: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,
           np_rng: np.random.Generator, history: list[dict[str, Any]], chosen: int,
-          best_state: dict[str, Any] | None, seconds: float, is_best: bool) -> None:
+          best_state: dict[str, Any] | None, seconds: float, is_best: bool, scheduler: Any = None,
+          ema: ModelEMA | None = None) -> None:
     """``best.pt`` first, then ``last.pt``: a kill between the two redoes this epoch identically."""
     best = {"epoch": history[chosen]["epoch"], "val": history[chosen]["val"]}
     common = {"spec": config.arch, "model_config": model.config, "options": config.to_dict(),
@@ -362,6 +436,8 @@ def _save(out: Path, epoch: int, config: TrainConfig, test_fold: int | None, mod
     save_checkpoint(out / "last.pt", {
         **common, "epoch": epoch, "model": model.state_dict(), "criterion": criterion.state_dict(),
         "optimizer": optimizer.state_dict(), "history": history, "seconds": seconds,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "ema": ema.state_dict() if ema is not None else None,
         "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state(), "cuda": cuda_state,
                 "numpy": np_rng.bit_generator.state},
     })
@@ -374,7 +450,8 @@ def _check_resume(state: dict[str, Any], config: TrainConfig, test_fold: int | N
                               f"this run {test_fold}")
     saved = state.get("options", {})
     now = config.to_dict()
-    differ = sorted(k for k in now if k not in RESUME_FREE and saved.get(k) != now[k])
+    free = resume_free(config)
+    differ = sorted(k for k in now if k not in free and saved.get(k, _DEFAULTS.get(k)) != now[k])
     if differ:
         raise CheckpointError(f"{path}: cannot resume with changed options {differ} "
                               f"(was {[saved.get(k) for k in differ]}, now {[now[k] for k in differ]})")
@@ -394,7 +471,8 @@ def _check_out_dir(out: Path, config: TrainConfig, test_fold: int | None, resume
     if (out / "result.json").exists():
         done = TrainResult.load(out)
         want = config.to_dict()
-        differ = sorted(k for k in want if k not in RESUME_FREE and done.config.get(k) != want[k])
+        free = resume_free(config)
+        differ = sorted(k for k in want if k not in free and done.config.get(k, _DEFAULTS.get(k)) != want[k])
         if done.spec != config.arch:
             raise CheckpointError(f"{out}: finished run has spec {done.spec}, "
                                   f"this run asks for {config.arch}")
@@ -411,6 +489,7 @@ def _check_out_dir(out: Path, config: TrainConfig, test_fold: int | None, resume
 def _write_config(out: Path, config: TrainConfig, test_fold: int | None, split: Split, dataset: NoduleDataset,
                   model: nn.Module, params: int, device: torch.device, source: str | None) -> None:
     import naslung
+    from naslung.fingerprint import fingerprint_of
 
     write_json_atomic(out / "config.json", {
         "schema": "naslung-train-config", "schema_version": 1,
@@ -418,7 +497,8 @@ def _write_config(out: Path, config: TrainConfig, test_fold: int | None, split: 
         "split": {**split.sizes(), "val_nodule_ids": [str(n) for n in dataset.nodule_id[split.val]]},
         "protocol": "inner validation split of the training folds picks the epoch; test fold evaluated once",
         "dataset": {"source": source, "n": len(dataset), "size": dataset.size, "margin": dataset.margin,
-                    "spatial_dims": dataset.spatial_dims, "provenance": dataset.attrs.get("provenance")},
+                    "spatial_dims": dataset.spatial_dims, "provenance": dataset.attrs.get("provenance"),
+                    "fingerprint": fingerprint_of(dataset)},
         "provenance": {
             "naslung": getattr(naslung, "__version__", "unknown"), "torch": torch.__version__,
             "numpy": np.__version__, "python": platform.python_version(), "device": str(device),
