@@ -93,9 +93,12 @@ def file_fingerprint(path: str | os.PathLike[str]) -> str:
     key = _key(path)
     if key in _MEMO:
         return _MEMO[key]
-    cache = _cache_file(key[0])
     try:
-        saved = json.loads(cache.read_text())
+        cache: Path | None = _cache_file(key[0])
+    except OSError:  # an unwritable cache only costs a recomputation
+        cache = None
+    try:
+        saved = json.loads(cache.read_text()) if cache is not None else {}
         if [saved.get("path"), saved.get("size"), saved.get("mtime_ns")] == list(key):
             _MEMO[key] = str(saved["fingerprint"])
             return _MEMO[key]
@@ -103,6 +106,8 @@ def file_fingerprint(path: str | os.PathLike[str]) -> str:
         pass
     digest = _hash_file(path)
     _MEMO[key] = digest
+    if cache is None:
+        return digest
     try:
         from naslung.atomic import write_json_atomic
 

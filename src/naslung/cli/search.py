@@ -166,7 +166,7 @@ def _run_with_progress(config: Any, resume: bool, quiet: bool, note: str) -> Any
     from naslung.search.runner import run_search
 
     console = Console(stderr=True, quiet=quiet)
-    with Progress(
+    bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -174,21 +174,35 @@ def _run_with_progress(config: Any, resume: bool, quiet: bool, note: str) -> Any
         TextColumn("{task.fields[info]}"),
         console=console,
         transient=False,
-    ) as bar:
-        task = bar.add_task("POP search", total=config.budget_trials, info="")
+    )
+    task = bar.add_task("POP search", total=config.budget_trials, info="")
+    started = False
 
-        def on_status(msg: str) -> None:
-            bar.update(task, info=msg)
+    def show() -> None:
+        # The bar appears with the first news, so that a set-up error prints its one line alone.
+        nonlocal started
+        if not started:
+            bar.start()
+            started = True
 
-        def on_record(r: dict[str, Any]) -> None:
-            score = "failed" if r["score"] is None else f"{r['metric']} {pct(r['score'])}"
-            bar.update(
-                task,
-                completed=r["trial"] + 1,
-                info=f"{r['spec']} {score}  pruned {r['pruned']:,}  left {r['remaining']:,}",
-            )
+    def on_status(msg: str) -> None:
+        show()
+        bar.update(task, info=msg)
 
+    def on_record(r: dict[str, Any]) -> None:
+        show()
+        score = "failed" if r["score"] is None else f"{r['metric']} {pct(r['score'])}"
+        bar.update(
+            task,
+            completed=r["trial"] + 1,
+            info=f"{r['spec']} {score}  pruned {r['pruned']:,}  left {r['remaining']:,}",
+        )
+
+    try:
         return run_search(config, resume=resume, on_record=on_record, on_status=on_status, plot_note=note)
+    finally:
+        if started:
+            bar.stop()
 
 
 def _print_summary(result: Any, summary: dict[str, Any]) -> None:

@@ -472,7 +472,6 @@ def _run_search(
     if config.data is not None:
         config.data = str(Path(config.data).resolve())
     evaluator = evaluator if evaluator is not None else default_evaluator(config)
-    status("checking the dataset and options")
     validate_evaluator(evaluator)
     out.mkdir(parents=True, exist_ok=True)
 
