@@ -121,12 +121,18 @@ class DatasetWriter:
 
         from naslung.atomic import atomic_path
 
-        tmp = self._stack.enter_context(atomic_path(self.path))
-        self._h5 = self._stack.enter_context(h5py.File(tmp, "w"))
-        # One chunk per crop: random access for training, gzip level 1 is fast and halves the size.
-        self._images = self._h5.create_dataset(
-            "images", shape=(0, *self.crop_shape), maxshape=(None, *self.crop_shape), dtype=np.int16,
-            chunks=(1, *self.crop_shape), compression="gzip", compression_opts=1)
+        try:
+            tmp = self._stack.enter_context(atomic_path(self.path))
+            self._h5 = self._stack.enter_context(h5py.File(tmp, "w"))
+            # One chunk per crop: random access for training, gzip level 1 is fast and halves the size.
+            self._images = self._h5.create_dataset(
+                "images", shape=(0, *self.crop_shape), maxshape=(None, *self.crop_shape), dtype=np.int16,
+                chunks=(1, *self.crop_shape), compression="gzip", compression_opts=1)
+        except BaseException as exc:
+            # Delete the temporary and keep the target; atomic_path reports a failed write (disk full, no
+            # permission) as an OSError naming the target.
+            self._stack.__exit__(type(exc), exc, exc.__traceback__)
+            raise
         return self
 
     def append(self, images: np.ndarray, **rows: Any) -> None:
@@ -157,7 +163,8 @@ class DatasetWriter:
             except BaseException as err:
                 self._stack.__exit__(type(err), err, err.__traceback__)
                 raise
-        # Closes the HDF5 file, then atomic_path renames (success) or deletes (error) the temporary.
+        # Closes the HDF5 file, then atomic_path renames (success) or deletes (error) the temporary; a failed
+        # write comes out as an OSError naming the target (naslung.atomic.write_error).
         self._stack.__exit__(exc_type, exc, tb)
 
     def _finish(self) -> None:
@@ -292,7 +299,7 @@ def _checked_labels(labels: np.ndarray, path: Path) -> np.ndarray:
     bad = ~np.isin(labels, (0, 1))
     if bad.any():
         raise DataError(f"{path}: array 'labels' must hold 0 (benign) or 1 (malignant), "
-                        f"row {int(np.flatnonzero(bad)[0])} holds {labels[bad][0]!r}")
+                        f"row {int(np.flatnonzero(bad)[0])} holds {labels[bad][0].item()!r}")
     return labels
 
 
@@ -332,6 +339,8 @@ def read_rows(path: str | Path, index: np.ndarray, fields: tuple[str, ...] = _AR
         if len(index) and (index[0] < 0 or index[-1] >= n):
             raise DataError(f"{path}: row index out of range 0..{n - 1}")
         out = {name: h5[name][index] if len(index) else h5[name][:0] for name in fields}
+    if "labels" in out:
+        _checked_labels(out["labels"], path)
     for name in _STR_FIELDS:
         if name in out:
             out[name] = _strings(out[name])

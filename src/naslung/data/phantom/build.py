@@ -195,12 +195,46 @@ def _run(tasks: list[NoduleTask], workers: int | None, progress: bool) -> list[d
                 results[i] = render_task(task)
                 advance()
         else:
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=die_with_parent,
+                                     initargs=(os.getpid(),)) as pool:
                 futures = {pool.submit(render_task, task): i for i, task in enumerate(tasks)}
                 for future in as_completed(futures):
                     results[futures[future]] = future.result()
                     advance()
     return [r for r in results if r is not None]
+
+
+def die_with_parent(parent_pid: int, poll_s: float = 0.5) -> None:
+    """Worker initializer: end this process when ``parent_pid`` dies (e.g. kill -9 of the build).
+
+    On Linux the kernel does it: ``prctl(PR_SET_PDEATHSIG, SIGKILL)``. Elsewhere (and as a fallback if prctl
+    is unavailable) a daemon thread polls the parent pid every ``poll_s`` seconds and exits when this process
+    was re-parented. Either way a worker never outlives its build by more than about a second.
+    """
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            pr_set_pdeathsig = 1
+            if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) == 0:
+                if os.getppid() != parent_pid:  # the parent died before prctl took effect
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(poll_s)
+
+    threading.Thread(target=watch, name="naslung-parent-watchdog", daemon=True).start()
 
 
 @contextmanager
