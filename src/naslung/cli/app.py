@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from naslung.cli import arch, data, demo, explain, export, predict, search, train
+from naslung.cli import arch, data, demo, explain, export, predict, report, search, train
 from naslung.cli.common import NaslungGroup
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ demo.register(app)
 export.register(app)
 explain.register(app)
 predict.register(app)
+report.register(app)
 
 
 def main() -> None:

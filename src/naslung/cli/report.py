@@ -1,0 +1,39 @@
+"""`naslung report`: one self-contained HTML page of an experiment folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from naslung.cli.common import fail
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``report`` to the top-level app."""
+    app.command("report")(report)
+
+
+def report(
+    experiment: Path = typer.Argument(..., help="folder with runs, cv folders, search and explain outputs"),
+    out: Path = typer.Option(Path("report.html"), "--out", help="HTML file to write"),
+    data: Path | None = typer.Option(None, "--data", help="dataset file, if the runs' one has moved"),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=100, help="bootstrap replicates"),
+    seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
+    as_json: bool = typer.Option(False, "--json", help="print a JSON summary"),
+) -> None:
+    """Tables with 95 % CIs beside the diameter baseline, calibration, figures, protocol and provenance."""
+    from naslung.report.build import build_report
+
+    try:
+        summary = build_report(experiment, out, data, bootstrap, seed)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(exc)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    for note in summary["notes"]:
+        typer.echo(f"note: {note}")
+    typer.echo(f"report: {out} ({summary['runs']} runs, {len(summary['figures'])} figures"
+               f"{', PHANTOM data' if summary['phantom'] else ''})")
