@@ -32,6 +32,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/inference.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

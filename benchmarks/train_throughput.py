@@ -1,15 +1,27 @@
 """Training throughput (samples/s) on CPU, batch 32, 32^3 crops of 36^3 stored cubes (DESIGN.md section 5).
 
-Every variant runs the trainer's real step (batched crop+flip, forward_features, A-Softmax, backward, Adam)
-in the same process. Variants are interleaved round by round (each round times a few steps of every
-variant), so load from other processes hits all of them alike; the figure is the median over all timed
-steps. Run: ``python benchmarks/train_throughput.py [--rounds 3] [--steps 4] [--variants ...] [--archs ...]``.
-``compile`` (torch.compile, inductor) is opt-in: it needs a C++ compiler and minutes of compilation.
+Every variant runs a full training step (batched crop+flip, forward_features, A-Softmax, backward, Adam) of
+the same architecture in the same process, and is compared with plain eager fp32 (7^3 CBAM kernel,
+contiguous memory, all threads) of that architecture. Variants are interleaved step by step (each round
+times one step of every variant, in a rotating order), so load from other processes hits all of them alike;
+the figure is the median over the timed steps, and the ratio is taken against the eager median.
+
+A variant is ``eager`` or ``+``-joined tokens:
+
+* ``k3``: CBAM spatial kernel 3^3 instead of 7^3 (changes the model: fewer parameters and MACs);
+* ``cl``: ``channels_last_3d`` model and input;
+* ``bf16``: ``torch.autocast("cpu", torch.bfloat16)`` around the forward (needs AVX512-BF16 or AMX to pay);
+* ``compile``: ``torch.compile(forward_features, dynamic=False)`` (inductor; needs a C++ compiler);
+* ``1t``: one thread (two such jobs side by side may beat one job on two threads).
+
+Run: ``python benchmarks/train_throughput.py [--rounds 8] [--archs ...] [--variants eager k3 k3+cl ...]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -17,30 +29,53 @@ from contextlib import nullcontext
 
 import torch
 
+from naslung.losses import build_criterion
+from naslung.models import build_model
+from naslung.models.cost import cpu_isa, device_name
 from naslung.train.augment import random_crop_flip
-from naslung.train.config import TrainConfig
-from naslung.train.engine import build
 
-ARCHS = ("[4,4,[4,4],[4,8],[8,8]]", "[4,4,[16,16],[32,32],[64,64]]")
-VARIANTS = ("eager", "eager-1thread", "channels_last", "channels_last-1thread", "bf16", "compile")
-DEFAULT_VARIANTS = ("eager", "eager-1thread", "channels_last", "channels_last-1thread", "bf16")
+ARCHS = ("[4,4,[4,4],[4,8],[8,8]]", "[4,4,[16,32],[32,64],[64,128]]")
+TOKENS = ("k3", "cl", "bf16", "compile", "1t")
+DEFAULT_VARIANTS = ("eager", "k3", "cl", "k3+cl", "bf16", "k3+cl+bf16", "1t", "k3+cl+1t")
+
+
+def parse_variant(name: str) -> set[str]:
+    """``"k3+cl"`` -> ``{"k3", "cl"}``; ``"eager"`` -> ``set()``. Unknown tokens raise ``ValueError``."""
+    tokens = set() if name == "eager" else set(name.split("+"))
+    unknown = tokens - set(TOKENS)
+    if unknown:
+        valid = ", ".join(TOKENS)
+        raise ValueError(f"unknown variant tokens {sorted(unknown)} in {name!r}; valid: eager, {valid}")
+    return tokens
+
+
+def machine_line() -> str:
+    """One line naming the machine, its instruction set, load, torch and threads."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{device_name('cpu')} ({platform.machine()}, {os.cpu_count()} CPUs, ISA {cpu_isa() or '?'}), "
+            f"load {load:.2f}, torch {torch.__version__}, {torch.get_num_threads()} threads by default")
 
 
 def make_step(arch: str, variant: str, batch: int = 32, size: int = 32,
               margin: int = 2) -> Callable[[], float]:
     """A closure running one training step of ``variant``; returns its wall time in seconds."""
+    tokens = parse_variant(variant)
     torch.manual_seed(0)
-    model, criterion = build(TrainConfig(arch=arch), spatial_dims=3)
+    model = build_model(arch, cbam_kernel=3 if "k3" in tokens else 7)
+    criterion = build_criterion("asoftmax", model)
     model.train()
     criterion.train()
-    fmt = torch.channels_last_3d if variant.startswith("channels_last") else torch.contiguous_format
+    fmt = torch.channels_last_3d if "cl" in tokens else torch.contiguous_format
     model = model.to(memory_format=fmt)
-    features = torch.compile(model.forward_features) if variant == "compile" else model.forward_features
+    features = model.forward_features
+    if "compile" in tokens:
+        features = torch.compile(features, dynamic=False)
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if "bf16" in tokens else nullcontext
     opt = torch.optim.Adam(model.parameters(), lr=2e-4, betas=(0.5, 0.999))
     gen = torch.Generator().manual_seed(0)
     data = torch.rand(256, *([size + 2 * margin] * 3), generator=gen)
     labels = torch.randint(0, 2, (256,), generator=gen)
-    threads = 1 if variant.endswith("1thread") else torch.get_num_threads()
+    threads = 1 if "1t" in tokens else torch.get_num_threads()
 
     def step() -> float:
         before = torch.get_num_threads()
@@ -48,8 +83,8 @@ def make_step(arch: str, variant: str, batch: int = 32, size: int = 32,
         try:
             idx = torch.randint(0, 256, (batch,), generator=gen)
             t0 = time.perf_counter()
-            x = random_crop_flip(data[idx], size, gen).contiguous(memory_format=fmt)
-            with torch.autocast("cpu", dtype=torch.bfloat16) if variant == "bf16" else nullcontext():
+            x = random_crop_flip(data[idx], size, gen, max_shift=margin).contiguous(memory_format=fmt)
+            with autocast():
                 feats = features(x)
             loss = criterion(feats.float(), labels[idx])
             opt.zero_grad(set_to_none=True)
@@ -72,35 +107,42 @@ def augment_ms(batch: int = 32, size: int = 32, margin: int = 2, repeats: int = 
     return 1000 * (time.perf_counter() - t0) / repeats
 
 
+def run_arch(arch: str, variants: list[str], rounds: int, warmup: int = 2) -> list[tuple[str, float, float]]:
+    """``[(variant, samples/s, ratio to eager)]`` for one architecture, interleaved."""
+    steps: dict[str, Callable[[], float]] = {}
+    for v in ["eager", *[v for v in variants if v != "eager"]]:
+        try:
+            steps[v] = make_step(arch, v)
+            for _ in range(warmup):  # warm-up (and compilation)
+                steps[v]()
+        except Exception as exc:  # e.g. no C++ compiler for torch.compile
+            print(f"{arch:32s} {v:18s} failed: {type(exc).__name__}: {str(exc)[:80]}", flush=True)
+            steps.pop(v, None)
+    times: dict[str, list[float]] = {v: [] for v in steps}
+    names = list(steps)
+    for r in range(rounds):
+        for v in names[r % len(names):] + names[:r % len(names)]:  # rotate the order round by round
+            times[v].append(steps[v]())
+    base = 32 / statistics.median(times["eager"])
+    return [(v, 32 / statistics.median(ts), 32 / statistics.median(ts) / base) for v, ts in times.items()]
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=4, help="timed steps per variant and round")
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
+    parser.add_argument("--rounds", type=int, default=8, help="timed steps per variant")
     parser.add_argument("--archs", nargs="+", default=list(ARCHS))
-    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=VARIANTS)
+    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS))
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads by default, batch 32, "
-          f"32^3 crops of 36^3, fp32 unless noted")
-    print(f"batched crop+flip of 32 cubes: {augment_ms():.2f} ms")
+    for v in args.variants:
+        parse_variant(v)
+    print(machine_line())
+    print(f"training step, batch 32, 32^3 crops of 36^3, A-Softmax + Adam; batched crop+flip of 32 cubes: "
+          f"{augment_ms():.2f} ms")
+    print(f"{'architecture':32s} {'variant':18s} {'samples/s':>10s} {'vs eager':>9s}")
     for arch in args.archs:
-        steps = {}
-        for v in args.variants:
-            try:
-                steps[v] = make_step(arch, v)
-                for _ in range(2):  # warm-up (and compilation)
-                    steps[v]()
-            except Exception as exc:  # e.g. no C++ compiler for torch.compile
-                print(f"{arch:32s} {v:22s} failed: {type(exc).__name__}: {str(exc)[:80]}")
-                steps.pop(v, None)
-        times: dict[str, list[float]] = {v: [] for v in steps}
-        for _ in range(args.rounds):
-            for v, step in steps.items():
-                times[v].extend(step() for _ in range(args.steps))
-        base = 32 / statistics.median(times["eager"]) if "eager" in times else None
-        for v, ts in times.items():
-            rate = 32 / statistics.median(ts)
-            rel = f"x{rate / base:.2f}" if base else ""
-            print(f"{arch:32s} {v:22s} {rate:8.1f} samples/s  {rel}", flush=True)
+        for v, rate, ratio in run_arch(arch, args.variants, args.rounds):
+            print(f"{arch:32s} {v:18s} {rate:10.1f} {ratio:8.2f}x", flush=True)
 
 
 if __name__ == "__main__":

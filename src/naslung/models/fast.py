@@ -1,0 +1,66 @@
+"""Fast execution paths the training and prediction code can opt into (measured in ``benchmarks/``).
+
+* :func:`bf16_supported` / :func:`autocast`: bfloat16 autocast on CPUs with native bf16 (AVX512-BF16 or
+  AMX); elsewhere bf16 is emulated and slower than fp32, so :func:`autocast` returns a no-op context.
+* :func:`to_channels_last`: ``channels_last_3d`` for 3-D models and inputs; 2-D stays contiguous (see
+  ``naslung.train.engine.channels_last_applies``: oneDNN's 2-D channels-last backward corrupts the heap on
+  AVX2-only CPUs with torch 2.13).
+* :func:`eval_model`: the inference path, a BN-folded eval copy (:func:`naslung.models.fuse.fold_batchnorm`),
+  in ``channels_last_3d`` for 3-D when asked.
+
+bf16 must be used together with ``channels_last_3d`` in 3-D: with contiguous tensors oneDNN reorders every
+bf16 activation and the step is about half as fast as fp32 (``benchmarks/train_throughput.py``).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+from torch import nn
+
+from naslung.models.cost import cpu_isa
+from naslung.models.fuse import fold_batchnorm
+
+
+def bf16_supported(device: str | torch.device = "cpu") -> bool:
+    """Whether bf16 autocast runs natively: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX-BF16."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if not torch.backends.mkldnn.is_available():
+        return False
+    flags = set(cpu_isa().split(","))
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def autocast(device: str | torch.device = "cpu", enabled: bool = True) -> AbstractContextManager[object]:
+    """``torch.autocast(device, bfloat16)`` when ``enabled`` and :func:`bf16_supported`, else a no-op.
+
+    Use it around the forward only; compute the loss in float32 (``features.float()``).
+    """
+    device = torch.device(device)
+    if enabled and bf16_supported(device):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def to_channels_last(t: nn.Module | torch.Tensor, spatial_dims: int) -> nn.Module | torch.Tensor:
+    """A model or a ``(B, C, D, H, W)`` tensor in ``channels_last_3d`` for 3-D; unchanged for 2-D."""
+    if spatial_dims != 3:
+        return t
+    if isinstance(t, nn.Module):
+        return t.to(memory_format=torch.channels_last_3d)
+    return t.contiguous(memory_format=torch.channels_last_3d)
+
+
+def eval_model(model: nn.Module, channels_last: bool = False) -> nn.Module:
+    """The inference path: an eval-mode, BN-folded copy of ``model`` (``channels_last_3d`` in 3-D if asked).
+
+    Inputs ``(B, C_in, *S)`` and outputs ``(B, num_classes)`` are those of ``model``; feed it inputs in the
+    same memory format (:func:`to_channels_last`) to avoid a reorder per call.
+    """
+    folded = fold_batchnorm(model)
+    if channels_last:
+        folded = to_channels_last(folded, int(getattr(model, "spatial_dims", 3)))  # type: ignore[assignment]
+    return folded
