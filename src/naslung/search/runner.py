@@ -117,6 +117,9 @@ class SearchConfig:
         for name in ("device", "latency_device"):
             if getattr(self, name) not in DEVICES:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(DEVICES)}")
+        if self.latency_samples < len(FEATURES) + 2:
+            raise ValueError(f"latency_samples must be >= {len(FEATURES) + 2} to fit the latency model, "
+                             f"got {self.latency_samples}")
         outside = [f for f in self.exclude_folds if not 0 <= f <= 9]
         if outside:
             raise ValueError(f"exclude_folds {outside} are outside the LUNA16 subsets 0-9")
