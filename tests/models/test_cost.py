@@ -93,6 +93,8 @@ def test_measure_latency_is_cached(tmp_path, monkeypatch):
     assert stored["measured_at"] == fresh["measured_at"] and stored["median_ms"] == fresh["median_ms"]
     assert measure_latency(SMALL, threads=1, **args)["median_ms"] == fresh["median_ms"]
     assert not measure_latency(SMALL, threads=1, cbam_kernel=3, **args)["cached"]  # another model
+    folded = measure_latency(SMALL, threads=1, path="folded", **args)  # the serving path is another key
+    assert not folded["cached"] and folded["key"]["path"] == "folded" and folded["median_ms"] > 0
     # another batch size is another key; a damaged entry is measured again
     b4 = measure_latency(SMALL, threads=1, batch_size=4, **args)
     assert not b4["cached"] and b4["per_sample_ms"] == pytest.approx(b4["median_ms"] / 4)
@@ -105,3 +107,5 @@ def test_latency_bad_arguments():
         time_forward(build_model(SMALL, spatial_dims=2), torch.zeros(1, 1, 16, 16), repeats=0)
     with pytest.raises(ValueError, match="batch_size"):
         measure_latency(SMALL, batch_size=0, use_cache=False)
+    with pytest.raises(ValueError, match="eager, folded"):
+        measure_latency(SMALL, path="onnx", use_cache=False)

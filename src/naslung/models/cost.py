@@ -37,6 +37,9 @@ from naslung.models.heads.angular import AngularHead
 from naslung.models.spec import ArchSpec, coerce_spec
 
 LATENCY_SCHEMA = "naslung-latency/2"
+#: Execution paths :func:`measure_latency` can time: the eager eval model, or the serving path
+#: (:func:`naslung.models.fast.eval_model`: BN folded, ``channels_last_3d`` in 3-D).
+LATENCY_PATHS: tuple[str, ...] = ("eager", "folded")
 #: CPU flags that decide which kernels oneDNN / the ONNX Runtime pick (part of the latency cache key).
 ISA_FLAGS: tuple[str, ...] = (
     "sse4_2", "avx", "avx2", "fma", "avx_vnni", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
@@ -272,6 +275,7 @@ def latency_key(
     device: str | torch.device,
     threads: int,
     cbam_kernel: int = DEFAULT_SPATIAL_KERNEL,
+    path: str = "eager",
 ) -> dict[str, Any]:
     """The cache key of a latency measurement: the model, the input, and the machine (CPU/GPU model,
     instruction set, threads, torch version)."""
@@ -280,6 +284,7 @@ def latency_key(
         "attention": attention,
         "head": head,
         "cbam_kernel": int(cbam_kernel),
+        "path": path,
         "spatial_dims": int(spatial_dims),
         "input_size": int(input_size),
         "batch_size": int(batch_size),
@@ -311,12 +316,14 @@ def measure_latency(
     seed: int = 0,
     cbam_kernel: int = DEFAULT_SPATIAL_KERNEL,
     refresh: bool = False,
+    path: str = "eager",
 ) -> dict[str, Any]:
     """Median forward latency of a freshly built model on ``device``, cached.
 
     ``threads`` sets ``torch.set_num_threads`` for the timing and restores it afterwards (``None``:
     the current setting, which is recorded). ``use_cache=False`` neither reads nor writes the cache;
-    ``refresh=True`` measures again and replaces the cached record. Returns the :func:`time_forward`
+    ``refresh=True`` measures again and replaces the cached record. ``path`` is one of
+    :data:`LATENCY_PATHS` (``"folded"``: the BN-folded serving path). Returns the :func:`time_forward`
     figures plus ``per_sample_ms``, ``throughput_per_s`` (samples/s at this batch size), ``warmup``,
     ``repeats``, ``load_1min`` (load average when measured), ``measured_at`` (Unix time), ``key`` and
     ``cached`` (True when read from the cache).
@@ -328,10 +335,12 @@ def measure_latency(
         raise ValueError("device 'cuda' requested but CUDA is not available")
     if batch_size < 1 or input_size < 8:
         raise ValueError(f"need batch_size >= 1 and input_size >= 8, got {batch_size}, {input_size}")
+    if path not in LATENCY_PATHS:
+        raise ValueError(f"unknown latency path {path!r}; valid: {', '.join(LATENCY_PATHS)}")
     previous = torch.get_num_threads()
     n_threads = previous if threads is None else int(threads)
     key = latency_key(
-        spec, attention, head, spatial_dims, input_size, batch_size, dev, n_threads, cbam_kernel
+        spec, attention, head, spatial_dims, input_size, batch_size, dev, n_threads, cbam_kernel, path
     )
     path = _cache_file(key)
     if use_cache and not refresh and path.exists():
@@ -349,6 +358,11 @@ def measure_latency(
                 spec, attention=attention, head=head, spatial_dims=spatial_dims, cbam_kernel=cbam_kernel
             ).to(dev)
             x = torch.randn(batch_size, 1, *([input_size] * spatial_dims)).to(dev)
+        if path == "folded":
+            from naslung.models.fast import eval_model, to_channels_last
+
+            model = eval_model(model, channels_last=True)
+            x = to_channels_last(x, spatial_dims)  # type: ignore[assignment]
         load = load_average()
         timing = time_forward(model, x, warmup=warmup, repeats=repeats)
     finally:
