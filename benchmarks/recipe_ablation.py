@@ -1,0 +1,112 @@
+"""Ablation of the training recipe on the DEVELOPMENT folds only (never the paper's test folds 1-5).
+
+Each variant is a set of ``TrainConfig`` overrides; every (variant, test fold) pair trains one run under the
+leak-free protocol (inner validation split picks the epoch, the development test fold is predicted once),
+and the diameter-only logistic regression is fitted on the same split. All variants share ``split_seed``,
+so they train and validate on the same nodules. Runs go to ``--out/<variant>/fold_<K>`` and resume.
+
+    python benchmarks/recipe_ablation.py --data PHANTOM-3D.h5 --folds 0,6 --epochs 16 --jobs 2
+
+Prints mean +- sample std over folds of accuracy, F1 and AUC per variant, the diameter baseline, and the
+wall time. The default folds refuse 1-5: the recipe must be frozen before those are looked at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PAPER_TEST_FOLDS = {1, 2, 3, 4, 5}
+
+RECIPE: dict[str, Any] = {
+    "lr": 1e-3, "lr_schedule": "cosine", "warmup_epochs": 1.0, "weight_decay": 0.01,
+    "rot90": True, "intensity": 0.03, "noise_std": 0.01, "tta": True, "ema_decay": 0.99,
+    "class_balance": True, "cbam_kernel": 3,
+}
+NO_AUG = {"rot90": False, "intensity": 0.0, "noise_std": 0.0}
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    # The paper's optimiser at a constant 2e-4, crop+flip only, SphereFace's lambda constants.
+    "paper": {"lambda_schedule": "sphereface"},
+    "recipe": RECIPE,
+    "recipe-no-extra-aug": {**RECIPE, **NO_AUG},
+    "recipe-cbam7": {**RECIPE, "cbam_kernel": 7},
+    "recipe-no-ema-tta": {**RECIPE, "ema_decay": None, "tta": False},
+    "recipe-constant-lr": {**RECIPE, "lr": 2e-4, "lr_schedule": "constant", "warmup_epochs": 0.0},
+}
+
+
+def _run(task: tuple[str, dict[str, Any], int, str, str, int, str]) -> dict[str, Any]:
+    name, overrides, fold, data, out, epochs, arch = task
+    from naslung.data.dataset import load_dataset
+    from naslung.train.baselines import fit_baseline
+    from naslung.train.config import TrainConfig
+    from naslung.train.engine import data_split, fit
+
+    ds = load_dataset(data)
+    config = TrainConfig(**{"arch": arch, "epochs": epochs, "device": "cpu", "num_threads": 1, **overrides})
+    t0 = time.perf_counter()
+    result = fit(ds, config, test_fold=fold, out_dir=Path(out) / name / f"fold_{fold}", resume=True)
+    base = fit_baseline("diameter", ds, data_split(ds, config, fold))
+    assert base.test is not None and result.test_metrics is not None
+    return {"variant": name, "fold": fold, "test": result.test_metrics, "diameter": base.test.metrics(),
+            "epoch": result.epoch, "epochs": len(result.history), "seconds": time.perf_counter() - t0}
+
+
+def _mean_std(values: list[float]) -> str:
+    arr = 100 * np.asarray(values, dtype=np.float64)
+    std = arr.std(ddof=1) if arr.size > 1 else 0.0
+    return f"{arr.mean():.2f} ± {std:.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--folds", default="0,6,7,8,9")
+    parser.add_argument("--epochs", type=int, default=16)
+    parser.add_argument("--arch", default="[4,4,[4,4],[4,8],[8,8]]")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--jobs", type=int, default=2, help="parallel single-threaded runs")
+    parser.add_argument("--out", default="runs/recipe-ablation")
+    args = parser.parse_args()
+    folds = [int(f) for f in args.folds.split(",")]
+    if PAPER_TEST_FOLDS & set(folds):
+        raise SystemExit(f"folds {sorted(PAPER_TEST_FOLDS & set(folds))} are the paper's test folds; the "
+                         "recipe is tuned on development folds 0 and 6-9 only")
+    names = args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; valid: {', '.join(VARIANTS)}")
+    tasks = [(n, VARIANTS[n], f, args.data, args.out, args.epochs, args.arch) for n in names for f in folds]
+    started = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
+        for row in pool.map(_run, tasks):
+            rows.append(row)
+            t = row["test"]
+            print(f"{row['variant']:<22} fold {row['fold']}: acc {100 * t['accuracy']:.1f} "
+                  f"f1 {100 * t['f1']:.1f} auc {100 * t['auc']:.1f} "
+                  f"(diameter f1 {100 * row['diameter']['f1']:.1f}); epoch "
+                  f"{row['epoch']}/{row['epochs']}, {row['seconds']:.0f} s", flush=True)
+    print(f"\nDEVELOPMENT folds {folds}, {args.arch}, {args.epochs} epochs, data {Path(args.data).name}; "
+          f"wall {time.perf_counter() - started:.0f} s")
+    print("| variant | accuracy | F1 | AUC | diameter F1 (same splits) |")
+    print("|---|---:|---:|---:|---:|")
+    for name in names:
+        sel = [r for r in rows if r["variant"] == name]
+        print(f"| {name} | {_mean_std([r['test']['accuracy'] for r in sel])} | "
+              f"{_mean_std([r['test']['f1'] for r in sel])} | {_mean_std([r['test']['auc'] for r in sel])} | "
+              f"{_mean_std([r['diameter']['f1'] for r in sel])} |")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "ablation.json").write_text(json.dumps(rows, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
