@@ -36,12 +36,12 @@ def luna_synth() -> ModuleType:
 def tiny_config(**kw):
     from naslung.train.config import TrainConfig
 
-    base = {"arch": TINY, "epochs": 3, "batch_size": 16, "lr": 3e-3, "device": "cpu", "num_threads": 1,
+    base = {"arch": TINY, "epochs": 2, "batch_size": 16, "lr": 3e-3, "device": "cpu", "num_threads": 1,
             "channels_last": False}
     return TrainConfig(**{**base, **kw})
 
 
-def make_runs(root: Path, n: int = 80, folds: int = 4, test_fold: int = 0) -> dict[str, Path]:
+def make_runs(root: Path, n: int = 64, folds: int = 4, test_fold: int = 0) -> dict[str, Path]:
     """A dataset file plus an A-Softmax and a Softmax run on it: ``{"data", "asoftmax", "softmax"}``."""
     from naslung.data.dataset import load_dataset
     from naslung.train.engine import fit
