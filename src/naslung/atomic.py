@@ -57,7 +57,7 @@ _TEXT_ERRNOS = (("no space left", errno.ENOSPC), ("errno = 28", errno.ENOSPC), (
                 ("permission denied", errno.EACCES), ("errno = 13", errno.EACCES))
 #: Messages of C++ writers (torch.save, h5py) that lose the errno; a nearly full disk explains them.
 _SHORT_WRITE = ("iostream error", "requested and", "write failed", "can't write data", "unable to write",
-                "pytorchstreamwriter failed")
+                "pytorchstreamwriter failed", "unexpected pos")
 
 
 def write_error(exc: BaseException, target: str | os.PathLike[str]) -> OSError | None:

@@ -64,9 +64,10 @@ def error_line(result: object) -> str:
     assert result.exit_code == 2, (result.exit_code, result.output, result.exception)  # type: ignore[attr-defined]
     assert "Traceback" not in result.output, result.output  # type: ignore[attr-defined]
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("warning:")]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: "), err
-    return lines[0]
+    # progress output may come before it; the error is one line, and the last one
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], err
+    return errors[0]
 
 
 def spawn(*args: object, cwd: Path | None = None) -> subprocess.Popen[bytes]:
