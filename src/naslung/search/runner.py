@@ -331,15 +331,9 @@ def default_evaluator(config: SearchConfig) -> TrainEvaluator:
     """The training-engine evaluator for ``config.data``."""
     if config.data is None:
         raise ValueError("a search needs --data (a naslung crop dataset file)")
-    train = {
-        "epochs": config.epochs,
-        "attention": config.attention,
-        "loss": config.loss,
-        "select_metric": config.metric,
-        "batch_size": config.batch_size,
-        "device": config.device,
-        "num_threads": config.num_threads,
-    }
+    from naslung.search.members import search_train_fields
+
+    train = search_train_fields(config.to_dict())
     latency = {
         "device": config.latency_device,
         "threads": config.latency_threads,

@@ -1,0 +1,126 @@
+"""The members file: the contract between a search and the training of its chosen architectures.
+
+``naslung search select --out S`` writes ``S/members.json``::
+
+    {"schema": "naslung-members", "schema_version": 1,
+     "search": "<search folder>", "exclude_folds": [1, 2, 3, 4, 5], "dataset_fingerprint": "...",
+     "selection": {"top": 9, "weight": 0.02},
+     "members": [{"name": "m01-...", "config": {<full TrainConfig>}, "record": {<selection record>}}, ...]}
+
+Each member's ``config`` is the full :class:`~naslung.train.config.TrainConfig` the search trained that
+candidate with (:func:`search_train_fields` is the single mapping from search settings to training
+settings, used by the search's evaluator too), with the candidate's ``arch`` and seed, and the final epoch
+budget when ``select --epochs`` asks for one. ``naslung cv --members``, ``naslung ensemble`` and the demo read
+it, so nobody pastes specs between the stages. ``exclude_folds`` travels with it: training a member on a fold
+that the search saw is refused (:mod:`naslung.protocol`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from naslung.atomic import read_json, write_json_atomic
+from naslung.train.config import TrainConfig
+
+MEMBERS = "members.json"
+SCHEMA = "naslung-members"
+SCHEMA_VERSION = 1
+
+#: SearchConfig fields that are training settings, by TrainConfig field name.
+_TRAIN_FROM_SEARCH = {"epochs": "epochs", "attention": "attention", "loss": "loss", "metric": "select_metric",
+                      "batch_size": "batch_size", "device": "device", "num_threads": "num_threads"}
+
+
+def search_train_fields(search_config: dict[str, Any]) -> dict[str, Any]:
+    """TrainConfig fields shared by every candidate of a search (``arch`` and ``seed`` vary per trial).
+
+    The inner split is seeded by the search's seed for every trial, so all candidates validate on the same
+    nodules; every other field is the TrainConfig default, i.e. the one training recipe.
+    """
+    fields = {train: search_config[key] for key, train in _TRAIN_FROM_SEARCH.items() if key in search_config}
+    fields["split_seed"] = int(search_config.get("seed", 0))
+    return fields
+
+
+@dataclass(frozen=True)
+class Member:
+    """One selected architecture and the exact configuration to train it with."""
+
+    name: str
+    config: TrainConfig
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Members:
+    """A members file read back."""
+
+    path: Path
+    search: str
+    exclude_folds: tuple[int, ...]
+    dataset_fingerprint: str | None
+    members: tuple[Member, ...]
+
+
+def member_name(rank: int, spec: str) -> str:
+    """``m01-4-4_4-4_4-8_8-8``: the rank, then the spec as a folder name (digits, dashes, underscores)."""
+    body = re.sub(r"[^0-9,\[\]]", "", spec)
+    stages = re.findall(r"\[([0-9,]*)\]", body[1:-1])
+    stem = body[1:-1].split(",[", 1)[0].replace(",", "-")
+    return f"m{rank:02d}-{stem}_" + "_".join(s.replace(",", "-") for s in stages)
+
+
+def write_members(search_dir: str | Path, chosen: list[dict[str, Any]], *, top: int, weight: float,
+                  epochs: int | None = None) -> Path:
+    """Write ``search_dir/members.json`` for the ``chosen`` selection records (``select_members``)."""
+    from naslung.search.records import read_config, read_trials
+
+    search_dir = Path(search_dir)
+    saved = read_config(search_dir)
+    config = saved.get("config", {})
+    seeds = {r["index"]: r.get("seed") for r in read_trials(search_dir)}
+    shared = search_train_fields(config)
+    members = []
+    for record in chosen:
+        seed = int(seeds.get(record["index"]) or 0)
+        train = TrainConfig(**{**shared, "arch": record["spec"], "seed": seed})
+        if epochs is not None:
+            train = train.replace(epochs=int(epochs))
+        members.append({"name": member_name(int(record["rank"]), record["spec"]), "config": train.to_dict(),
+                        "record": record})
+    payload = {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "search": str(search_dir),
+        "exclude_folds": [int(f) for f in config.get("exclude_folds") or ()],
+        "dataset_fingerprint": (saved.get("dataset") or {}).get("fingerprint"),
+        "selection": {"top": int(top), "weight": float(weight), "epochs": epochs},
+        "members": members,
+    }
+    return write_json_atomic(search_dir / MEMBERS, payload)
+
+
+def read_members(path: str | Path) -> Members:
+    """Read a members file (or the ``members.json`` of a search folder); errors name the file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MEMBERS
+    data = read_json(path, "members file")
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: not a naslung members file (run `naslung search select` to write one)")
+    if int(data.get("schema_version", 0)) > SCHEMA_VERSION:
+        raise ValueError(f"{path}: members file version {data.get('schema_version')} is newer than "
+                         "this naslung")
+    members = []
+    for i, item in enumerate(data.get("members") or []):
+        try:
+            members.append(Member(name=str(item["name"]), config=TrainConfig.from_dict(item["config"]),
+                                  record=dict(item.get("record") or {})))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: member {i + 1} is malformed ({exc})") from None
+    if not members:
+        raise ValueError(f"{path}: lists no member")
+    return Members(path=path, search=str(data.get("search", "")),
+                   exclude_folds=tuple(int(f) for f in data.get("exclude_folds") or ()),
+                   dataset_fingerprint=data.get("dataset_fingerprint"), members=tuple(members))

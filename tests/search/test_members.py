@@ -1,0 +1,57 @@
+"""The members file carries each selected architecture's exact training configuration out of a search."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from naslung.cli.app import app
+from naslung.search.members import read_members, search_train_fields, write_members
+from naslung.search.records import read_config, read_trials
+from naslung.search.select import select_from_dir
+from naslung.train.config import TrainConfig
+
+TINY = ["--epochs", "1", "--channels", "4,8", "--max-depth", "4", "--latency-samples", "5",
+        "--threads", "1", "--device", "cpu", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def search_dir(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("search") / "s"
+    res = CliRunner().invoke(app, ["search", "--data", str(tiny_dataset), "--budget-trials", "3", "--out",
+                                   str(out), *TINY, "--json"])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_members_hold_the_search_training_settings(search_dir: Path) -> None:
+    chosen = select_from_dir(search_dir, 2)
+    path = write_members(search_dir, chosen, top=2, weight=0.02)
+    members = read_members(path)
+    assert members.exclude_folds == (1, 2, 3, 4, 5) and len(members.members) == 2
+    assert members.dataset_fingerprint
+    config = read_config(search_dir)["config"]
+    seeds = {r["spec"]: r["seed"] for r in read_trials(search_dir)}
+    for member, record in zip(members.members, chosen, strict=True):
+        want = TrainConfig(**{**search_train_fields(config), "arch": record["spec"],
+                              "seed": seeds[record["spec"]]})
+        assert member.config == want
+        assert member.config.split_seed == 3 and member.config.epochs == 1
+        assert member.record["spec"] == record["spec"]
+    # A final budget replaces only the epochs.
+    longer = read_members(write_members(search_dir, chosen, top=2, weight=0.02, epochs=7))
+    assert [m.config for m in longer.members] == [m.config.replace(epochs=7) for m in members.members]
+
+
+def test_members_file_errors_name_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "members.json"
+    bad.write_text(json.dumps({"schema": "other"}))
+    with pytest.raises(ValueError, match="members.json"):
+        read_members(bad)
+    member = {"name": "m", "config": {"arch": "[4,4,[4],[4],[4]]", "bogus": 1}}
+    bad.write_text(json.dumps({"schema": "naslung-members", "schema_version": 1, "members": [member]}))
+    with pytest.raises(ValueError, match="member 1 is malformed"):
+        read_members(tmp_path)
