@@ -83,7 +83,7 @@ def write_error(exc: BaseException, target: str | os.PathLike[str]) -> OSError |
 
 def write_text_atomic(target: str | os.PathLike[str], text: str) -> Path:
     with atomic_path(target) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
     return Path(target)
 
 
@@ -96,7 +96,7 @@ def append_jsonl(target: str | os.PathLike[str], record: dict[str, Any]) -> None
     target = Path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target, "a") as fh:
+        with open(target, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, default=str) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
@@ -113,7 +113,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     records = []
-    lines = path.read_text().splitlines()
+    lines = path.read_text(encoding="utf-8").splitlines()
     for i, line in enumerate(lines):
         if not line.strip():
             continue
@@ -130,6 +130,6 @@ def read_json(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
     """Parse a JSON file; a truncated or garbled one raises ``ValueError`` naming the file (and ``what``)."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not a valid {what} (truncated or corrupt: {exc})") from None
