@@ -55,3 +55,30 @@ def test_members_file_errors_name_the_file(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"schema": "naslung-members", "schema_version": 1, "members": [member]}))
     with pytest.raises(ValueError, match="member 1 is malformed"):
         read_members(tmp_path)
+
+
+def test_cli_select_then_cv_members_then_ensemble(search_dir: Path, tiny_dataset: Path,
+                                                  tmp_path: Path) -> None:
+    runner = CliRunner()
+    members_cv = ["cv", "--members", str(search_dir / "members.json"), "--data", str(tiny_dataset)]
+    res = runner.invoke(app, ["search", "select", "--out", str(search_dir), "--top", "2", "--epochs", "2"])
+    assert res.exit_code == 0, res.output
+    members = read_members(search_dir / "members.json")
+    out = tmp_path / "members_cv"
+    # A test fold the search trained on is refused before any training.
+    res = runner.invoke(app, [*members_cv, "--folds", "0", "--out", str(out)])
+    assert res.exit_code == 2 and "test fold 0" in res.output and not out.exists()
+    # Training options other than the budget are refused: the members carry the search's settings.
+    res = runner.invoke(app, [*members_cv, "--folds", "1", "--lr", "0.1", "--out", str(out)])
+    assert res.exit_code == 2 and "--members" in res.output
+    res = runner.invoke(app, [*members_cv, "--folds", "1", "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    for member in members.members:
+        saved = json.loads((out / member.name / "fold_1" / "config.json").read_text())["config"]
+        assert TrainConfig.from_dict(saved) == member.config  # exactly the members file's settings
+        assert member.config.epochs == 2
+    res = runner.invoke(app, ["ensemble", "--members", str(search_dir / "members.json"), "--cv-dir", str(out),
+                              "--json"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout)[0]
+    assert result["fold"] == 1 and len(result["runs"]) == 2

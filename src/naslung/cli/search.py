@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from naslung.cli.common import fail, pct
+from naslung.search.select import DEFAULT_WEIGHT
 
 app = typer.Typer(
     help="POP architecture search (paper section 3.4). Run `naslung search --data FILE ...`; "
@@ -253,14 +254,20 @@ def _print_summary(result: Any, summary: dict[str, Any]) -> None:
 def select(
     out: Path = typer.Option(..., "--out", help="a finished search folder"),
     top: int = typer.Option(9, "--top", help="members to pick (the paper's ensemble has 9)"),
-    weight: float = typer.Option(0.02, "--weight", help="latency weight w in score - w*ln(latency_ms)"),
+    weight: float = typer.Option(DEFAULT_WEIGHT, "--weight", help="latency weight w in score - w*ln(ms)"),
+    epochs: int | None = typer.Option(None, "--epochs", help="final training epochs written into each member "
+                                      "(default: the search's per-candidate epochs)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
-    """Pick ensemble members: the Pareto front by score, then the rest by score - w*ln(latency)."""
+    """Pick ensemble members (Pareto front by score, then score - w*ln(latency)); writes OUT/members.json."""
+    from naslung.search.members import write_members
     from naslung.search.select import select_from_dir
 
+    if epochs is not None and epochs < 1:
+        raise typer.BadParameter(f"must be >= 1, got {epochs}", param_hint="--epochs")
     try:
         chosen = select_from_dir(out, top, weight)
+        members_path = write_members(out, chosen, top=top, weight=weight, epochs=epochs)
     except (FileNotFoundError, ValueError) as exc:
         fail(exc)
         return
@@ -283,3 +290,4 @@ def select(
             "yes" if r["on_front"] else "",
         )
     Console().print(table)
+    typer.echo(f"members file: {members_path}  (train them: naslung cv --members {members_path} --data ...)")

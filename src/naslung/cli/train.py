@@ -10,9 +10,17 @@ from typing import Any
 import typer
 
 from naslung.cli.common import check_threads, fail, pct
+from naslung.train.config import BUDGETS, TrainConfig
+from naslung.train.rundir import CVDir
 
 LOSS_HELP = "asoftmax (angular head) or softmax (linear head)"
 ATTENTION_HELP = "cbam, cbam-spatial-first or none"
+BUDGET_HELP = "epoch budget: " + "; ".join(
+    f"{k}: " + (", ".join(f"{f} {v}" for f, v in fields.items()) or "the defaults")
+    for k, fields in BUDGETS.items())
+MEMBERS_HELP = "members.json of `naslung search select`: cross-validate each member with its search settings"
+CV_OUT_HELP = "cv folder (default runs/cv_<arch>_...; with --members <search>/members_cv/<member>)"
+SET_HELP = "any TrainConfig field as FIELD=VALUE (repeatable), e.g. --set ema_decay=0.99 --set tta=false"
 
 
 def register(app: typer.Typer) -> None:
@@ -24,19 +32,77 @@ def register(app: typer.Typer) -> None:
     app.command("ensemble-size")(ensemble_size)
 
 
-def _config(arch: str, epochs: int, batch: int, loss: str, attention: str, seed: int, device: str,
-            val_fraction: float, select: str, lr: float, threads: int | None, max_shift: int,
-            channels_last: bool) -> Any:
-    from naslung.train.config import TrainConfig
+#: TrainConfig's defaults, shown in help texts (never restated as option defaults).
+_D = TrainConfig()
+HELP = {
+    "arch": f"architecture, paper notation (default {_D.arch})",
+    "epochs": f"planned epochs (default {_D.epochs})",
+    "batch": f"(default {_D.batch_size})",
+    "loss": f"{LOSS_HELP} (default {_D.loss})",
+    "attention": f"{ATTENTION_HELP} (default {_D.attention})",
+    "seed": f"init/shuffle/augmentation seed (default {_D.seed})",
+    "split_seed": f"inner validation split seed (default {_D.split_seed})",
+    "device": f"auto, cpu or cuda (default {_D.device})",
+    "val_fraction": f"inner validation share (default {_D.val_fraction})",
+    "select": f"epoch picked by val f1 or accuracy (default {_D.select_metric})",
+    "lr": f"peak learning rate (default {_D.lr})",
+    "max_shift": f"crop shift, -1: anywhere in the margin (default {_D.max_shift})",
+    "config": "TrainConfig JSON (or a run's config.json)",
+}
 
+
+def _config(*, config_file: Path | None = None, budget: str | None = None, sets: list[str] | None = None,
+            max_shift: int | None = None, threads: int | None = None, **given: Any) -> TrainConfig:
+    """The run's TrainConfig: ``--config`` file, then ``--budget``, then the options given, then ``--set``.
+
+    Options the user did not give are None and keep :class:`TrainConfig`'s default.
+    """
     check_threads(threads)
+    base: dict[str, Any] = {}
+    if config_file is not None:
+        base = _read_config_file(config_file)
+    given["num_threads"] = threads
+    if max_shift is not None:
+        given["max_shift"] = None if max_shift < 0 else max_shift
     try:
-        return TrainConfig(arch=arch, epochs=epochs, batch_size=batch, loss=loss, attention=attention,
-                           seed=seed, device=device, val_fraction=val_fraction, select_metric=select, lr=lr,
-                           num_threads=threads, max_shift=None if max_shift < 0 else max_shift,
-                           channels_last=channels_last)
-    except ValueError as exc:
+        config = TrainConfig.resolve(base, budget, **given)
+        return config.replace(**_parse_sets(sets)) if sets else config
+    except (TypeError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    """A TrainConfig as JSON: the object itself, or a run's ``config.json`` (its ``config`` entry)."""
+    from naslung.atomic import read_json
+
+    try:
+        data = read_json(path, "training config")
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--config") from exc
+    if isinstance(data, dict) and isinstance(data.get("config"), dict):
+        data = data["config"]
+    if not isinstance(data, dict):
+        raise typer.BadParameter(f"{path}: not a JSON object of TrainConfig fields", param_hint="--config")
+    return data
+
+
+def _parse_sets(sets: list[str]) -> dict[str, Any]:
+    """``["ema_decay=0.99", "rot90=true"]`` -> ``{"ema_decay": 0.99, "rot90": True}`` (values as JSON)."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(TrainConfig)}
+    out: dict[str, Any] = {}
+    for item in sets:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in known:
+            raise ValueError(f"--set {item!r}: use FIELD=VALUE with a TrainConfig field "
+                             f"({', '.join(sorted(known))})")
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw  # a bare string such as cosine
+    return out
 
 
 def _slug(config: Any) -> str:
@@ -63,20 +129,24 @@ def _dump(data: Any) -> None:
 # ---------------------------------------------------------------------------------------------- train
 def train(
     data: Path = typer.Option(..., "--data", help="crop dataset file (naslung data prepare)"),
-    arch: str = typer.Option("[4,4,[4,4],[4,8],[8,8]]", "--arch", help="architecture, paper notation"),
+    arch: str | None = typer.Option(None, "--arch", help=HELP["arch"]),
     fold: int | None = typer.Option(None, "--fold", help="test fold (LUNA16 subset); omit for no test fold"),
-    epochs: int = typer.Option(50, "--epochs"),
-    batch: int = typer.Option(32, "--batch"),
-    loss: str = typer.Option("asoftmax", "--loss", help=LOSS_HELP),
-    attention: str = typer.Option("cbam", "--attention", help=ATTENTION_HELP),
-    seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
-    val_fraction: float = typer.Option(0.15, "--val-fraction", help="inner validation share"),
-    select: str = typer.Option("f1", "--select", help="epoch picked by val f1 or accuracy"),
-    lr: float = typer.Option(2e-4, "--lr"),
+    budget: str | None = typer.Option(None, "--budget", help=BUDGET_HELP),
+    epochs: int | None = typer.Option(None, "--epochs", help=HELP["epochs"]),
+    batch: int | None = typer.Option(None, "--batch", help=HELP["batch"]),
+    loss: str | None = typer.Option(None, "--loss", help=HELP["loss"]),
+    attention: str | None = typer.Option(None, "--attention", help=HELP["attention"]),
+    seed: int | None = typer.Option(None, "--seed", help=HELP["seed"]),
+    split_seed: int | None = typer.Option(None, "--split-seed", help=HELP["split_seed"]),
+    device: str | None = typer.Option(None, "--device", help=HELP["device"]),
+    val_fraction: float | None = typer.Option(None, "--val-fraction", help=HELP["val_fraction"]),
+    select: str | None = typer.Option(None, "--select", help=HELP["select"]),
+    lr: float | None = typer.Option(None, "--lr", help=HELP["lr"]),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads"),
-    max_shift: int = typer.Option(2, "--max-shift", help="crop shift (paper 2; -1: margin)"),
-    channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last"),
+    max_shift: int | None = typer.Option(None, "--max-shift", help=HELP["max_shift"]),
+    channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help="3-D only"),
+    config_file: Path | None = typer.Option(None, "--config", help=HELP["config"]),
+    sets: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
     out: Path | None = typer.Option(None, "--out", help="run folder (default runs/<arch>_<loss>_.../fold_K)"),
     resume: bool = typer.Option(False, "--resume", help="continue a killed run in --out"),
     as_json: bool = typer.Option(False, "--json", help="print result.json instead of a table"),
@@ -85,10 +155,14 @@ def train(
     from naslung.train.checkpoint import CheckpointError
     from naslung.train.engine import fit
 
-    config = _config(arch, epochs, batch, loss, attention, seed, device, val_fraction, select, lr, threads,
-                     max_shift, channels_last)
+    config = _config(config_file=config_file, budget=budget, sets=sets, max_shift=max_shift, threads=threads,
+                     arch=arch, epochs=epochs, batch_size=batch, loss=loss, attention=attention, seed=seed,
+                     split_seed=split_seed, device=device, val_fraction=val_fraction, select_metric=select,
+                     lr=lr, channels_last=channels_last)
     dataset = _load(data)
-    out = out or Path("runs") / _slug(config) / (f"fold_{fold}" if fold is not None else "dev")
+    if out is None:
+        base = Path("runs") / _slug(config)
+        out = CVDir(base).run(fold).path if fold is not None else base / "dev"
     try:
         result = fit(dataset, config, test_fold=fold, out_dir=out, resume=resume, progress=not as_json,
                      source=str(data))
@@ -105,21 +179,26 @@ def train(
 # ---------------------------------------------------------------------------------------------- cv
 def cv(
     data: Path = typer.Option(..., "--data", help="crop dataset file"),
-    arch: str = typer.Option("[4,4,[4,4],[4,8],[8,8]]", "--arch"),
+    arch: str | None = typer.Option(None, "--arch", help=HELP["arch"]),
+    members_file: Path | None = typer.Option(None, "--members", help=MEMBERS_HELP),
     folds: str = typer.Option("1-5", "--folds", help="test folds, e.g. 1-5 or 0,3"),
-    epochs: int = typer.Option(50, "--epochs"),
-    batch: int = typer.Option(32, "--batch"),
-    loss: str = typer.Option("asoftmax", "--loss", help=LOSS_HELP),
-    attention: str = typer.Option("cbam", "--attention", help=ATTENTION_HELP),
-    seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("auto", "--device"),
-    val_fraction: float = typer.Option(0.15, "--val-fraction"),
-    select: str = typer.Option("f1", "--select"),
-    lr: float = typer.Option(2e-4, "--lr"),
+    budget: str | None = typer.Option(None, "--budget", help=BUDGET_HELP),
+    epochs: int | None = typer.Option(None, "--epochs", help=HELP["epochs"]),
+    batch: int | None = typer.Option(None, "--batch", help=HELP["batch"]),
+    loss: str | None = typer.Option(None, "--loss", help=HELP["loss"]),
+    attention: str | None = typer.Option(None, "--attention", help=HELP["attention"]),
+    seed: int | None = typer.Option(None, "--seed", help=HELP["seed"]),
+    split_seed: int | None = typer.Option(None, "--split-seed", help=HELP["split_seed"]),
+    device: str | None = typer.Option(None, "--device", help=HELP["device"]),
+    val_fraction: float | None = typer.Option(None, "--val-fraction", help=HELP["val_fraction"]),
+    select: str | None = typer.Option(None, "--select", help=HELP["select"]),
+    lr: float | None = typer.Option(None, "--lr", help=HELP["lr"]),
     threads: int | None = typer.Option(None, "--threads"),
-    max_shift: int = typer.Option(2, "--max-shift", help="crop shift (paper 2; -1: margin)"),
-    channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last"),
-    out: Path | None = typer.Option(None, "--out", help="cv folder (default runs/cv_<arch>_...)"),
+    max_shift: int | None = typer.Option(None, "--max-shift", help=HELP["max_shift"]),
+    channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help="3-D only"),
+    config_file: Path | None = typer.Option(None, "--config", help=HELP["config"]),
+    sets: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
+    out: Path | None = typer.Option(None, "--out", help=CV_OUT_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Cross-validate over test folds (resumable: finished folds are skipped), with baselines beside it."""
@@ -127,12 +206,20 @@ def cv(
     from naslung.train.cv import run_cv
     from naslung.train.splits import parse_folds
 
-    config = _config(arch, epochs, batch, loss, attention, seed, device, val_fraction, select, lr, threads,
-                     max_shift, channels_last)
     try:
         fold_list = parse_folds(folds)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--folds") from exc
+    if members_file is not None:
+        others = [arch, batch, loss, attention, seed, split_seed, val_fraction, select, lr, max_shift,
+                  channels_last, config_file, sets]
+        _cv_members(data, members_file, fold_list, out, as_json, budget=budget, epochs=epochs,
+                    threads=threads, device=device, others=others)
+        return
+    config = _config(config_file=config_file, budget=budget, sets=sets, max_shift=max_shift, threads=threads,
+                     arch=arch, epochs=epochs, batch_size=batch, loss=loss, attention=attention, seed=seed,
+                     split_seed=split_seed, device=device, val_fraction=val_fraction, select_metric=select,
+                     lr=lr, channels_last=channels_last)
     dataset = _load(data)
     out = out or Path("runs") / f"cv_{_slug(config)}"
     try:
@@ -144,6 +231,39 @@ def cv(
         return
     print_cv_table(result.summary, f"{config.arch}  {config.loss}  {config.attention}  folds {folds}")
     typer.echo(f"cv folder: {out}  ({result.seconds:.0f} s of training)")
+
+
+def _cv_members(data: Path, members_file: Path, folds: list[int], out: Path | None, as_json: bool, *,
+                budget: str | None, epochs: int | None, threads: int | None, device: str | None,
+                others: list[Any]) -> None:
+    """``cv --members``: each member's own TrainConfig; only the budget, threads and device may change."""
+    from naslung.search.members import read_members
+    from naslung.train.checkpoint import CheckpointError
+    from naslung.train.cv import run_members_cv
+
+    if any(v not in (None, []) for v in others):
+        raise typer.BadParameter("with --members each member trains with the search's settings; only "
+                                 "--budget, --epochs, --threads and --device may be given",
+                                 param_hint="--members")
+    check_threads(threads)
+    try:
+        members = read_members(members_file)
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--members") from exc
+    dataset = _load(data)
+    out = out or members.path.parent / "members_cv"
+    try:
+        results = run_members_cv(dataset, members, folds, out, budget=budget, epochs=epochs, threads=threads,
+                                 device=device, progress=not as_json, source=str(data))
+    except (CheckpointError, FileExistsError, ValueError) as exc:
+        fail(exc)
+    if as_json:
+        _dump({name: r.to_dict() for name, r in results.items()})
+        return
+    for name, result in results.items():
+        print_cv_table(result.summary, f"{name}  folds {folds}")
+    typer.echo(f"member cv folders: {out}/<member>  "
+               f"(ensemble them: naslung ensemble --members {members.path})")
 
 
 def print_cv_table(summary: list[dict[str, Any]], title: str) -> None:
@@ -214,9 +334,25 @@ def _run_list(runs: list[Path] | None, extra: list[Path] | None) -> list[Path]:
     return found
 
 
+def _member_runs(members_file: Path, cv_dir: Path | None) -> tuple[list[Path], Any]:
+    """The cv folders that ``cv --members`` wrote for the members of ``members_file``."""
+    from naslung.search.members import read_members
+
+    try:
+        members = read_members(members_file)
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--members") from exc
+    root = cv_dir or members.path.parent / "members_cv"
+    return [root / m.name for m in members.members], members
+
+
 def ensemble(
     runs: list[Path] | None = typer.Option(None, "--runs", help="run folders (or cv folders)"),
     extra: list[Path] | None = typer.Argument(None, help="more run folders", show_default=False),
+    members_file: Path | None = typer.Option(None, "--members", help="ensemble the members of a members.json "
+                                             "(their `cv --members` folders)"),
+    cv_dir: Path | None = typer.Option(None, "--cv-dir", help="where `cv --members` wrote (default "
+                                       "<search>/members_cv)"),
     fold: int | None = typer.Option(None, "--fold", help="test fold (default: every fold of cv folders)"),
     vote: str = typer.Option("majority", "--vote", help="majority (paper, section 3.5) or soft"),
     low_agreement: float = typer.Option(0.75, "--low-agreement", help="list nodules below this agreement"),
@@ -224,12 +360,21 @@ def ensemble(
 ) -> None:
     """Ensemble saved test predictions: majority vote (> floor(n/2) votes; even-n ties are benign)."""
     from naslung.ensemble.vote import common_folds, ensemble_predict, load_members
+    from naslung.protocol import check_test_fold_unseen
 
-    paths = _run_list(runs, extra)
+    members = None
+    if members_file is not None:
+        if runs or extra:
+            raise typer.BadParameter("give either --members or run folders, not both", param_hint="--members")
+        paths, members = _member_runs(members_file, cv_dir)
+    else:
+        paths = _run_list(runs, extra)
     try:
         folds = [fold] if fold is not None else common_folds(paths)
         if not folds:
             raise ValueError("the cv folders share no finished fold")
+        for f in folds if members is not None else []:
+            check_test_fold_unseen(f, members.exclude_folds, where=f"search {members.search}")
         results = [ensemble_predict(load_members(paths, f), vote, low_agreement) for f in folds]
     except (FileNotFoundError, ValueError) as exc:
         fail(exc)
