@@ -380,7 +380,7 @@ def _alive(pid: int) -> bool:
 def test_phantom_workers_die_with_their_parent(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", CLI, "data", "phantom", "--out", str(tmp_path / "ph"),
-         "--limit", "40", "--workers", "2", "--json"],
+         "--limit", "10", "--workers", "2", "--json"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env={**os.environ, "NASLUNG_CACHE": str(tmp_path / "cache")})
     workers: list[int] = []

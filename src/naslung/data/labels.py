@@ -44,6 +44,7 @@ import pandas as pd
 
 from naslung import __version__
 from naslung.atomic import atomic_path
+from naslung.data.errors import DataError
 from naslung.paths import cache_dir
 
 # Bump when the rules or the columns change, so cached tables are rebuilt.
@@ -258,10 +259,16 @@ def write_label_table(table: pd.DataFrame, path: str | Path, keep_internal: bool
 
 
 def read_label_table(path: str | Path, keep_internal: bool = False) -> pd.DataFrame:
-    """Read a label table CSV, checking the contract columns are present."""
-    table = pd.read_csv(path, dtype={"seriesuid": str, "malignancy_ratings": str, ANNOTATION_IDS: str})
+    """Read a label table CSV, checking the contract columns are present (a DataError names the file)."""
+    try:
+        table = pd.read_csv(path, dtype={"seriesuid": str, "malignancy_ratings": str, ANNOTATION_IDS: str})
+    except FileNotFoundError:
+        raise DataError(f"{path}: label table not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{path}: not a readable CSV ({reason})") from exc
     missing = [c for c in LABEL_COLUMNS if c not in table.columns]
     if missing:
-        raise ValueError(f"{path}: not a naslung label table, missing columns {missing}")
+        raise DataError(f"{path}: not a naslung label table, missing columns {missing}")
     columns = [c for c in (*LABEL_COLUMNS, ANNOTATION_IDS) if keep_internal or c != ANNOTATION_IDS]
     return table.loc[:, [c for c in columns if c in table.columns]]

@@ -198,6 +198,9 @@ def read_csv_checked(path: str | Path, required: Iterable[str], numeric: Iterabl
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a readable CSV ({exc})") from exc
     df.columns = [str(c).strip() for c in df.columns]
+    duplicated = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
+    if duplicated:
+        raise DataError(f"{path}: column(s) {duplicated} appear more than once")
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; has {list(df.columns)}")
