@@ -131,7 +131,7 @@ def test_refuses_to_mix_seeds(tree: Path) -> None:
 
 def test_ensure_phantom_uses_the_cache(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = B.ensure_phantom(seed=0, limit=2, workers=1)
-    assert path.is_relative_to(cache) and path.name == "v1-seed0-limit2"
+    assert path.is_relative_to(cache) and path.name == f"v{B.PHANTOM_VERSION}-seed0-limit2"
     assert B.is_phantom_complete(path, seed=0, limit=2)
 
     def no_render(task):

@@ -3,12 +3,12 @@ the file, or read back consistently."""
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from pathlib import Path
 
 import h5py
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,8 +31,9 @@ def arrays() -> dict[str, np.ndarray]:
             "malignancy_median": np.full(N, 2.0), "ratings": np.ones((N, 1)), "padded": np.zeros(N, bool)}
 
 
-@pytest.fixture(scope="module")
+@functools.cache
 def valid_bytes() -> bytes:
+    """A valid dataset file's bytes (module-level, so Hypothesis does not print them on failure)."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "d.h5"
         write_dataset(path, arrays(), ATTRS)
@@ -56,18 +57,18 @@ def _read_all(path: Path) -> None:
 
 @FUZZ
 @given(st.floats(0.0, 1.0))
-def test_truncated(valid_bytes: bytes, keep: float) -> None:
+def test_truncated(keep: float) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "d.h5"
-        path.write_bytes(valid_bytes[: int(len(valid_bytes) * keep)])
+        path.write_bytes(valid_bytes()[: int(len(valid_bytes()) * keep)])
         _read_all(path)
 
 
 @FUZZ
 @given(st.lists(st.tuples(st.floats(0.0, 1.0, exclude_max=True), st.integers(0, 255)),
                 min_size=1, max_size=8))
-def test_corrupted_bytes(valid_bytes: bytes, edits: list[tuple[float, int]]) -> None:
-    data = bytearray(valid_bytes)
+def test_corrupted_bytes(edits: list[tuple[float, int]]) -> None:
+    data = bytearray(valid_bytes())
     for where, value in edits:
         data[int(where * len(data))] = value
     with tempfile.TemporaryDirectory() as folder:
@@ -91,11 +92,10 @@ ATTR_EDITS = st.sampled_from([
 @FUZZ
 @given(st.lists(st.tuples(st.sampled_from(NAMES), REPLACEMENTS), max_size=3),
        st.lists(ATTR_EDITS, max_size=2))
-def test_wrong_schema(valid_bytes: bytes, edits: list[tuple[str, object]],
-                      attr_edits: list[tuple[str, object]]) -> None:
+def test_wrong_schema(edits: list[tuple[str, object]], attr_edits: list[tuple[str, object]]) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "d.h5"
-        path.write_bytes(valid_bytes)
+        path.write_bytes(valid_bytes())
         with h5py.File(path, "a") as h5:
             for name, value in edits:
                 if name in h5:

@@ -50,7 +50,8 @@ from naslung.data.phantom.render import HU_TABLE, render_volume
 from naslung.paths import cache_dir
 
 # Bump whenever the rendered bytes change, so cached phantoms are rebuilt.
-PHANTOM_VERSION = 1
+# 2: the label table splits clusters of more than 4 annotations (labels v2), which changes the nodule set.
+PHANTOM_VERSION = 2
 SCHEMA = "naslung-phantom"
 MANIFEST = "phantom.json"
 DISCLAIMER = (
