@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from naslung.train.predictions import THRESHOLD, Predictions, read_predictions
+from naslung.train.rundir import CVDir
 
 VOTES = ("majority", "soft")
 
@@ -72,25 +73,18 @@ class EnsembleResult:
 
 
 def run_for_fold(run: str | Path, fold: int | None) -> Path:
-    """The finished run of ``fold`` in ``run``: the run itself, or ``run/fold_<K>`` of a cv folder."""
-    run = Path(run)
-    if (run / "result.json").exists():
-        return run
-    if fold is not None and (run / f"fold_{fold}" / "result.json").exists():
-        return run / f"fold_{fold}"
-    where = f" (nor {run / f'fold_{fold}'})" if fold is not None else ""
-    raise FileNotFoundError(f"{run}: no finished run here{where}; expected result.json")
+    """The finished run of ``fold`` in ``run``: the run itself, or that fold's run of a cv folder."""
+    from naslung.train.rundir import run_for_fold as find
+
+    return find(run, fold).path
 
 
 def check_result(run: Path) -> dict[str, Any]:
     """A finished run's ``result.json``; a truncated, garbled or foreign one raises, naming the file."""
-    from naslung.atomic import read_json
-    from naslung.train.engine import RESULT_SCHEMA
+    from naslung.train.rundir import RunDir
 
-    path = run / "result.json"
-    data = read_json(path, "training result")
-    if not isinstance(data, dict) or data.get("schema") != RESULT_SCHEMA:
-        raise ValueError(f"{path}: not a naslung training result")
+    path = RunDir(run).result
+    data = RunDir(run).read_result()
     fold = data.get("test_fold")
     if not isinstance(fold, int) or isinstance(fold, bool):
         raise ValueError(f"{path}: the run has no test fold (test_fold={fold!r}), nothing to ensemble")
@@ -175,10 +169,10 @@ def ensemble_predict(members: Members, vote: str = "majority", low_agreement: fl
 
 
 def common_folds(runs: Sequence[str | Path]) -> list[int]:
-    """Folds that every cv dir in ``runs`` has finished (``fold_<K>/result.json``)."""
+    """Folds that every cv dir in ``runs`` has finished."""
     sets = []
     for run in runs:
-        found = {int(p.parent.name.split("_", 1)[1]) for p in Path(run).glob("fold_*/result.json")}
+        found = set(CVDir(run).folds(finished_only=True))
         if not found:
             raise ValueError(f"{run}: not a cv folder with finished folds; pass --fold for single runs")
         sets.append(found)

@@ -79,7 +79,9 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> to
 
     path = Path(path)
     if path.is_dir():
-        path = path / "best.pt"
+        from naslung.train.rundir import RunDir
+
+        path = RunDir(path).best
     state = load_checkpoint(path, map_location=map_location)
     model = model_from_config(state["model_config"])
     try:

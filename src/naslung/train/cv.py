@@ -1,8 +1,8 @@
 """Cross-validation over test folds (paper section 4.1.1: mean over test folds 1-5).
 
-Each test fold is one :func:`fit` run in ``OUT/fold_<K>`` (resumable; finished folds are read back), and
-the non-deep baselines are fitted on that fold's inner training split and tested on the same fold.
-``OUT/cv.json`` and ``OUT/cv.csv`` hold per-fold rows and a mean +- std summary per method.
+Each test fold is one :func:`fit` run in its own run folder (layout: :class:`~naslung.train.rundir.CVDir`;
+resumable, finished folds are read back), and the non-deep baselines are fitted on that fold's inner
+training split and tested on the same fold. ``OUT/cv.json`` and ``OUT/cv.csv`` hold per-fold rows and a mean +- std summary per method.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from naslung.data.dataset import NoduleDataset
 from naslung.train.baselines import BASELINES, fit_baseline
 from naslung.train.config import TrainConfig
 from naslung.train.engine import TrainResult, data_split, fit
+from naslung.train.rundir import CVDir
 
 if TYPE_CHECKING:
     from naslung.search.members import Members
@@ -146,22 +147,22 @@ def _check_cv_dataset(out: Path, fingerprint: str) -> None:
     from naslung.fingerprint import check_same
     from naslung.train.guards import recorded_fingerprint
 
-    cv_json = out / "cv.json"
+    cv_json = CVDir(out).summary_json
     if cv_json.exists():
         try:
             saved = (json.loads(cv_json.read_text()).get("dataset") or {}).get("fingerprint")
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
             raise ValueError(f"{cv_json}: not valid cv JSON; the cv folder is damaged") from None
         check_same(saved, fingerprint, out, "add folds")
-    for run in sorted(out.glob("fold_*")):
-        check_same(recorded_fingerprint(run), fingerprint, out, "add folds")
+    for run in CVDir(out).runs(finished_only=False):
+        check_same(recorded_fingerprint(run.path), fingerprint, out, "add folds")
 
 
 def _run_cv(dataset: NoduleDataset, config: TrainConfig, folds: list[int], out: Path,
             baselines: tuple[str, ...], progress: bool, source: str | None, fingerprint: str) -> CVResult:
     results, rows = [], []
     for fold in folds:
-        result = fit(dataset, config, test_fold=fold, out_dir=out / f"fold_{fold}", resume=True,
+        result = fit(dataset, config, test_fold=fold, out_dir=CVDir(out).run(fold).path, resume=True,
                      progress=progress, source=source)
         results.append(result)
         rows.append({"method": CNN, "fold": fold, "epoch": result.epoch, "params": result.params,
@@ -173,14 +174,15 @@ def _run_cv(dataset: NoduleDataset, config: TrainConfig, folds: list[int], out: 
             fold_baselines[name] = base.to_dict()
             rows.append({"method": name, "fold": fold, "epoch": None, "params": None, "seconds": None,
                          **_pick(base.test.metrics() if base.test is not None else None)})
-        write_json_atomic(out / f"fold_{fold}" / "baselines.json", fold_baselines)
+        write_json_atomic(CVDir(out).run(fold).baselines, fold_baselines)
     methods = [CNN, *baselines]
     summary = [summarize([r for r in rows if r["method"] == m], m) for m in methods]
     result = CVResult(folds=list(folds), rows=rows, summary=summary, results=results,
                       seconds=float(sum(r.seconds for r in results)))
-    write_json_atomic(out / "cv.json", {**result.to_dict(), "config": config.to_dict(), "source": source,
-                                        "dataset": {"source": source, "fingerprint": fingerprint}})
-    write_text_atomic(out / "cv.csv", to_csv(rows, summary))
+    write_json_atomic(CVDir(out).summary_json, {
+        **result.to_dict(), "config": config.to_dict(), "source": source,
+        "dataset": {"source": source, "fingerprint": fingerprint}})
+    write_text_atomic(CVDir(out).summary_csv, to_csv(rows, summary))
     return result
 
 

@@ -41,6 +41,7 @@ from naslung.train.config import TrainConfig
 from naslung.train.ema import ModelEMA
 from naslung.train.guards import at_epoch, check_finite_loss, run_folder
 from naslung.train.predictions import Predictions, read_predictions, write_predictions
+from naslung.train.rundir import RunDir
 from naslung.train.schedule import lambda_gamma, lr_factor
 from naslung.train.selection import select_epoch
 from naslung.train.splits import Split, inner_split
@@ -104,8 +105,8 @@ class TrainResult:
     @classmethod
     def load(cls, run_dir: str | Path) -> TrainResult:
         """Read a finished run folder back (without the model)."""
-        run_dir = Path(run_dir)
-        path = run_dir / "result.json"
+        run = RunDir(run_dir)
+        run_dir, path = run.path, run.result
         if not path.exists():
             raise FileNotFoundError(f"{run_dir}: no result.json, the run has not finished")
         data = read_json(path, "training result")
@@ -114,7 +115,7 @@ class TrainResult:
         test = read_predictions(run_dir, "test") if data["test_fold"] is not None else None
         return cls(spec=data["spec"], test_fold=data["test_fold"], epoch=data["epoch"],
                    val_metrics=data["val_metrics"], test_metrics=data["test_metrics"], params=data["params"],
-                   history=read_jsonl(run_dir / "epochs.jsonl"), val=read_predictions(run_dir, "val"),
+                   history=read_jsonl(run.epochs_log), val=read_predictions(run_dir, "val"),
                    test=test, split=data["split"], seconds=data["seconds"], config=data.get("config", {}),
                    out_dir=run_dir)
 
@@ -263,9 +264,9 @@ def _fit(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None, out
         history: list[dict[str, Any]] = []
         best_state: dict[str, Any] | None = None
         seconds_before = 0.0
-        if resume and out is not None and (out / "last.pt").exists():
-            state = load_checkpoint(out / "last.pt", map_location=device)
-            _check_resume(state, config, test_fold, out / "last.pt")
+        if resume and out is not None and RunDir(out).last.exists():
+            state = load_checkpoint(RunDir(out).last, map_location=device)
+            _check_resume(state, config, test_fold, RunDir(out).last)
             model.load_state_dict(state["model"])
             criterion.load_state_dict(state["criterion"])
             optimizer.load_state_dict(state["optimizer"])
@@ -280,11 +281,11 @@ def _fit(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None, out
             np_rng.bit_generator.state = state["rng"]["numpy"]
             history = list(state["history"])
             seconds_before = float(state.get("seconds", 0.0))
-            best_state = load_checkpoint(out / "best.pt", map_location=device)["model"]
+            best_state = load_checkpoint(RunDir(out).best, map_location=device)["model"]
         params = count_parameters(model)
         if out is not None:
             _write_config(out, config, test_fold, split, dataset, model, params, device, source)
-            _rewrite_log(out / "epochs.jsonl", history)
+            _rewrite_log(RunDir(out).epochs_log, history)
 
         bar = _Progress(progress, config.epochs, -(-split.train.size // config.batch_size),
                         f"{config.arch} fold {test_fold}")
@@ -311,7 +312,7 @@ def _fit(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None, out
                     _save(out, epoch, config, test_fold, model, criterion, optimizer, generator, np_rng,
                           history, chosen, best_state, seconds_before + time.perf_counter() - started,
                           is_best=chosen == len(history) - 1, scheduler=scheduler, ema=ema)
-                    append_jsonl(out / "epochs.jsonl", history[-1])
+                    append_jsonl(RunDir(out).epochs_log, history[-1])
                 bar.advance_epochs(1, history[-1])
                 if stop_early(history, chosen, config.patience):
                     break
@@ -334,7 +335,7 @@ def _fit(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None, out
         config=config.to_dict(), out_dir=out, model=model.cpu().eval())
     if out is not None:
         write_predictions(out, {"val": val, "test": test})
-        write_json_atomic(out / "result.json", result.to_dict())
+        write_json_atomic(RunDir(out).result, result.to_dict())
     return result
 
 
@@ -430,10 +431,10 @@ def _save(out: Path, epoch: int, config: TrainConfig, test_fold: int | None, mod
     common = {"spec": config.arch, "model_config": model.config, "options": config.to_dict(),
               "model_options": config.model_options(), "test_fold": test_fold, "best": best}
     if is_best:
-        save_checkpoint(out / "best.pt", {**common, "epoch": epoch, "model": best_state,
+        save_checkpoint(RunDir(out).best, {**common, "epoch": epoch, "model": best_state,
                                           "criterion": criterion.state_dict()})
     cuda_state = torch.cuda.get_rng_state() if next(model.parameters()).is_cuda else None
-    save_checkpoint(out / "last.pt", {
+    save_checkpoint(RunDir(out).last, {
         **common, "epoch": epoch, "model": model.state_dict(), "criterion": criterion.state_dict(),
         "optimizer": optimizer.state_dict(), "history": history, "seconds": seconds,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
@@ -462,14 +463,14 @@ def _check_resume(state: dict[str, Any], config: TrainConfig, test_fold: int | N
 
 def _check_out_dir(out: Path, config: TrainConfig, test_fold: int | None, resume: bool) -> TrainResult | None:
     """Refuse to overwrite a run; on resume, return a finished run that matches ``config``."""
-    has_run = (out / "last.pt").exists() or (out / "result.json").exists()
+    run = RunDir(out)
     if not resume:
-        if has_run:
+        if run.started():
             raise FileExistsError(f"{out}: already holds a training run; pass --resume to continue it or "
                                   f"choose another --out")
         return None
-    if (out / "result.json").exists():
-        done = TrainResult.load(out)
+    if run.finished():
+        done = run.load_result()
         want = config.to_dict()
         free = resume_free(config)
         differ = sorted(k for k in want if k not in free and done.config.get(k, _DEFAULTS.get(k)) != want[k])
@@ -482,7 +483,7 @@ def _check_out_dir(out: Path, config: TrainConfig, test_fold: int | None, resume
         if len(done.history) >= config.epochs:
             return done
         # More epochs requested than the finished run had: continue from last.pt.
-        (out / "result.json").unlink()
+        run.result.unlink()
     return None
 
 
@@ -491,7 +492,7 @@ def _write_config(out: Path, config: TrainConfig, test_fold: int | None, split: 
     import naslung
     from naslung.fingerprint import fingerprint_of
 
-    write_json_atomic(out / "config.json", {
+    write_json_atomic(RunDir(out).config, {
         "schema": "naslung-train-config", "schema_version": 1,
         "config": config.to_dict(), "test_fold": test_fold, "model_config": model.config, "params": params,
         "split": {**split.sizes(), "val_nodule_ids": [str(n) for n in dataset.nodule_id[split.val]]},

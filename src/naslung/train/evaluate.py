@@ -6,28 +6,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from naslung.atomic import read_json
 from naslung.train.predictions import read_predictions
+from naslung.train.rundir import RunDir, finished_runs
 
 
 def run_dirs(path: str | Path) -> list[Path]:
-    """The finished run folders in ``path``: itself, or its ``fold_<K>`` children (a cv folder)."""
-    path = Path(path)
-    if (path / "result.json").exists():
-        return [path]
-    found = sorted((p.parent for p in path.glob("fold_*/result.json")),
-                   key=lambda p: int(p.name.split("_", 1)[1]) if p.name.split("_", 1)[1].isdigit() else 0)
-    if not found:
-        raise FileNotFoundError(f"{path}: no finished run (result.json) here or in fold_*/")
-    return found
+    """The finished run folders in ``path``: itself, or the finished folds of a cv folder, by fold."""
+    return [run.path for run in finished_runs(path)]
 
 
 def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
     """``{"run", "spec", "test_fold", "epoch", "val", "test"}`` for one finished run folder."""
     run_dir = Path(run_dir)
-    result = read_json(run_dir / "result.json", "training result")
-    if not isinstance(result, dict) or result.get("schema") != "naslung-train-result":
-        raise ValueError(f"{run_dir / 'result.json'}: not a naslung training result")
+    result = RunDir(run_dir).read_result()
     test = read_predictions(run_dir, "test").metrics() if result.get("test_fold") is not None else None
     return {"run": str(run_dir), "spec": result.get("spec"), "test_fold": result.get("test_fold"),
             "epoch": result.get("epoch"), "params": result.get("params"),

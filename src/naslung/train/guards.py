@@ -49,7 +49,9 @@ def at_epoch(epoch: int, fn: Callable[..., T]) -> Callable[..., T]:
 
 def recorded_fingerprint(run_dir: Path) -> str | None:
     """The dataset fingerprint a run folder's ``config.json`` recorded (None: none recorded)."""
-    path = run_dir / "config.json"
+    from naslung.train.rundir import RunDir
+
+    path = RunDir(run_dir).config
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from naslung.atomic import read_json, write_json_atomic, write_text_atomic
+from naslung.train.rundir import RunDir
 
 COLUMNS = ("split", "nodule_id", "seriesuid", "fold", "label", "prob_malignant", "pred")
 THRESHOLD = 0.5
@@ -72,20 +73,22 @@ def write_predictions(run_dir: str | Path, splits: dict[str, Predictions | None]
     for name_rows in rows.values():
         for row in name_rows:
             writer.writerow({**row, "prob_malignant": repr(row["prob_malignant"])})
-    write_text_atomic(run_dir / "predictions.csv", buf.getvalue())
-    write_json_atomic(run_dir / "predictions.json", rows)
+    run = RunDir(run_dir)
+    write_text_atomic(run.predictions_csv, buf.getvalue())
+    write_json_atomic(run.predictions_json, rows)
 
 
 def read_predictions(run_dir: str | Path, split: str = "test") -> Predictions:
     """Read one split back from ``predictions.json`` (else ``predictions.csv``) of a finished run."""
     run_dir = Path(run_dir)
-    if (run_dir / "predictions.json").exists():
-        data = read_json(run_dir / "predictions.json", "predictions file")
+    run = RunDir(run_dir)
+    if run.predictions_json.exists():
+        data = read_json(run.predictions_json, "predictions file")
         if not isinstance(data, dict) or not isinstance(data.get(split, []), list):
             raise ValueError(f"{run_dir / 'predictions.json'}: not a naslung predictions file")
         rows = data.get(split, [])
-    elif (run_dir / "predictions.csv").exists():
-        with open(run_dir / "predictions.csv", newline="") as fh:
+    elif run.predictions_csv.exists():
+        with open(run.predictions_csv, newline="") as fh:
             rows = [r for r in csv.DictReader(fh) if r["split"] == split]
     else:
         raise FileNotFoundError(f"{run_dir}: no predictions.json/.csv (is this a finished training run?)")
