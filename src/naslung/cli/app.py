@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from naslung.cli import arch, data, demo, explain, export, predict, report, search, train
+from naslung.cli import ablate, arch, data, demo, explain, export, predict, report, search, train
 from naslung.cli.common import NaslungGroup
 
 app = typer.Typer(
@@ -24,6 +24,7 @@ export.register(app)
 explain.register(app)
 predict.register(app)
 report.register(app)
+ablate.register(app)
 
 
 def main() -> None:

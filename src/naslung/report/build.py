@@ -4,7 +4,7 @@ Sections: models and ensembles beside the diameter baseline with 95 % scan-group
 and 5 analogues), the paired comparison against the diameter baseline, ``naslung cv`` summaries, Table 4
 (DBI) from ``naslung explain``, calibration (reliability diagram and ECE), Figs. 4-7 where they exist, the
 protocol of every run (which folds chose what) and provenance. Data whose recorded provenance marks it as
-the LIDC phantom is labelled so at the top and bottom of the page.
+the LIDC phantom is labelled so at the top and bottom of the page. Tables 2-3 come from ``naslung ablate``.
 """
 
 from __future__ import annotations
@@ -70,6 +70,26 @@ def _cv_section(exp: Experiment) -> str:
         out.append(H.table(["method", "folds", *METRIC_NAMES.values(), "params"], rows,
                            f"table-cv-{len(out)}"))
     return "".join(out) + "<p class=note>Mean ± sample std over test folds, as written by naslung cv.</p>"
+
+
+def _ablation_section(exp: Experiment) -> str:
+    from naslung.train.ablation import TABLE_HEADERS, TABLE_TITLES, table_rows
+
+    if not exp.ablations:
+        return "<p>No naslung ablate output (ablation.json) in this experiment.</p>"
+    out = []
+    for k, (path, data) in enumerate(exp.ablations):
+        name = path.parent.relative_to(exp.root) if path.parent != exp.root else path.parent.name
+        out.append(f"<h3>{escape(str(name))}: {len(data.get('archs', []))} architectures, folds "
+                   f"{escape(','.join(map(str, data.get('folds', []))))}"
+                   f"{' (PHANTOM data)' if data.get('phantom') else ''}</h3>")
+        for key, title in TABLE_TITLES.items():
+            rows = [[escape(c) for c in row] for row in table_rows(data, key)]
+            if rows:
+                out.append(f"<p>{escape(title)}</p>"
+                           + H.table(TABLE_HEADERS, rows, f"table-ablation-{key}-{k}"))
+    return "".join(out) + ("<p class=note>Percent, mean ± sample std over architectures x test folds; each "
+                           "fold's epoch picked on the inner validation split.</p>")
 
 
 def _dbi_section(exp: Experiment) -> str:
@@ -152,6 +172,8 @@ def build_report(root: str | Path, out: str | Path, data: str | Path | None = No
          _models_section(entries)),
         ("paired", "Paired comparison against the diameter baseline", _paired_section(entries)),
         ("cv", "Cross-validation summaries", _cv_section(exp)),
+        ("ablate", "Ablations of CBAM, A-Softmax and the CBAM order (Tables 2-3 analogues)",
+         _ablation_section(exp)),
         ("dbi", "Davies-Bouldin index of the features (Table 4 analogue)", _dbi_section(exp)),
         ("calibration", "Calibration", _calibration_section(entries, note)),
         ("figures", "Figures (Figs. 4-7 analogues)", _figures_section(exp)),

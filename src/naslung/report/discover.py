@@ -3,8 +3,9 @@
 An experiment folder is any folder the user's commands wrote into, e.g. ``runs/``: run folders
 (``result.json``; ``naslung train``), cv folders (``cv.json`` + ``fold_<K>/``; ``naslung cv``), a search
 folder (``pareto.png``; ``naslung search``), ``naslung explain`` outputs (``explain.json``, ``montage.png``,
-``tsne.png``, ``dbi.json``) and ``ensemble-size`` plots. Everything is found by these file names, at any
-depth; per-nodule attention PNGs (``nodules/``) are not figures of the page.
+``tsne.png``, ``dbi.json``), ``naslung ablate`` summaries (``ablation.json``) and ``ensemble-size``
+plots. Everything is found by these file names, at any depth; per-nodule attention PNGs (``nodules/``) are
+not figures of the page.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class Experiment:
     cv_dirs: dict[Path, dict[str, Any]] = field(default_factory=dict)
     figures: list[Figure] = field(default_factory=list)
     dbi: list[tuple[Path, list[dict[str, Any]]]] = field(default_factory=list)
+    ablations: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
 
     @property
     def phantom(self) -> bool:
@@ -120,6 +122,10 @@ def discover(root: str | Path) -> Experiment:
         rows = _read_json(dbi_json)
         if isinstance(rows, list):
             exp.dbi.append((dbi_json, rows))
+    for ablation_json in sorted(root.rglob("ablation.json")):
+        data = _read_json(ablation_json)
+        if isinstance(data, dict) and data.get("schema") == "naslung-ablation":
+            exp.ablations.append((ablation_json, data))
     if not exp.runs:
         raise FileNotFoundError(f"{root}: no finished training run (result.json) in or under it")
     return exp

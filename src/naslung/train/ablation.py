@@ -298,7 +298,7 @@ TABLE_TITLES = {"table2": "Table 2 analogue: CBAM and A-Softmax ablation",
 
 def to_markdown(result: dict[str, Any]) -> str:
     """The two tables as markdown, with the protocol line and the phantom note when it applies."""
-    lines = [f"# Ablation (paper section 4.3): {len(result['archs'])} architectures x folds "
+    lines = [f"# Ablation (paper section 4.3): {len(result['archs'])} architecture(s) x test folds "
              f"{','.join(map(str, result['folds']))}", ""]
     if result.get("note"):
         lines += [f"**{result['note']}**", ""]
