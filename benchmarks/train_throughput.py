@@ -11,10 +11,15 @@ A variant is ``eager`` or ``+``-joined tokens:
 * ``k3``: CBAM spatial kernel 3^3 instead of 7^3 (changes the model: fewer parameters and MACs);
 * ``cl``: ``channels_last_3d`` model and input;
 * ``bf16``: ``torch.autocast("cpu", torch.bfloat16)`` around the forward (needs AVX512-BF16 or AMX to pay);
-* ``compile``: ``torch.compile(forward_features, dynamic=False)`` (inductor; needs a C++ compiler);
-* ``1t``: one thread (two such jobs side by side may beat one job on two threads).
+* ``compile``: ``torch.compile(forward_features, dynamic=False)`` (inductor; needs a C++ compiler).
 
-Run: ``python benchmarks/train_throughput.py [--rounds 8] [--archs ...] [--variants eager k3 k3+cl ...]``.
+The thread count is set once per section (``--threads 2 1``: a section on 2 threads, then one on 1 thread,
+each with its own interleaved eager baseline). Switching the thread count between steps is avoided: it made
+oneDNN's bf16 path stall here. The 1-thread section also prints its eager rate relative to the previous
+section's eager rate (not interleaved): two 1-thread jobs side by side beat one 2-thread job when that ratio
+exceeds 0.5.
+
+Run: ``python benchmarks/train_throughput.py [--rounds 6] [--archs ...] [--variants eager k3 k3+cl ...]``.
 """
 
 from __future__ import annotations
@@ -35,8 +40,8 @@ from naslung.models.cost import cpu_isa, device_name
 from naslung.train.augment import random_crop_flip
 
 ARCHS = ("[4,4,[4,4],[4,8],[8,8]]", "[4,4,[16,32],[32,64],[64,128]]")
-TOKENS = ("k3", "cl", "bf16", "compile", "1t")
-DEFAULT_VARIANTS = ("eager", "k3", "cl", "k3+cl", "bf16", "k3+cl+bf16", "1t", "k3+cl+1t")
+TOKENS = ("k3", "cl", "bf16", "compile")
+DEFAULT_VARIANTS = ("eager", "k3", "cl", "k3+cl", "bf16", "cl+bf16", "k3+cl+bf16")
 
 
 def parse_variant(name: str) -> set[str]:
@@ -75,24 +80,18 @@ def make_step(arch: str, variant: str, batch: int = 32, size: int = 32,
     gen = torch.Generator().manual_seed(0)
     data = torch.rand(256, *([size + 2 * margin] * 3), generator=gen)
     labels = torch.randint(0, 2, (256,), generator=gen)
-    threads = 1 if "1t" in tokens else torch.get_num_threads()
 
     def step() -> float:
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            idx = torch.randint(0, 256, (batch,), generator=gen)
-            t0 = time.perf_counter()
-            x = random_crop_flip(data[idx], size, gen, max_shift=margin).contiguous(memory_format=fmt)
-            with autocast():
-                feats = features(x)
-            loss = criterion(feats.float(), labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            return time.perf_counter() - t0
-        finally:
-            torch.set_num_threads(before)
+        idx = torch.randint(0, 256, (batch,), generator=gen)
+        t0 = time.perf_counter()
+        x = random_crop_flip(data[idx], size, gen, max_shift=margin).contiguous(memory_format=fmt)
+        with autocast():
+            feats = features(x)
+        loss = criterion(feats.float(), labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return time.perf_counter() - t0
 
     return step
 
@@ -116,7 +115,7 @@ def run_arch(arch: str, variants: list[str], rounds: int, warmup: int = 2) -> li
             for _ in range(warmup):  # warm-up (and compilation)
                 steps[v]()
         except Exception as exc:  # e.g. no C++ compiler for torch.compile
-            print(f"{arch:32s} {v:18s} failed: {type(exc).__name__}: {str(exc)[:80]}", flush=True)
+            print(f"{arch:32s} {v:14s} failed: {type(exc).__name__}: {str(exc)[:80]}", flush=True)
             steps.pop(v, None)
     times: dict[str, list[float]] = {v: [] for v in steps}
     names = list(steps)
@@ -133,16 +132,28 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8, help="timed steps per variant")
     parser.add_argument("--archs", nargs="+", default=list(ARCHS))
     parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS))
+    parser.add_argument("--threads", nargs="+", type=int, default=[torch.get_num_threads(), 1],
+                        help="one section per thread count")
     args = parser.parse_args()
     for v in args.variants:
         parse_variant(v)
     print(machine_line())
     print(f"training step, batch 32, 32^3 crops of 36^3, A-Softmax + Adam; batched crop+flip of 32 cubes: "
           f"{augment_ms():.2f} ms")
-    print(f"{'architecture':32s} {'variant':18s} {'samples/s':>10s} {'vs eager':>9s}")
+    print(f"{'architecture':32s} {'threads':>7s} {'variant':14s} {'samples/s':>10s} {'vs eager':>9s}")
     for arch in args.archs:
-        for v, rate, ratio in run_arch(arch, args.variants, args.rounds):
-            print(f"{arch:32s} {v:18s} {rate:10.1f} {ratio:8.2f}x", flush=True)
+        first_eager = None
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            for v, rate, ratio in run_arch(arch, args.variants, args.rounds):
+                note = ""
+                if v == "eager":
+                    if first_eager is None:
+                        first_eager = (threads, rate)
+                    elif threads != first_eager[0]:
+                        rel = rate / first_eager[1]
+                        note = f"  ({rel:.2f}x eager on {first_eager[0]} threads, not interleaved)"
+                print(f"{arch:32s} {threads:7d} {v:14s} {rate:10.1f} {ratio:8.2f}x{note}", flush=True)
 
 
 if __name__ == "__main__":

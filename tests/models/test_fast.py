@@ -59,6 +59,7 @@ def _blobs(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+@pytest.mark.slow  # bf16 at these tiny shapes is slow on CPU (~1 min on a loaded 2-core machine)
 @pytest.mark.skipif(not bf16_supported(), reason="no native bf16 on this CPU (autocast is a no-op)")
 def test_bf16_autocast_close_to_fp32_and_trains_as_well():
     torch.manual_seed(0)
@@ -76,8 +77,8 @@ def test_bf16_autocast_close_to_fp32_and_trains_as_well():
         gen = torch.Generator().manual_seed(2)
         model = to_channels_last(build_model("[4,4,[4],[8],[8]]", cbam_kernel=3), 3).train()
         criterion = build_criterion("softmax", model)
-        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-        for _ in range(30):
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        for _ in range(15):
             xb, yb = _blobs(16, gen)
             with autocast(enabled=bf16):
                 feats = model.forward_features(to_channels_last(xb, 3))
@@ -85,7 +86,7 @@ def test_bf16_autocast_close_to_fp32_and_trains_as_well():
             opt.zero_grad()
             loss.backward()
             opt.step()
-        xt, yt = _blobs(64, torch.Generator().manual_seed(99))
+        xt, yt = _blobs(32, torch.Generator().manual_seed(99))
         with torch.no_grad():
             accuracy[bf16] = float((model.eval()(to_channels_last(xt, 3)).argmax(1) == yt).float().mean())
     assert accuracy[False] >= 0.9 and accuracy[True] >= 0.9, accuracy
