@@ -13,9 +13,10 @@ A variant is ``eager`` or ``+``-joined tokens:
 * ``bf16``: ``torch.autocast("cpu", torch.bfloat16)`` around the forward (needs AVX512-BF16 or AMX to pay);
 * ``compile``: ``torch.compile(forward_features, dynamic=False)`` (inductor; needs a C++ compiler).
 
-The thread count is set once per section (default 1 thread; ``--threads 2 1``: a section on 2 threads, then one on 1 thread,
-each with its own interleaved eager baseline). Switching the thread count between steps is avoided: it made
-oneDNN's bf16 path stall here. The 1-thread section also prints its eager rate relative to the previous
+The thread count is set once per section (default 1 thread; ``--threads 2 1``: a section on 2 threads, then
+one on 1 thread, each with its own interleaved eager baseline). Switching the thread count between steps is
+avoided, and on a loaded 2-core machine a 2-thread section with bf16 stalled (oversubscribed OpenMP
+threads). The 1-thread section also prints its eager rate relative to the previous
 section's eager rate (not interleaved): two 1-thread jobs side by side beat one 2-thread job when that ratio
 exceeds 0.5.
 
@@ -133,8 +134,8 @@ def main() -> None:
     parser.add_argument("--archs", nargs="+", default=list(ARCHS))
     parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS))
     parser.add_argument("--threads", nargs="+", type=int, default=[1],
-                        help="one section per thread count, e.g. --threads 2 1 (default 1: on a shared 2-core "
-                        "machine the 2-thread section can stall)")
+                        help="one section per thread count, e.g. --threads 2 1 (default 1: on a shared "
+                        "2-core machine the 2-thread section can stall)")
     args = parser.parse_args()
     for v in args.variants:
         parse_variant(v)
