@@ -39,14 +39,18 @@ def test_demo_pipeline_end_to_end(tmp_path, monkeypatch):
     cfg = search_cfg.get("config", search_cfg)
     assert set(cfg["exclude_folds"]) >= {1, 2, 3, 4, 5}, "the search must not see the paper's test folds"
     assert (out / "search" / "pareto.png").stat().st_size > 0
-    for k in (1, 2):
-        res = json.loads((out / "members" / f"member{k}" / "result.json").read_text())
-        assert res["test_fold"] == 1
+    # The members file is the hand-off: each member trains with exactly the config it records.
+    members = json.loads((out / "search" / "members.json").read_text())["members"]
+    assert len(members) == 2
+    for member in members:
+        res = json.loads((out / "members" / member["name"] / "result.json").read_text())
+        assert res["test_fold"] == 1 and res["config"] == member["config"]
 
     # Resume: a rerun over the same folder reuses the search and the finished members.
-    before = (out / "members" / "member1" / "result.json").read_text()
+    first = out / "members" / members[0]["name"] / "result.json"
+    before = first.read_text()
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
-    assert (out / "members" / "member1" / "result.json").read_text() == before
+    assert first.read_text() == before
     trials_after = (out / "search" / "trials.jsonl").read_text().splitlines()
     assert len(trials_after) == len(trials)

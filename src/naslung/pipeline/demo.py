@@ -88,8 +88,9 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print) -> dict[str
     from naslung.ensemble.vote import ensemble_predict, load_members
     from naslung.fingerprint import load_dataset
     from naslung.protocol import check_search_folder
+    from naslung.search.members import read_members, write_members
     from naslung.search.runner import SearchConfig, run_search
-    from naslung.search.select import select_from_dir
+    from naslung.search.select import DEFAULT_WEIGHT, select_from_dir
     from naslung.train.baselines import fit_baseline
     from naslung.train.config import TrainConfig
     from naslung.train.engine import data_split, fit
@@ -125,18 +126,20 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print) -> dict[str
                         on_record=lambda r: log(_trial_line(r)))
     check_search_folder(search_dir, config.test_fold)  # what the search folder actually recorded
     chosen = select_from_dir(search_dir, top=config.members)
+    members_file = read_members(write_members(search_dir, chosen, top=config.members, weight=DEFAULT_WEIGHT,
+                                              epochs=config.epochs))
     timings["search_s"] = time.perf_counter() - t
 
-    log(f"[4/5] training {len(chosen)} members for {config.epochs} epochs, test fold {config.test_fold}")
+    log(f"[4/5] training {len(chosen)} members (members.json) for {config.epochs} epochs, "
+        f"test fold {config.test_fold}")
     t = time.perf_counter()
     member_dirs, member_rows = [], []
-    for member in chosen:
-        train_cfg = TrainConfig(arch=member["spec"], epochs=config.epochs, seed=config.seed + member["rank"])
-        run_dir = out / "members" / f"member{member['rank']}"
-        result = fit(dataset, train_cfg, test_fold=config.test_fold, out_dir=run_dir,
-                     resume=(run_dir / "last.pt").exists(), progress=True, source=str(data_file))
+    for member in members_file.members:
+        run_dir = out / "members" / member.name
+        result = fit(dataset, member.config, test_fold=config.test_fold, out_dir=run_dir, resume="auto",
+                     progress=True, source=str(data_file))
         member_dirs.append(run_dir)
-        member_rows.append({"method": f"member {member['rank']}", "arch": member["spec"],
+        member_rows.append({"method": f"member {member.record['rank']}", "arch": member.config.arch,
                             "params": result.params, "epoch": result.epoch, **_rates(result.test_metrics)})
     timings["train_s"] = time.perf_counter() - t
 

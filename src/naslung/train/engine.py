@@ -198,7 +198,7 @@ def fit(
     config: TrainConfig,
     test_fold: int | None = None,
     out_dir: str | Path | None = None,
-    resume: bool = False,
+    resume: bool | str = False,
     *,
     progress: bool = False,
     source: str | None = None,
@@ -210,13 +210,18 @@ def fit(
         config: the training configuration.
         test_fold: LUNA16 fold to test once at the end; None: no test (search on development data).
         out_dir: run folder; None trains in memory only (no files).
-        resume: continue ``out_dir/last.pt`` (a finished run is read back, not retrained).
+        resume: continue ``out_dir/last.pt`` (a finished run is read back, not retrained); ``"auto"``:
+            resume when the run folder holds a run (:meth:`RunDir.started`), else start fresh.
         progress: show a rich progress bar.
         source: where the dataset came from (recorded in ``config.json``).
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     out = Path(out_dir) if out_dir is not None else None
+    if resume == "auto":
+        resume = out is not None and RunDir(out).started()
+    elif not isinstance(resume, bool):
+        raise ValueError(f"resume must be True, False or 'auto', got {resume!r}")
     if out is not None:  # one writer per run folder, and never a resume against other data
         with run_folder(out, dataset):
             finished = _check_out_dir(out, config, test_fold, resume)
