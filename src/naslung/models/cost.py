@@ -9,7 +9,7 @@ networks they are memory traffic rather than arithmetic, which :func:`activation
 :func:`analytic_cost` gives the same MACs, activation bytes and parameters in closed form from the spec
 alone (no model is built; the search walks 42k specs with it); a test pins it to :func:`profile`.
 
-Latency (DESIGN section 2: never one un-warmed timing) is the median of repeated, warmed-up forward
+Latency (never one un-warmed timing) is the median of repeated, warmed-up forward
 passes under ``torch.inference_mode``, cached per (spec, options, input size, batch, device name, CPU
 instruction set, threads, torch version) in ``naslung.paths.cache_dir("latency")``. Each record keeps the
 1-minute load average at measurement time; ``refresh=True`` measures again and replaces the record.

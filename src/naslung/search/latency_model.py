@@ -4,7 +4,7 @@ Timing all 42k candidates would take hours on a CPU, so POP's pruning uses a reg
 sample (section 3.4 needs latency for every candidate it compares).
 
 Features (all monotone under the partial order, so predictions respect the POP assumption):
-``macs`` and ``activation_bytes`` as the brief asks, plus ``depth`` (residual blocks). We add ``depth``
+``macs`` and ``activation_bytes``, plus ``depth`` (residual blocks). We add ``depth``
 because small 3-D networks on a CPU pay a per-layer dispatch overhead that neither MACs nor bytes capture
 (``features`` is configurable). The conv-layer count would capture it better but is not monotone: narrowing a
 block can add a 1x1 shortcut conv to the next one.

@@ -2,7 +2,8 @@
 
 Each test fold is one :func:`fit` run in its own run folder (layout: :class:`~naslung.train.rundir.CVDir`;
 resumable, finished folds are read back), and the non-deep baselines are fitted on that fold's inner
-training split and tested on the same fold. ``OUT/cv.json`` and ``OUT/cv.csv`` hold per-fold rows and a mean +- std summary per method.
+training split and tested on the same fold. ``OUT/cv.json`` and ``OUT/cv.csv`` hold per-fold rows and a
+mean +- std summary per method.
 """
 
 from __future__ import annotations
