@@ -2,7 +2,8 @@
 
 The protocol (README, "Protocol"): architectures, epochs and members are chosen without the test fold.
 When a search feeds a training run, the run's test fold must be one of the folds the search never saw (its
-``exclude_folds``); otherwise the architecture was picked with that fold's nodules and the reported number is leaked.
+``exclude_folds``); otherwise the architecture was picked with that fold's nodules and the reported number
+is leaked.
 Callers check *before* any work starts (:func:`check_test_fold_unseen`), and again against what a search
 folder actually recorded (:func:`check_search_folder`).
 """

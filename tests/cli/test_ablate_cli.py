@@ -52,7 +52,7 @@ def test_ablate_prints_tables_and_parallel_jobs_match_serial(data, tmp_path):
     result = json.loads(parallel.stdout)
     assert result["schema"] == "naslung-ablation" and result["phantom"] is False
     assert all(c["num_threads"] == 1 for c in result["configs"].values())
-    saved = json.loads((tmp_path / "serial" / "ablation.json").read_text())
+    saved = json.loads((tmp_path / "serial" / "ablation.json").read_text(encoding="utf-8"))
     assert _fold_rows(result) == _fold_rows(saved)
 
 

@@ -26,7 +26,8 @@ def test_analysis_pools_folds_and_refits_the_diameter_baseline(experiment):
                      "soft vote, members (fold 0)"]
     # The refitted baseline reproduces the baseline numbers naslung cv wrote.
     cv = next(e for e in entries if e.name == "cv_a")
-    saved = json.loads((experiment / "cv_a" / "fold_0" / "baselines.json").read_text())["diameter"]
+    baselines = experiment / "cv_a" / "fold_0" / "baselines.json"
+    saved = json.loads(baselines.read_text(encoding="utf-8"))["diameter"]
     assert cv.ref_stats["ci"]["accuracy"]["value"] == saved["test_metrics"]["accuracy"]
     soft = entries[-1]
     assert np.allclose(soft.p, (entries[0].p + entries[1].p) / 2)  # both members test the same nodules
@@ -40,7 +41,7 @@ def test_report_renders_in_chromium(experiment, render, tmp_path):
     out = tmp_path / "report.html"
     result = CliRunner().invoke(app, ["report", str(experiment), "--out", str(out), "--bootstrap", "200"])
     assert result.exit_code == 0, result.output
-    text = out.read_text()
+    text = out.read_text(encoding="utf-8")
     assert "src=\"http" not in text and "<link" not in text  # self-contained
     assert PHANTOM_NOTE not in text  # the test data is not the phantom
     dom = render(tmp_path, out.as_uri(), "--dump-dom")
@@ -61,13 +62,13 @@ def test_phantom_runs_are_labelled(experiment, tmp_path):
     exp = tmp_path / "exp"
     shutil.copytree(experiment, exp)
     config = exp / "members" / "run_softmax" / "config.json"
-    data = json.loads(config.read_text())
+    data = json.loads(config.read_text(encoding="utf-8"))
     data["dataset"]["provenance"] = {"phantom": {"seed": 0, "disclaimer": "synthetic CT"}}
     config.write_text(json.dumps(data))
     out = tmp_path / "phantom.html"
     summary = build_report(exp, out, n_boot=100)
     assert summary["phantom"] is True
-    text = out.read_text()
+    text = out.read_text(encoding="utf-8")
     assert text.count(PHANTOM_NOTE) == 2 and 'id=phantom-banner' in text
 
 

@@ -100,7 +100,7 @@ def test_tables_are_mean_and_std_of_the_fold_runs(ablation) -> None:
     assert all(len(r) == len(table2[0]) for r in table2 + table3)
     base = next(s for s in result["summary"] if s["variant"] == "base")
     assert table2[0][1] == f"{100 * base['accuracy_mean']:.2f} ± {100 * base['accuracy_std']:.2f}"
-    text = (out / "ablation.md").read_text()
+    text = (out / "ablation.md").read_text(encoding="utf-8")
     assert PHANTOM_NOTE in text and "Table 2 analogue" in text and "Table 3 analogue" in text
     assert text.count("| channel-first |") == 1
 
@@ -162,7 +162,7 @@ def test_report_renders_the_ablation_tables(ablation, tmp_path) -> None:
 
     data, out, result = ablation
     summary = build_report(out.parent, tmp_path / "report.html", data, n_boot=100)
-    html = (tmp_path / "report.html").read_text()
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert summary["phantom"] is True
     assert 'id=ablate' in html
     for key in ("table2", "table3"):

@@ -28,7 +28,7 @@ FIGURES: tuple[tuple[str, int, str], ...] = (
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
