@@ -39,6 +39,10 @@ def test_demo_pipeline_end_to_end(tmp_path, monkeypatch):
     cfg = search_cfg.get("config", search_cfg)
     assert set(cfg["exclude_folds"]) >= {1, 2, 3, 4, 5}, "the search must not see the paper's test folds"
     assert (out / "search" / "pareto.png").stat().st_size > 0
+    # Explanations and the report come out of the same run.
+    assert (out / "report.html").stat().st_size > 0 and "report.html" in result.output
+    assert (out / "explain" / "explain.json").exists()
+
     # The members file is the hand-off: each member trains with exactly the config it records.
     members = json.loads((out / "search" / "members.json").read_text())["members"]
     assert len(members) == 2

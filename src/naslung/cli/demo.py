@@ -55,3 +55,7 @@ def demo(
     minutes = summary["timings_s"]["total_s"] / 60
     console.print(f"mean member agreement {summary['mean_agreement']:.3f}; total {minutes:.1f} min; "
                   f"summary: {out / 'demo_summary.json'}")
+    montage = summary["explain"]["files"].get("montage")
+    if montage:
+        console.print(f"attention montage (Fig. 5): {montage}")
+    console.print(f"report: {summary['report']}")

@@ -86,13 +86,14 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print) -> dict[str
     from naslung.atomic import write_json_atomic
     from naslung.data.phantom import ensure_phantom
     from naslung.ensemble.vote import ensemble_predict, load_members
+    from naslung.explain.pipeline import run_explain
     from naslung.fingerprint import load_dataset
     from naslung.protocol import check_search_folder
+    from naslung.report.build import build_report
     from naslung.search.members import read_members, write_members
     from naslung.search.runner import SearchConfig, run_search
     from naslung.search.select import DEFAULT_WEIGHT, select_from_dir
     from naslung.train.baselines import fit_baseline
-    from naslung.train.config import TrainConfig
     from naslung.train.engine import data_split, fit
 
     validate(config)  # before any work: the test fold is never one the search trains on
@@ -101,18 +102,18 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print) -> dict[str
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
 
-    log(f"[1/5] LIDC phantom (seed {config.seed}) in the user cache")
+    log(f"[1/7] LIDC phantom (seed {config.seed}) in the user cache")
     phantom_dir = ensure_phantom(seed=config.seed, limit=config.limit, workers=config.workers, progress=True)
     timings["phantom_s"] = time.perf_counter() - t0
 
-    log("[2/5] crop dataset (3-D, 32^3 inputs with an 8-voxel margin)")
+    log("[2/7] crop dataset (3-D, 32^3 inputs with an 8-voxel margin)")
     t = time.perf_counter()
     data_file = ensure_dataset(phantom_dir, dims=3)
     dataset = load_dataset(data_file)
     timings["prepare_s"] = time.perf_counter() - t
 
     search_folds = ",".join(str(f) for f in range(10) if f not in config.search_exclude_folds)
-    log(f"[3/5] POP search: {config.search_trials} trials x {config.search_epochs} epochs on folds "
+    log(f"[3/7] POP search: {config.search_trials} trials x {config.search_epochs} epochs on folds "
         f"{search_folds} "
         f"(channels {list(config.search_channels)}, depth {config.search_depth[0]}-{config.search_depth[1]})")
     t = time.perf_counter()
@@ -130,7 +131,7 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print) -> dict[str
                                               epochs=config.epochs))
     timings["search_s"] = time.perf_counter() - t
 
-    log(f"[4/5] training {len(chosen)} members (members.json) for {config.epochs} epochs, "
+    log(f"[4/7] training {len(chosen)} members (members.json) for {config.epochs} epochs, "
         f"test fold {config.test_fold}")
     t = time.perf_counter()
     member_dirs, member_rows = [], []
@@ -143,10 +144,11 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print) -> dict[str
                             "params": result.params, "epoch": result.epoch, **_rates(result.test_metrics)})
     timings["train_s"] = time.perf_counter() - t
 
-    log("[5/5] ensemble (majority vote, section 3.5) and the diameter baseline on the same split")
+    log("[5/7] ensemble (majority vote, section 3.5) and the diameter baseline on the same split")
     members = load_members(member_dirs, config.test_fold)
     ens = ensemble_predict(members, vote="majority")
-    split = data_split(dataset, TrainConfig(arch=chosen[0]["spec"], seed=config.seed + 1), config.test_fold)
+    # Every member shares the search's split seed, so this is the members' own inner split.
+    split = data_split(dataset, members_file.members[0].config, config.test_fold)
     baseline = fit_baseline("diameter", dataset, split, seed=config.seed)
     rows = [
         *member_rows,
@@ -165,6 +167,20 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print) -> dict[str
         "mean_agreement": ens.mean_agreement,
         "timings_s": {**timings, "total_s": time.perf_counter() - t0},
     }
+    write_json_atomic(out / "demo_summary.json", summary)
+
+    log("[6/7] explanations of the best member: stage-2 attention montage (Fig. 5), t-SNE, DBI")
+    t = time.perf_counter()
+    explained = run_explain(member_dirs[0], data_file, config.test_fold, out / "explain")
+    timings["explain_s"] = time.perf_counter() - t
+    log("[7/7] HTML report of the whole run")
+    t = time.perf_counter()
+    report = out / "report.html"
+    build_report(out, report, data=data_file, n_boot=200, seed=config.seed)
+    timings["report_s"] = time.perf_counter() - t
+    summary["explain"] = {"files": explained["files"], "dbi": explained["dbi"]}
+    summary["report"] = str(report)
+    summary["timings_s"] = {**timings, "total_s": time.perf_counter() - t0}
     write_json_atomic(out / "demo_summary.json", summary)
     return summary
 
