@@ -11,7 +11,7 @@ import torch
 import naslung.train.engine as engine
 from naslung.atomic import read_jsonl
 from naslung.train.checkpoint import CheckpointError, load_checkpoint
-from naslung.train.config import TrainConfig
+from naslung.train.config import PAPER_RECIPE, TrainConfig
 from naslung.train.engine import TrainResult, data_split, fit
 
 from .conftest import synthetic_dataset
@@ -20,7 +20,10 @@ TINY = "[4,4,[4],[4],[8]]"
 
 
 def tiny(**kw) -> TrainConfig:
-    base = {"arch": TINY, "epochs": 2, "batch_size": 16, "lr": 3e-3, "device": "cpu", "num_threads": 1}
+    # The engine's mechanics on a tiny problem: the paper's plain recipe (with the run-length lambda
+    # schedule) learns it in a few steps; the full recipe is exercised in test_recipe.py.
+    base = {**PAPER_RECIPE, "lambda_schedule": "run", "arch": TINY, "epochs": 2, "batch_size": 16, "lr": 3e-3,
+            "device": "cpu", "num_threads": 1}
     return TrainConfig(**{**base, **kw})
 
 

@@ -20,6 +20,7 @@ BUDGET_HELP = "epoch budget: " + "; ".join(
     for k, fields in BUDGETS.items())
 MEMBERS_HELP = "members.json of `naslung search select`: cross-validate each member with its search settings"
 CV_OUT_HELP = "cv folder (default runs/cv_<arch>_...; with --members <search>/members_cv/<member>)"
+RECIPE_HELP = "naslung (the defaults: cosine lr, CT augmentation, EMA, TTA) or paper (section 4.1.3)"
 SET_HELP = "any TrainConfig field as FIELD=VALUE (repeatable), e.g. --set ema_decay=0.99 --set tta=false"
 
 
@@ -51,7 +52,8 @@ HELP = {
 }
 
 
-def _config(*, config_file: Path | None = None, budget: str | None = None, sets: list[str] | None = None,
+def _config(*, config_file: Path | None = None, budget: str | None = None, recipe: str | None = None,
+            sets: list[str] | None = None,
             max_shift: int | None = None, threads: int | None = None, **given: Any) -> TrainConfig:
     """The run's TrainConfig: ``--config`` file, then ``--budget``, then the options given, then ``--set``.
 
@@ -65,7 +67,7 @@ def _config(*, config_file: Path | None = None, budget: str | None = None, sets:
     if max_shift is not None:
         given["max_shift"] = None if max_shift < 0 else max_shift
     try:
-        config = TrainConfig.resolve(base, budget, **given)
+        config = TrainConfig.resolve(base, budget, recipe, **given)
         return config.replace(**_parse_sets(sets)) if sets else config
     except (TypeError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -132,6 +134,7 @@ def train(
     arch: str | None = typer.Option(None, "--arch", help=HELP["arch"]),
     fold: int | None = typer.Option(None, "--fold", help="test fold (LUNA16 subset); omit for no test fold"),
     budget: str | None = typer.Option(None, "--budget", help=BUDGET_HELP),
+    recipe: str | None = typer.Option(None, "--recipe", help=RECIPE_HELP),
     epochs: int | None = typer.Option(None, "--epochs", help=HELP["epochs"]),
     batch: int | None = typer.Option(None, "--batch", help=HELP["batch"]),
     loss: str | None = typer.Option(None, "--loss", help=HELP["loss"]),
@@ -155,7 +158,8 @@ def train(
     from naslung.train.checkpoint import CheckpointError
     from naslung.train.engine import fit
 
-    config = _config(config_file=config_file, budget=budget, sets=sets, max_shift=max_shift, threads=threads,
+    config = _config(config_file=config_file, budget=budget, recipe=recipe, sets=sets, max_shift=max_shift,
+                     threads=threads,
                      arch=arch, epochs=epochs, batch_size=batch, loss=loss, attention=attention, seed=seed,
                      split_seed=split_seed, device=device, val_fraction=val_fraction, select_metric=select,
                      lr=lr, channels_last=channels_last)
@@ -183,6 +187,7 @@ def cv(
     members_file: Path | None = typer.Option(None, "--members", help=MEMBERS_HELP),
     folds: str = typer.Option("1-5", "--folds", help="test folds, e.g. 1-5 or 0,3"),
     budget: str | None = typer.Option(None, "--budget", help=BUDGET_HELP),
+    recipe: str | None = typer.Option(None, "--recipe", help=RECIPE_HELP),
     epochs: int | None = typer.Option(None, "--epochs", help=HELP["epochs"]),
     batch: int | None = typer.Option(None, "--batch", help=HELP["batch"]),
     loss: str | None = typer.Option(None, "--loss", help=HELP["loss"]),
@@ -212,11 +217,12 @@ def cv(
         raise typer.BadParameter(str(exc), param_hint="--folds") from exc
     if members_file is not None:
         others = [arch, batch, loss, attention, seed, split_seed, val_fraction, select, lr, max_shift,
-                  channels_last, config_file, sets]
+                  channels_last, config_file, sets, recipe]
         _cv_members(data, members_file, fold_list, out, as_json, budget=budget, epochs=epochs,
                     threads=threads, device=device, others=others)
         return
-    config = _config(config_file=config_file, budget=budget, sets=sets, max_shift=max_shift, threads=threads,
+    config = _config(config_file=config_file, budget=budget, recipe=recipe, sets=sets, max_shift=max_shift,
+                     threads=threads,
                      arch=arch, epochs=epochs, batch_size=batch, loss=loss, attention=attention, seed=seed,
                      split_seed=split_seed, device=device, val_fraction=val_fraction, select_metric=select,
                      lr=lr, channels_last=channels_last)

@@ -290,7 +290,7 @@ def check_layout(h5: Any, path: str | Path, names: tuple[str, ...] = _ARRAY_FIEL
         if name in _STR_FIELDS:
             if kind not in "OSUiu":
                 raise DataError(f"{path}: array {name!r} has dtype {h5[name].dtype}, expected strings")
-        elif name in ("labels", "fold") and kind not in "biu":
+        elif name in ("labels", "fold", "padded") and kind not in "biu":
             raise DataError(f"{path}: array {name!r} has dtype {h5[name].dtype}, expected integers")
         elif kind not in "biuf":
             raise DataError(f"{path}: array {name!r} has dtype {h5[name].dtype}, expected numbers")
