@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -97,7 +98,11 @@ def main() -> None:
     tasks = [(n, VARIANTS[n], f, args.data, args.out, args.epochs, args.arch) for n in names for f in folds]
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
-    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
+    from naslung.data.phantom.build import die_with_parent
+
+    # Workers end with this script (a killed ablation must not leave trainings running).
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn"),
+                             initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         for row in pool.map(_run, tasks):
             rows.append(row)
             t = row["test"]
