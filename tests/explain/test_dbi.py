@@ -40,3 +40,15 @@ def test_undefined_cases_raise():
         davies_bouldin(np.array([[1.0, 0], [-1, 0], [0, 1], [0, -1]]), np.array([0, 0, 1, 1]))
     with pytest.raises(ValueError, match="features must be"):
         davies_bouldin(np.ones((3, 2)), np.array([0, 1]))
+
+
+def test_tsne_of_collapsed_features_does_not_crash():
+    """Identical feature rows (a collapsed model) once overflowed sklearn's quad tree: a segfault."""
+    import numpy as np
+
+    from naslung.explain.tsne import embed
+
+    y = embed(np.zeros((40, 8)))
+    assert y.shape == (40, 2) and np.isfinite(y).all()
+    with pytest.raises(ValueError, match="NaN"):
+        embed(np.full((10, 4), np.nan))

@@ -24,6 +24,10 @@ class Panel:
     title: str
 
 
+#: Up to this many points t-SNE uses the exact method (no quad tree).
+EXACT_MAX = 600
+
+
 def embed(features: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
     """``(N, F) -> (N, 2)`` t-SNE embedding; perplexity is capped below ``N`` for small sets."""
     from sklearn.manifold import TSNE
@@ -32,8 +36,20 @@ def embed(features: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np.n
     n = x.shape[0]
     if n < 3:
         raise ValueError(f"t-SNE needs at least 3 samples, got {n}")
+    if not np.isfinite(x).all():
+        raise ValueError("t-SNE features hold NaN or infinite values (a diverged model?)")
     perplexity = float(min(perplexity, max(1.0, (n - 1) / 3)))
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
+    # Barnes-Hut builds a quad tree over the embedding; identical feature rows (a collapsed model) give
+    # identical points, which sklearn's tree subdivides until the C stack overflows (a segfault, seen with
+    # scikit-learn on a degenerate run). One test fold is a few hundred nodules at most, so the exact method
+    # costs little there; duplicates also get a seeded jitter far below the features' scale (identical rows
+    # would break the PCA initialisation too).
+    method = "exact" if n <= EXACT_MAX else "barnes_hut"
+    if np.unique(x, axis=0).shape[0] < n:
+        scale = max(float(x.std()), 1.0) * 1e-6
+        x = x + np.random.default_rng(seed).normal(0.0, scale, size=x.shape)
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
+                method=method).fit_transform(x)
 
 
 def plot_panels(panels: list[Panel], path: str | Path, note: str = "") -> Path:
