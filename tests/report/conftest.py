@@ -95,7 +95,8 @@ def _run_chromium(binary: str, tmp: Path, url: str, *extra: str,
     args = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
             f"--user-data-dir={tmp / 'chromium-profile'}", *extra, url]
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(args, capture_output=True, text=True, encoding="utf-8", errors="replace",
+                          timeout=timeout, check=False)
 
 
 @pytest.fixture(scope="session")
