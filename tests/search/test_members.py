@@ -82,3 +82,20 @@ def test_cli_select_then_cv_members_then_ensemble(search_dir: Path, tiny_dataset
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout)[0]
     assert result["fold"] == 1 and len(result["runs"]) == 2
+
+
+def test_real_data_search_is_not_labelled_phantom(tmp_path: Path) -> None:
+    """prepare writes "phantom": null for real LUNA16 data; only an explicit phantom entry is phantom."""
+    from naslung.cli.search import _data_note
+
+    from .conftest import write_tiny_dataset
+
+    real = write_tiny_dataset(tmp_path / "real.h5")
+    import h5py
+
+    with h5py.File(real, "a") as h5:
+        h5.attrs["provenance"] = json.dumps({"source": "LUNA16", "phantom": None, "note": "not a phantom"})
+    assert _data_note(real) == ""
+    with h5py.File(real, "a") as h5:
+        h5.attrs["provenance"] = json.dumps({"source": "phantom", "phantom": {"seed": 0, "version": 2}})
+    assert "phantom" in _data_note(real)

@@ -28,14 +28,16 @@ def register(root: typer.Typer) -> None:
 
 def _data_note(data: Path) -> str:
     """``"phantom data"`` when the dataset was rendered by the LIDC phantom (its numbers are not LIDC's)."""
+    from naslung.explain.provenance import is_phantom
+
     try:
         from naslung.data.dataset import read_attrs
 
         prov = read_attrs(data).get("provenance") or {}
     except (OSError, ValueError):
         return ""
-    text = json.dumps(prov).lower()
-    return "phantom data (not LIDC accuracy)" if "phantom" in text else ""
+    # The provenance's "phantom" entry, not the word: real LUNA16 datasets carry "phantom": null.
+    return "phantom data (not LIDC accuracy)" if is_phantom(prov) else ""
 
 
 @app.callback()
