@@ -87,6 +87,16 @@ def write_text_atomic(target: str | os.PathLike[str], text: str) -> Path:
     return Path(target)
 
 
+def write_png_atomic(fig: Any, target: str | os.PathLike[str], dpi: float | None = None) -> Path:
+    """Save a matplotlib figure as PNG atomically, then close it (frees its memory); returns the path."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", **({} if dpi is None else {"dpi": dpi}))
+    plt.close(fig)
+    return Path(target)
+
+
 def write_json_atomic(target: str | os.PathLike[str], data: Any) -> Path:
     return write_text_atomic(target, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 

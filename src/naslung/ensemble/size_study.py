@@ -67,7 +67,7 @@ def plot_size_study(rows: list[dict[str, Any]], path: str | Path, title: str = "
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from naslung.atomic import atomic_path
+    from naslung.atomic import write_png_atomic
 
     ns = [r["n"] for r in rows]
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
@@ -81,7 +81,4 @@ def plot_size_study(rows: list[dict[str, Any]], path: str | Path, title: str = "
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return Path(path)
+    return write_png_atomic(fig, path)

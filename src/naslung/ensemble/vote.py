@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from naslung.train.predictions import THRESHOLD, Predictions, read_predictions
-from naslung.train.rundir import CVDir
+from naslung.train.rundir import CVDir, run_for_fold
 
 VOTES = ("majority", "soft")
 
@@ -72,13 +72,6 @@ class EnsembleResult:
                 "low_agreement": self.low_agreement}
 
 
-def run_for_fold(run: str | Path, fold: int | None) -> Path:
-    """The finished run of ``fold`` in ``run``: the run itself, or that fold's run of a cv folder."""
-    from naslung.train.rundir import run_for_fold as find
-
-    return find(run, fold).path
-
-
 def check_result(run: Path) -> dict[str, Any]:
     """A finished run's ``result.json``; a truncated, garbled or foreign one raises, naming the file."""
     from naslung.train.rundir import RunDir
@@ -100,7 +93,7 @@ def load_members(runs: Sequence[str | Path], fold: int | None) -> Members:
     if not runs:
         raise ValueError("an ensemble needs at least one run")
     preds: list[Predictions] = []
-    paths = [run_for_fold(r, fold) for r in runs]
+    paths = [run_for_fold(r, fold).path for r in runs]
     for path in paths:
         check_result(path)
         p = read_predictions(path, "test")

@@ -116,7 +116,7 @@ def save_pair_png(path: str | Path, ct: np.ndarray, attention: np.ndarray, title
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from naslung.atomic import atomic_path
+    from naslung.atomic import write_png_atomic
 
     n = 3 if overlay else 2
     fig, axes = plt.subplots(1, n, figsize=(2.2 * n, 2.5))
@@ -129,8 +129,4 @@ def save_pair_png(path: str | Path, ct: np.ndarray, attention: np.ndarray, title
         axes[2].set_yticks([])
         axes[2].set_title("overlay", fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return write_png_atomic(fig, path, dpi=110)

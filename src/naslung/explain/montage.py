@@ -103,7 +103,7 @@ def save_montage(examples: list[Example], path: str | Path, per_group: int = 4, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from naslung.atomic import atomic_path
+    from naslung.atomic import write_png_atomic
 
     cols = 2 * max(1, per_group)
     fig, axes = plt.subplots(len(GROUPS), cols, figsize=(1.3 * cols, 1.5 * len(GROUPS) + 0.5), squeeze=False)
@@ -120,8 +120,4 @@ def save_montage(examples: list[Example], path: str | Path, per_group: int = 4, 
                         rotation=90, va="center", ha="right", fontsize=8)
     fig.suptitle(title or "stage-2 spatial attention (CT | map; red = high)", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return write_png_atomic(fig, path, dpi=110)

@@ -9,7 +9,6 @@ window, 2-D or 3-D), so that new crops are cut the same way.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,23 +67,16 @@ def resolve_run(path: str | Path, fold: int | None = None) -> Path:
 
     Raises ``FileNotFoundError`` naming the folder when neither holds a finished run.
     """
-    from naslung.ensemble.vote import run_for_fold
+    from naslung.train.rundir import run_for_fold
 
-    return run_for_fold(path, fold)
+    return run_for_fold(path, fold).path
 
 
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     """``config.json`` of a run folder; ``FileNotFoundError``/``ValueError`` naming the file."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; is {run_dir} a naslung training run folder?")
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict) or data.get("schema") != "naslung-train-config":
-        raise ValueError(f"{path}: not a naslung training config")
-    return data
+    from naslung.train.rundir import RunDir
+
+    return RunDir(run_dir).read_config()
 
 
 def crop_settings(run_dir: str | Path, config: dict[str, Any] | None = None) -> CropSettings:

@@ -59,7 +59,7 @@ def plot_panels(panels: list[Panel], path: str | Path, note: str = "") -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from naslung.atomic import atomic_path
+    from naslung.atomic import write_png_atomic
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
@@ -74,8 +74,4 @@ def plot_panels(panels: list[Panel], path: str | Path, note: str = "") -> Path:
     if note:
         fig.suptitle(note, fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return write_png_atomic(fig, path, dpi=110)

@@ -23,7 +23,7 @@ def plot_search(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from naslung.atomic import atomic_path
+    from naslung.atomic import write_png_atomic
 
     ok = [r for r in records if r["status"] == "ok"]
     points = {r["index"]: (r["score"], r["latency_ms"]) for r in ok}
@@ -56,8 +56,4 @@ def plot_search(
     ax.set_title(title + (f"\n{note}" if note else ""), fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return write_png_atomic(fig, path)

@@ -121,7 +121,14 @@ class TrainResult:
 
 
 #: Field defaults, so a run written before a field existed compares equal to that field's default.
-_DEFAULTS = TrainConfig(arch="[4,4,[4],[4],[4]]").to_dict()
+_DEFAULTS = TrainConfig().to_dict()
+
+
+def changed_options(saved: dict[str, Any], config: TrainConfig) -> list[str]:
+    """TrainConfig fields that differ between a saved run's options and ``config``, except those that may
+    change on resume (:func:`resume_free`); a field the saved run predates counts as its default."""
+    now, free = config.to_dict(), resume_free(config)
+    return sorted(k for k in now if k not in free and saved.get(k, _DEFAULTS.get(k)) != now[k])
 
 
 def resolve_device(name: str) -> torch.device:
@@ -236,6 +243,7 @@ def fit(
 def _fit(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None, out: Path | None, resume: bool,
          progress: bool, source: str | None) -> TrainResult:
     started = time.perf_counter()
+    run = RunDir(out) if out is not None else None
     device = resolve_device(config.device)
     split = data_split(dataset, config, test_fold)
     size, dims = dataset.size, dataset.spatial_dims
@@ -269,9 +277,9 @@ def _fit(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None, out
         history: list[dict[str, Any]] = []
         best_state: dict[str, Any] | None = None
         seconds_before = 0.0
-        if resume and out is not None and RunDir(out).last.exists():
-            state = load_checkpoint(RunDir(out).last, map_location=device)
-            _check_resume(state, config, test_fold, RunDir(out).last)
+        if resume and run is not None and run.last.exists():
+            state = load_checkpoint(run.last, map_location=device)
+            _check_resume(state, config, test_fold, run.last)
             model.load_state_dict(state["model"])
             criterion.load_state_dict(state["criterion"])
             optimizer.load_state_dict(state["optimizer"])
@@ -286,11 +294,11 @@ def _fit(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None, out
             np_rng.bit_generator.state = state["rng"]["numpy"]
             history = list(state["history"])
             seconds_before = float(state.get("seconds", 0.0))
-            best_state = load_checkpoint(RunDir(out).best, map_location=device)["model"]
+            best_state = load_checkpoint(run.best, map_location=device)["model"]
         params = count_parameters(model)
         if out is not None:
             _write_config(out, config, test_fold, split, dataset, model, params, device, source)
-            _rewrite_log(RunDir(out).epochs_log, history)
+            _rewrite_log(run.epochs_log, history)
 
         bar = _Progress(progress, config.epochs, -(-split.train.size // config.batch_size),
                         f"{config.arch} fold {test_fold}")
@@ -317,7 +325,7 @@ def _fit(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None, out
                     _save(out, epoch, config, test_fold, model, criterion, optimizer, generator, np_rng,
                           history, chosen, best_state, seconds_before + time.perf_counter() - started,
                           is_best=chosen == len(history) - 1, scheduler=scheduler, ema=ema)
-                    append_jsonl(RunDir(out).epochs_log, history[-1])
+                    append_jsonl(run.epochs_log, history[-1])
                 bar.advance_epochs(1, history[-1])
                 if stop_early(history, chosen, config.patience):
                     break
@@ -340,7 +348,7 @@ def _fit(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None, out
         config=config.to_dict(), out_dir=out, model=model.cpu().eval())
     if out is not None:
         write_predictions(out, {"val": val, "test": test})
-        write_json_atomic(RunDir(out).result, result.to_dict())
+        write_json_atomic(run.result, result.to_dict())
     return result
 
 
@@ -435,11 +443,12 @@ def _save(out: Path, epoch: int, config: TrainConfig, test_fold: int | None, mod
     best = {"epoch": history[chosen]["epoch"], "val": history[chosen]["val"]}
     common = {"spec": config.arch, "model_config": model.config, "options": config.to_dict(),
               "model_options": config.model_options(), "test_fold": test_fold, "best": best}
+    run = RunDir(out)
     if is_best:
-        save_checkpoint(RunDir(out).best, {**common, "epoch": epoch, "model": best_state,
+        save_checkpoint(run.best, {**common, "epoch": epoch, "model": best_state,
                                           "criterion": criterion.state_dict()})
     cuda_state = torch.cuda.get_rng_state() if next(model.parameters()).is_cuda else None
-    save_checkpoint(RunDir(out).last, {
+    save_checkpoint(run.last, {
         **common, "epoch": epoch, "model": model.state_dict(), "criterion": criterion.state_dict(),
         "optimizer": optimizer.state_dict(), "history": history, "seconds": seconds,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
@@ -456,8 +465,7 @@ def _check_resume(state: dict[str, Any], config: TrainConfig, test_fold: int | N
                               f"this run {test_fold}")
     saved = state.get("options", {})
     now = config.to_dict()
-    free = resume_free(config)
-    differ = sorted(k for k in now if k not in free and saved.get(k, _DEFAULTS.get(k)) != now[k])
+    differ = changed_options(saved, config)
     if differ:
         raise CheckpointError(f"{path}: cannot resume with changed options {differ} "
                               f"(was {[saved.get(k) for k in differ]}, now {[now[k] for k in differ]})")
@@ -476,9 +484,7 @@ def _check_out_dir(out: Path, config: TrainConfig, test_fold: int | None, resume
         return None
     if run.finished():
         done = run.load_result()
-        want = config.to_dict()
-        free = resume_free(config)
-        differ = sorted(k for k in want if k not in free and done.config.get(k, _DEFAULTS.get(k)) != want[k])
+        differ = changed_options(done.config, config)
         if done.spec != config.arch:
             raise CheckpointError(f"{out}: finished run has spec {done.spec}, "
                                   f"this run asks for {config.arch}")
