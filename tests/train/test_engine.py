@@ -11,25 +11,9 @@ import torch
 import naslung.train.engine as engine
 from naslung.atomic import read_jsonl
 from naslung.train.checkpoint import CheckpointError, load_checkpoint
-from naslung.train.config import PAPER_RECIPE, TrainConfig
 from naslung.train.engine import TrainResult, data_split, fit
 
-from .conftest import synthetic_dataset
-
-TINY = "[4,4,[4],[4],[8]]"
-
-
-def tiny(**kw) -> TrainConfig:
-    # The engine's mechanics on a tiny problem: the paper's plain recipe (with the run-length lambda
-    # schedule) learns it in a few steps; the full recipe is exercised in test_recipe.py.
-    base = {**PAPER_RECIPE, "lambda_schedule": "run", "arch": TINY, "epochs": 2, "batch_size": 16, "lr": 3e-3,
-            "device": "cpu", "num_threads": 1}
-    return TrainConfig(**{**base, **kw})
-
-
-@pytest.fixture(scope="module")
-def separable():
-    return synthetic_dataset(n=120, folds=4, seed=1)
+from .conftest import TINY, synthetic_dataset, tiny
 
 
 @pytest.mark.parametrize("loss", ["asoftmax", "softmax"])

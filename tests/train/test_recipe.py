@@ -22,30 +22,17 @@ from naslung.train.augment import (
     rotate90,
 )
 from naslung.train.checkpoint import CheckpointError, load_checkpoint
-from naslung.train.config import PAPER_RECIPE, TrainConfig
 from naslung.train.ema import ModelEMA
 from naslung.train.engine import class_weights, data_split, fit, stop_early
 from naslung.train.schedule import lambda_gamma, lr_factor
 
-from .conftest import synthetic_dataset
+from .conftest import TINY, synthetic_dataset, tiny
 
-TINY = "[4,4,[4],[4],[8]]"
 FULL = {"lr_schedule": "cosine", "warmup_epochs": 1.0, "rot90": True, "permute_axes": True,
         "affine_deg": 10.0, "affine_scale": 0.1, "intensity": 0.05, "noise_std": 0.02, "tta": True,
         "ema_decay": 0.9, "class_balance": True, "weight_decay": 1e-3}
 
 
-def tiny(**kw) -> TrainConfig:
-    # The engine's mechanics on a tiny problem: the paper's plain recipe (with the run-length lambda
-    # schedule) learns it in a few steps; the full recipe is exercised in test_recipe.py.
-    base = {**PAPER_RECIPE, "lambda_schedule": "run", "arch": TINY, "epochs": 2, "batch_size": 16, "lr": 3e-3,
-            "device": "cpu", "num_threads": 1}
-    return TrainConfig(**{**base, **kw})
-
-
-@pytest.fixture(scope="module")
-def separable():
-    return synthetic_dataset(n=120, folds=4, seed=1)
 
 
 # --- split seed -----------------------------------------------------------------------------------------
