@@ -11,6 +11,8 @@ from __future__ import annotations
 import errno
 import math
 import os
+import shlex
+import sys
 from typing import Any, NoReturn
 
 import typer
@@ -66,8 +68,11 @@ class NaslungGroup(TyperGroup):
     """Top-level command group: maps every exception of a command to one line and exit status 2."""
 
     def invoke(self, ctx: Any) -> Any:
+        from naslung.provenance import invoked_as
+
         try:
-            return super().invoke(ctx)
+            with invoked_as(command_line()):
+                return super().invoke(ctx)
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
         except typer.TyperException as exc:
@@ -81,6 +86,11 @@ class NaslungGroup(TyperGroup):
                 raise
             print_error(describe_error(exc))
             raise typer.Exit(EXIT_ERROR) from None
+
+
+def command_line() -> str:
+    """This invocation as a shell command, ``naslung <arguments>``: the command recorded in provenance."""
+    return shlex.join(["naslung", *sys.argv[1:]])
 
 
 def fail(exc: Exception | str) -> NoReturn:

@@ -12,8 +12,6 @@ that inner-validation score (accuracy or F1), never a test score.
 
 from __future__ import annotations
 
-import platform
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -566,12 +564,6 @@ def _run_search(
 
 
 def _provenance() -> dict[str, Any]:
-    import naslung
+    from naslung.provenance import provenance
 
-    return {
-        "naslung": getattr(naslung, "__version__", "unknown"),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "date": rec.now_iso(),
-    }
+    return provenance()

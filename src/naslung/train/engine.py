@@ -18,13 +18,10 @@ the checkpoint).
 from __future__ import annotations
 
 import copy
-import platform
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -500,8 +497,8 @@ def _check_out_dir(out: Path, config: TrainConfig, test_fold: int | None, resume
 
 def _write_config(out: Path, config: TrainConfig, test_fold: int | None, split: Split, dataset: NoduleDataset,
                   model: nn.Module, params: int, device: torch.device, source: str | None) -> None:
-    import naslung
     from naslung.fingerprint import fingerprint_of
+    from naslung.provenance import provenance
 
     write_json_atomic(RunDir(out).config, {
         "schema": "naslung-train-config", "schema_version": 1,
@@ -511,12 +508,7 @@ def _write_config(out: Path, config: TrainConfig, test_fold: int | None, split: 
         "dataset": {"source": source, "n": len(dataset), "size": dataset.size, "margin": dataset.margin,
                     "spatial_dims": dataset.spatial_dims, "provenance": dataset.attrs.get("provenance"),
                     "fingerprint": fingerprint_of(dataset)},
-        "provenance": {
-            "naslung": getattr(naslung, "__version__", "unknown"), "torch": torch.__version__,
-            "numpy": np.__version__, "python": platform.python_version(), "device": str(device),
-            "threads": torch.get_num_threads(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        },
+        "provenance": {**provenance(), "device": str(device), "threads": torch.get_num_threads()},
     })
 
 
