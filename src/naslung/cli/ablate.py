@@ -32,6 +32,7 @@ def ablate(
     as_json: bool = typer.Option(False, "--json", help="print ablation.json"),
 ) -> None:
     """Train base / +CBAM / +A-Softmax / both and spatial-first CBAM per architecture (resumable)."""
+    from naslung.cli.progress import progress_bar
     from naslung.train.ablation import run_ablation
     from naslung.train.splits import parse_folds
 
@@ -46,7 +47,8 @@ def ablate(
 
     try:
         result = run_ablation(data, [*(archs or []), *(more_archs or [])], fold_list, out, epochs=epochs,
-                              threads=threads, jobs=jobs, progress=not as_json and jobs == 1, log=log)
+                              threads=threads, jobs=jobs, log=log,
+                              progress=progress_bar(as_json or jobs > 1))
     except (FileNotFoundError, ValueError) as exc:
         fail(exc)
     if as_json:

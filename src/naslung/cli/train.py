@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from naslung.cli.common import check_threads, fail, pct
+from naslung.cli.progress import progress_bar
 from naslung.train.config import BUDGETS, TrainConfig
 from naslung.train.rundir import CVDir
 
@@ -168,8 +169,8 @@ def train(
         base = Path("runs") / _slug(config)
         out = CVDir(base).run(fold).path if fold is not None else base / "dev"
     try:
-        result = fit(dataset, config, test_fold=fold, out_dir=out, resume=resume, progress=not as_json,
-                     source=str(data))
+        result = fit(dataset, config, test_fold=fold, out_dir=out, resume=resume,
+                     progress=progress_bar(as_json), source=str(data))
     except (CheckpointError, FileExistsError, ValueError) as exc:
         fail(exc)
     if as_json:
@@ -229,7 +230,7 @@ def cv(
     dataset = _load(data)
     out = out or Path("runs") / f"cv_{_slug(config)}"
     try:
-        result = run_cv(dataset, config, fold_list, out, progress=not as_json, source=str(data))
+        result = run_cv(dataset, config, fold_list, out, progress=progress_bar(as_json), source=str(data))
     except (CheckpointError, FileExistsError, ValueError) as exc:
         fail(exc)
     if as_json:
@@ -260,7 +261,7 @@ def _cv_members(data: Path, members_file: Path, folds: list[int], out: Path | No
     out = out or members.path.parent / "members_cv"
     try:
         results = run_members_cv(dataset, members, folds, out, budget=budget, epochs=epochs, threads=threads,
-                                 device=device, progress=not as_json, source=str(data))
+                                 device=device, progress=progress_bar(as_json), source=str(data))
     except (CheckpointError, FileExistsError, ValueError) as exc:
         fail(exc)
     if as_json:

@@ -25,6 +25,7 @@ import numpy as np
 from naslung.atomic import write_json_atomic, write_text_atomic
 from naslung.data.errors import DataError
 from naslung.models.spec import ArchSpec
+from naslung.progress import Progress
 from naslung.train.config import HEAD_FOR_LOSS, TrainConfig
 from naslung.train.cv import CNN, SUMMARY_METRICS, summarize
 from naslung.train.rundir import CVDir
@@ -136,7 +137,7 @@ def check_writable(out: Path) -> None:
 
 
 def _run_one(dataset: Any, config: TrainConfig, folds: list[int], out: str, source: str,
-             progress: bool = False) -> list[dict[str, Any]]:
+             progress: Progress | None = None) -> list[dict[str, Any]]:
     """Run one cv folder; its per-fold rows (the CNN's and the reference's)."""
     from naslung.train.cv import run_cv
 
@@ -153,7 +154,7 @@ def _cv_job(data: str, config: dict[str, Any], folds: list[int], out: str,
 
 def run_ablation(data: str | Path, archs: Sequence[str], folds: Sequence[int], out_dir: str | Path, *,
                  epochs: int | None = None, threads: int | None = None, jobs: int = 1,
-                 variants: Sequence[str] | None = None, progress: bool = False,
+                 variants: Sequence[str] | None = None, progress: Progress | None = None,
                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train every (variant, arch) cv folder over ``folds``; write and return ``ablation.json``'s payload.
 

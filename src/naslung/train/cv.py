@@ -20,6 +20,7 @@ import numpy as np
 
 from naslung.atomic import write_json_atomic, write_text_atomic
 from naslung.data.dataset import NoduleDataset
+from naslung.progress import Progress
 from naslung.train.baselines import BASELINES, fit_baseline
 from naslung.train.config import TrainConfig
 from naslung.train.engine import TrainResult, data_split, fit
@@ -55,7 +56,7 @@ def run_cv(
     out_dir: str | Path,
     *,
     baselines: Sequence[str] = BASELINES,
-    progress: bool = False,
+    progress: Progress | None = None,
     source: str | None = None,
 ) -> CVResult:
     """Train and test ``config`` on every fold in ``folds``; baselines on the same splits beside it.
@@ -84,7 +85,7 @@ def run_members_cv(
     epochs: int | None = None,
     threads: int | None = None,
     device: str | None = None,
-    progress: bool = False,
+    progress: Progress | None = None,
     source: str | None = None,
 ) -> dict[str, CVResult]:
     """:func:`run_cv` for every member of a members file, in ``out_dir/<member name>``.
@@ -160,7 +161,8 @@ def _check_cv_dataset(out: Path, fingerprint: str) -> None:
 
 
 def _run_cv(dataset: NoduleDataset, config: TrainConfig, folds: list[int], out: Path,
-            baselines: tuple[str, ...], progress: bool, source: str | None, fingerprint: str) -> CVResult:
+            baselines: tuple[str, ...], progress: Progress | None, source: str | None,
+            fingerprint: str) -> CVResult:
     results, rows = [], []
     for fold in folds:
         result = fit(dataset, config, test_fold=fold, out_dir=CVDir(out).run(fold).path, resume=True,

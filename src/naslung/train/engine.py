@@ -32,6 +32,7 @@ from torch import nn
 from naslung.atomic import append_jsonl, read_json, read_jsonl, write_json_atomic, write_text_atomic
 from naslung.data.dataset import NoduleDataset
 from naslung.models.cost import count_parameters
+from naslung.progress import Progress, tracked
 from naslung.train.augment import augment_crops, augment_stored, center_crop, flip_views, random_crop_flip
 from naslung.train.checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
 from naslung.train.config import TrainConfig
@@ -47,6 +48,8 @@ RESULT_SCHEMA = "naslung-train-result"
 RESULT_SCHEMA_VERSION = 1
 #: TrainConfig fields that may change when resuming (they do not change the numbers, or only extend).
 RESUME_FREE = ("epochs", "device", "num_threads", "eval_batch_size")
+#: Progress task of the batches of the current epoch.
+BATCHES_TASK = "  batches"
 
 
 def resume_free(config: TrainConfig) -> tuple[str, ...]:
@@ -204,7 +207,7 @@ def fit(
     out_dir: str | Path | None = None,
     resume: bool | str = False,
     *,
-    progress: bool = False,
+    progress: Progress | None = None,
     source: str | None = None,
 ) -> TrainResult:
     """Train ``config`` with ``test_fold`` held out; see the module docstring for the protocol.
@@ -216,7 +219,8 @@ def fit(
         out_dir: run folder; None trains in memory only (no files).
         resume: continue ``out_dir/last.pt`` (a finished run is read back, not retrained); ``"auto"``:
             resume when the run folder holds a run (:meth:`RunDir.started`), else start fresh.
-        progress: show a rich progress bar.
+        progress: receives the epochs (task ``"<arch> fold <k>"``, with loss and validation scores) and the
+            batches of each epoch (task ``"  batches"``); None reports nothing.
         source: where the dataset came from (recorded in ``config.json``).
     """
     if not isinstance(config, TrainConfig):
@@ -238,7 +242,7 @@ def fit(
 
 
 def _fit(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None, out: Path | None, resume: bool,
-         progress: bool, source: str | None) -> TrainResult:
+         progress: Progress | None, source: str | None) -> TrainResult:
     started = time.perf_counter()
     run = RunDir(out) if out is not None else None
     device = resolve_device(config.device)
@@ -297,15 +301,15 @@ def _fit(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None, out
             _write_config(out, config, test_fold, split, dataset, model, params, device, source)
             _rewrite_log(run.epochs_log, history)
 
-        bar = _Progress(progress, config.epochs, -(-split.train.size // config.batch_size),
-                        f"{config.arch} fold {test_fold}")
-        with bar:
-            bar.advance_epochs(len(history))
+        with tracked(progress, f"{config.arch} fold {test_fold}", config.epochs) as epoch_done:
+            if history:
+                epoch_done(len(history))
             for epoch in range(len(history) + 1, config.epochs + 1):
                 t0 = time.perf_counter()
-                train_loss, train_acc = at_epoch(epoch, _train_epoch)(
-                    model, criterion, optimizer, train_x, train_y, size, config, generator, np_rng, bar.batch,
-                    scheduler, ema)
+                with tracked(progress, BATCHES_TASK, steps) as batch_done:
+                    train_loss, train_acc = at_epoch(epoch, _train_epoch)(
+                        model, criterion, optimizer, train_x, train_y, size, config, generator, np_rng,
+                        batch_done, scheduler, ema)
                 val_metrics = _metrics(labels[split.val].numpy(),
                                        predict_proba(evaluated, val_x, size, config.eval_batch_size,
                                                      config.channels_last, config.tta))
@@ -323,7 +327,7 @@ def _fit(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None, out
                           history, chosen, best_state, seconds_before + time.perf_counter() - started,
                           is_best=chosen == len(history) - 1, scheduler=scheduler, ema=ema)
                     append_jsonl(run.epochs_log, history[-1])
-                bar.advance_epochs(1, history[-1])
+                epoch_done(loss=train_loss, val_acc=val_metrics["accuracy"], val_f1=val_metrics["f1"])
                 if stop_early(history, chosen, config.patience):
                     break
 
@@ -531,42 +535,3 @@ def _threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-class _Progress:
-    """A rich progress bar over epochs and batches, or nothing."""
-
-    def __init__(self, enabled: bool, epochs: int, batches: int, label: str) -> None:
-        self.enabled, self.epochs, self.batches, self.label = enabled, epochs, batches, label
-        self._bar: Any = None
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("{task.fields[info]}"), transient=False)
-            self._bar.__enter__()
-            self._epochs = self._bar.add_task(self.label, total=self.epochs, info="")
-            self._batches = self._bar.add_task("  batches", total=self.batches, info="")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.remove_task(self._batches)
-            self._bar.__exit__(*exc)
-
-    def batch(self) -> None:
-        if self._bar is not None:
-            self._bar.advance(self._batches)
-
-    def advance_epochs(self, n: int, record: dict[str, Any] | None = None) -> None:
-        if self._bar is None:
-            return
-        info = ""
-        if record is not None:
-            v = record["val"]
-            info = f"loss {record['train_loss']:.3f}  val acc {v['accuracy']:.3f} f1 {v['f1']:.3f}"
-        self._bar.update(self._epochs, advance=n, info=info)
-        self._bar.reset(self._batches, total=self.batches)
-

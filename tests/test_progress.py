@@ -1,0 +1,58 @@
+"""The progress protocol, its null default and the CLI's rich implementation."""
+
+from __future__ import annotations
+
+import pytest
+
+from naslung.cli.progress import RichProgress, format_info, progress_bar
+from naslung.progress import NullProgress, Progress, as_progress, tracked
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def start(self, task, total):
+        self.events.append(("start", task, total))
+
+    def advance(self, task, n=1, **info):
+        self.events.append(("advance", task, n, info))
+
+    def finish(self, task):
+        self.events.append(("finish", task))
+
+
+def test_tracked_finishes_even_when_the_block_fails():
+    rec = Recorder()
+    with pytest.raises(RuntimeError), tracked(rec, "scans", 3) as advance:
+        advance(scan="a")
+        raise RuntimeError("boom")
+    assert rec.events == [("start", "scans", 3), ("advance", "scans", 1, {"scan": "a"}), ("finish", "scans")]
+
+
+def test_as_progress():
+    assert isinstance(as_progress(None), NullProgress) and isinstance(as_progress(False), NullProgress)
+    rec = Recorder()
+    assert as_progress(rec) is rec and isinstance(rec, Progress)
+    with pytest.raises(TypeError, match="RichProgress"):
+        as_progress(True)
+
+
+def test_rich_progress_stops_once_no_task_runs():
+    bar = RichProgress(quiet=True)
+    bar.start("epochs", 2)
+    bar.start("batches", 4)
+    bar.advance("batches", 2)
+    bar.start("batches", 4)  # restart for the next epoch
+    bar.advance("epochs", 1, loss=0.25)
+    bar.finish("batches")
+    assert bar._bar is not None
+    bar.finish("epochs")
+    assert bar._bar is None
+    bar.finish("never started")  # harmless
+    assert progress_bar(True) is None and isinstance(progress_bar(False), RichProgress)
+
+
+def test_format_info():
+    text = format_info({"loss": 0.31249, "val_f1": 0.8, "scan": "...abc"})
+    assert text == "loss 0.312  val f1 0.800  scan ...abc"
