@@ -12,8 +12,9 @@ import pytest
 from naslung.fingerprint import load_dataset
 from naslung.models.spec import ArchSpec
 from naslung.search import records as rec
+from naslung.search.config import SearchConfig
 from naslung.search.objective import SyntheticEvaluator
-from naslung.search.runner import SearchConfig, SearchFailedError, run_search
+from naslung.search.runner import SearchFailedError, run_search
 from naslung.train.config import TrainConfig
 from naslung.train.engine import fit
 from naslung.train.guards import NonFiniteLossError
@@ -37,21 +38,22 @@ class Broken(SyntheticEvaluator):
 
 def test_every_trial_failing_raises(tmp_path: Path) -> None:
     with pytest.raises(SearchFailedError, match="failed"):
-        run_search(SearchConfig(out=str(tmp_path), budget_trials=2, **SMALL), Broken())
+        run_search(SearchConfig.resolve(out=str(tmp_path), budget_trials=2, **SMALL), Broken())
     # failures do not consume the budget of 2; the third failure in a row at the start ends the search
     assert [r["status"] for r in rec.read_trials(tmp_path)] == ["error"] * 3
 
 
 def test_failed_trials_retried_on_resume_and_not_counted(tmp_path: Path) -> None:
-    first = run_search(SearchConfig(out=str(tmp_path / "s"), budget_trials=3, **SMALL), SyntheticEvaluator())
+    first = run_search(SearchConfig.resolve(out=str(tmp_path / "s"), budget_trials=3, **SMALL),
+                       SyntheticEvaluator())
     victim = first.records[1]["spec"]
     # the same search where that candidate fails: the budget still buys 3 trained candidates
     out = tmp_path / "f"
-    res = run_search(SearchConfig(out=str(out), budget_trials=3, **SMALL), Broken(bad=(victim,)))
+    res = run_search(SearchConfig.resolve(out=str(out), budget_trials=3, **SMALL), Broken(bad=(victim,)))
     assert len(res.state.trained) == 3
     assert [r["spec"] for r in res.records if r["status"] == "error"] == [victim]
     # --resume with a larger budget trains the failed candidate again, first
-    bigger = SearchConfig(out=str(out), budget_trials=4, **SMALL)
+    bigger = SearchConfig.resolve(out=str(out), budget_trials=4, **SMALL)
     again = run_search(bigger, SyntheticEvaluator(), resume=True)
     new = again.records[len(res.records):]
     assert [r["spec"] for r in new] == [victim] and new[0]["status"] == "ok"
@@ -71,7 +73,7 @@ def test_failed_trials_retried_on_resume_and_not_counted(tmp_path: Path) -> None
 )
 def test_bad_options_refused_at_once(tmp_path: Path, kw: dict, fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):
-        SearchConfig(out=str(tmp_path), **kw)
+        SearchConfig.resolve(out=str(tmp_path), **kw)
 
 
 @pytest.mark.parametrize(
@@ -88,7 +90,7 @@ def test_data_and_device_checked_before_the_first_trial(tmp_path: Path, case: st
     kw |= {"device": "cuda"} if case == "cuda" else {}
     out = tmp_path / "s"
     with pytest.raises(ValueError, match=fragment):
-        run_search(SearchConfig(out=str(out), data=str(data), budget_trials=2, **SMALL, **kw))
+        run_search(SearchConfig.resolve(out=str(out), data=str(data), budget_trials=2, **SMALL, **kw))
     assert not (out / rec.TRIALS).exists() and not (out / rec.CONFIG).exists()
 
 

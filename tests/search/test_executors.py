@@ -53,7 +53,7 @@ def test_cli_local_search_and_select(tiny_dataset: Path, tmp_path: Path) -> None
     assert summary["trained"] == 2 and summary["space"] == 19
     _check_records(out, "local", 2)
     config = rec.read_config(out)["config"]
-    assert config["exclude_folds"] == [1, 2, 3, 4, 5] and config["attention"] == "cbam"
+    assert config["exclude_folds"] == [1, 2, 3, 4, 5] and config["train"]["attention"] == "cbam"
     res = runner.invoke(app, ["search", "select", "--out", str(out), "--top", "2", "--json"])
     assert res.exit_code == 0, res.output
     assert len(json.loads(res.stdout)) == 2
@@ -93,22 +93,19 @@ def test_cli_errors(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ray_search_two_concurrent_trials_then_resume(tiny_dataset: Path, tmp_path: Path) -> None:
     ray = pytest.importorskip("ray")
-    from naslung.search.runner import SearchConfig, run_search
+    from naslung.search.config import ExecutorConfig, LatencyConfig, SearchConfig, SpaceConfig
+    from naslung.search.runner import run_search
+    from naslung.train.config import TrainConfig
 
     def cfg(budget: int) -> SearchConfig:
         return SearchConfig(
             out=str(tmp_path / "ray"),
             data=str(tiny_dataset),
             budget_trials=budget,
-            epochs=1,
-            executor="ray",
-            concurrency=2,
-            channels=(4, 8),
-            depth_range=(3, 4),
-            latency_samples=6,
-            latency_repeats=2,
-            batch_size=8,
-            num_threads=1,
+            train=TrainConfig(epochs=1, batch_size=8, num_threads=1),
+            executor=ExecutorConfig(name="ray", concurrency=2),
+            space=SpaceConfig(channels=(4, 8), depth_range=(3, 4)),
+            latency=LatencyConfig(samples=6, repeats=2),
         )
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from naslung.cli.app import app
-from naslung.search.members import read_members, search_train_fields, write_members
-from naslung.search.records import read_config, read_trials
+from naslung.search.members import read_members, write_members
+from naslung.search.records import read_trials
 from naslung.search.select import select_from_dir
 from naslung.train.config import TrainConfig
 
@@ -33,11 +33,11 @@ def test_members_hold_the_search_training_settings(search_dir: Path) -> None:
     members = read_members(path)
     assert members.exclude_folds == (1, 2, 3, 4, 5) and len(members.members) == 2
     assert members.dataset_fingerprint
-    config = read_config(search_dir)["config"]
     seeds = {r["spec"]: r["seed"] for r in read_trials(search_dir)}
     for member, record in zip(members.members, chosen, strict=True):
-        want = TrainConfig(**{**search_train_fields(config), "arch": record["spec"],
-                              "seed": seeds[record["spec"]]})
+        # The TrainConfig defaults (the recipe of train/cv) with the search's options, split seed and metric.
+        want = TrainConfig(arch=record["spec"], seed=seeds[record["spec"]], epochs=1, device="cpu",
+                           num_threads=1, split_seed=3, select_metric="accuracy")
         assert member.config == want
         assert member.config.split_seed == 3 and member.config.epochs == 1
         assert member.record["spec"] == record["spec"]

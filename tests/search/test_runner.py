@@ -12,16 +12,18 @@ import pytest
 
 from naslung.models.spec import ArchSpec
 from naslung.search import records as rec
+from naslung.search.config import LatencyConfig, SearchConfig, SpaceConfig
+from naslung.search.driver import trial_seed
 from naslung.search.objective import SyntheticEvaluator
 from naslung.search.pop import pareto_front, prune_mask
-from naslung.search.runner import SearchConfig, run_search, trial_seed
+from naslung.search.runner import run_search
 from naslung.search.select import select_from_dir, select_members
 
 from .conftest import SMALL
 
 
 def config(out: Path, **kw: Any) -> SearchConfig:
-    return SearchConfig(out=str(out), latency_samples=12, **SMALL, **kw)
+    return SearchConfig(out=str(out), space=SpaceConfig(**SMALL), latency=LatencyConfig(samples=12), **kw)
 
 
 def test_local_search_writes_every_output(tmp_path: Path) -> None:
@@ -114,9 +116,8 @@ def test_patience_time_and_latency_budgets(tmp_path: Path) -> None:
 
 def test_exhausting_a_tiny_space_recovers_its_true_front(tmp_path: Path) -> None:
     ev = SyntheticEvaluator()
-    cfg = SearchConfig(
-        out=str(tmp_path), channels=(4, 8, 16), depth_range=(3, 5), budget_trials=None, latency_samples=12
-    )
+    cfg = SearchConfig(out=str(tmp_path), space=SpaceConfig(channels=(4, 8, 16), depth_range=(3, 5)),
+                       budget_trials=None, latency=LatencyConfig(samples=12))
     res = run_search(cfg, ev)
     assert res.stop_reason == "search space exhausted"
     space = res.state.space

@@ -10,7 +10,10 @@ from typing import Any
 import typer
 
 from naslung.cli.common import fail, pct
+from naslung.options import ATTENTIONS, DEVICES, EXECUTORS, LOSSES, METRICS, choices
+from naslung.search.config import SearchConfig
 from naslung.search.select import DEFAULT_WEIGHT
+from naslung.train.config import RECIPES
 
 app = typer.Typer(
     help="POP architecture search (paper section 3.4). Run `naslung search --data FILE ...`; "
@@ -24,20 +27,59 @@ def register(root: typer.Typer) -> None:
     root.add_typer(app, name="search")
 
 
-
-
 def _data_note(data: Path) -> str:
     """``"phantom data"`` when the dataset was rendered by the LIDC phantom (its numbers are not LIDC's)."""
-    from naslung.explain.provenance import is_phantom
+    from naslung.data.dataset import read_source_kind
 
     try:
-        from naslung.data.dataset import read_attrs
-
-        prov = read_attrs(data).get("provenance") or {}
+        kind = read_source_kind(data)
     except (OSError, ValueError):
         return ""
-    # The provenance's "phantom" entry, not the word: real LUNA16 datasets carry "phantom": null.
-    return "phantom data (not LIDC accuracy)" if is_phantom(prov) else ""
+    return "phantom data (not LIDC accuracy)" if kind == "phantom" else ""
+
+
+#: Where a search goes when --out is not given.
+DEFAULT_OUT = Path("runs/search")
+#: SearchConfig's defaults, shown in help texts (never restated as option defaults: unset options are None).
+_D = SearchConfig(out=str(DEFAULT_OUT))
+
+
+def _default(value: Any) -> str:
+    if isinstance(value, tuple):
+        value = ",".join(str(v) for v in value)
+    return f"(default {'none' if value is None else value})"
+
+
+HELP = {
+    "budget_trials": f"stop after this many trained candidates {_default(_D.budget_trials)}",
+    "budget_minutes": f"stop starting trials after this many minutes {_default(_D.budget_minutes)}",
+    "patience": f"stop when the front is unchanged for K trials {_default(_D.patience)}",
+    "epochs": f"training epochs per candidate (paper: 10) {_default(_D.train.epochs)}",
+    "recipe": f"training recipe of every candidate: {choices(tuple(RECIPES))} (default: the TrainConfig "
+              "defaults, as naslung train/cv)",
+    "metric": f"inner-validation objective: {choices(METRICS)} {_default(_D.metric)}",
+    "latency_budget_ms": f"sample only candidates predicted at or under it {_default(_D.latency_budget_ms)}",
+    "attention": f"{choices(ATTENTIONS)} {_default(_D.train.attention)}",
+    "loss": f"{choices(LOSSES)} ('none'+'softmax': NAS (base)) {_default(_D.train.loss)}",
+    "seed": f"search, trial and inner-split seed {_default(_D.seed)}",
+    "exclude_folds": "folds the search never sees, e.g. 1-5, or none "
+                     f"{_default(_D.exclude_folds)}: the paper's test folds",
+    "executor": f"{choices(EXECUTORS)} (local: sequential; ray: Ray Tune) {_default(_D.executor.name)}",
+    "concurrency": "parallel trials (default 2 on ray, 1 locally)",
+    "cpus_per_trial": f"{_default(_D.executor.cpus_per_trial)}",
+    "gpus_per_trial": f"{_default(_D.executor.gpus_per_trial)}",
+    "ray_address": "auto or HOST:PORT (default: a local Ray)",
+    "channels": f"channel set of the space (eq. 6) {_default(_D.space.channels)}",
+    "min_depth": f"smallest L+M+N {_default(_D.space.depth_range[0])}",
+    "max_depth": f"largest L+M+N {_default(_D.space.depth_range[1])}",
+    "batch_size": f"{_default(_D.train.batch_size)}",
+    "device": f"training device: {choices(DEVICES)} {_default(_D.train.device)}",
+    "threads": "torch CPU threads for training (default: torch's)",
+    "latency_samples": f"candidates timed to fit the latency model {_default(_D.latency.samples)}",
+    "latency_repeats": f"timed runs per latency (median) {_default(_D.latency.repeats)}",
+    "latency_threads": f"CPU threads for latency timing {_default(_D.latency.threads)}",
+    "latency_device": f"{choices(DEVICES)} {_default(_D.latency.device)}",
+}
 
 
 @app.callback()
@@ -46,49 +88,36 @@ def search(
     data: Path | None = typer.Option(
         None, "--data", help="crop dataset file (naslung data prepare / phantom)"
     ),
-    out: Path = typer.Option(Path("runs/search"), "--out", help="search folder"),
-    budget_trials: int | None = typer.Option(
-        50, "--budget-trials", help="stop after this many trials in total"
-    ),
-    budget_minutes: float | None = typer.Option(
-        None, "--budget-minutes", help="stop starting trials after this many minutes"
-    ),
-    patience: int | None = typer.Option(
-        None, "--patience", help="stop when the front is unchanged for K trials"
-    ),
-    epochs: int = typer.Option(10, "--epochs", help="training epochs per candidate (paper: 10)"),
-    metric: str = typer.Option("accuracy", "--metric", help="inner-validation objective: accuracy or f1"),
+    out: Path = typer.Option(DEFAULT_OUT, "--out", help="search folder"),
+    budget_trials: int | None = typer.Option(None, "--budget-trials", help=HELP["budget_trials"]),
+    budget_minutes: float | None = typer.Option(None, "--budget-minutes", help=HELP["budget_minutes"]),
+    patience: int | None = typer.Option(None, "--patience", help=HELP["patience"]),
+    epochs: int | None = typer.Option(None, "--epochs", help=HELP["epochs"]),
+    recipe: str | None = typer.Option(None, "--recipe", help=HELP["recipe"]),
+    metric: str | None = typer.Option(None, "--metric", help=HELP["metric"]),
     latency_budget_ms: float | None = typer.Option(
-        None, "--latency-budget-ms", help="sample only candidates predicted at or under it"
+        None, "--latency-budget-ms", help=HELP["latency_budget_ms"]
     ),
-    attention: str = typer.Option("cbam", "--attention", help="cbam, cbam-spatial-first or none"),
-    loss: str = typer.Option("asoftmax", "--loss", help="asoftmax or softmax ('none'+'softmax': NAS (base))"),
-    seed: int = typer.Option(0, "--seed"),
+    attention: str | None = typer.Option(None, "--attention", help=HELP["attention"]),
+    loss: str | None = typer.Option(None, "--loss", help=HELP["loss"]),
+    seed: int | None = typer.Option(None, "--seed", help=HELP["seed"]),
     resume: bool = typer.Option(False, "--resume", help="continue the search in --out from trials.jsonl"),
-    exclude_folds: str = typer.Option(
-        "1-5", "--exclude-folds", help="folds the search never sees (default: the paper's test folds)"
-    ),
-    executor: str = typer.Option("local", "--executor", help="local (sequential) or ray (Ray Tune)"),
-    concurrency: int | None = typer.Option(
-        None, "--concurrency", help="parallel trials (ray only; default 2)"
-    ),
-    cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial"),
-    gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial"),
-    ray_address: str | None = typer.Option(
-        None, "--ray-address", help="auto or HOST:PORT (default: local Ray)"
-    ),
-    channels: str = typer.Option("4,8,16,32,64,128", "--channels", help="channel set of the space (eq. 6)"),
-    min_depth: int = typer.Option(3, "--min-depth", help="smallest L+M+N"),
-    max_depth: int = typer.Option(9, "--max-depth", help="largest L+M+N"),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    device: str = typer.Option("auto", "--device", help="training device: auto, cpu or cuda"),
-    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads for training"),
-    latency_samples: int = typer.Option(
-        40, "--latency-samples", help="candidates timed to fit the latency model"
-    ),
-    latency_repeats: int = typer.Option(10, "--latency-repeats", help="timed runs per latency (median)"),
-    latency_threads: int = typer.Option(1, "--latency-threads", help="CPU threads for latency timing"),
-    latency_device: str = typer.Option("cpu", "--latency-device", help="cpu, cuda or auto"),
+    exclude_folds: str | None = typer.Option(None, "--exclude-folds", help=HELP["exclude_folds"]),
+    executor: str | None = typer.Option(None, "--executor", help=HELP["executor"]),
+    concurrency: int | None = typer.Option(None, "--concurrency", help=HELP["concurrency"]),
+    cpus_per_trial: float | None = typer.Option(None, "--cpus-per-trial", help=HELP["cpus_per_trial"]),
+    gpus_per_trial: float | None = typer.Option(None, "--gpus-per-trial", help=HELP["gpus_per_trial"]),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=HELP["ray_address"]),
+    channels: str | None = typer.Option(None, "--channels", help=HELP["channels"]),
+    min_depth: int | None = typer.Option(None, "--min-depth", help=HELP["min_depth"]),
+    max_depth: int | None = typer.Option(None, "--max-depth", help=HELP["max_depth"]),
+    batch_size: int | None = typer.Option(None, "--batch-size", help=HELP["batch_size"]),
+    device: str | None = typer.Option(None, "--device", help=HELP["device"]),
+    threads: int | None = typer.Option(None, "--threads", help=HELP["threads"]),
+    latency_samples: int | None = typer.Option(None, "--latency-samples", help=HELP["latency_samples"]),
+    latency_repeats: int | None = typer.Option(None, "--latency-repeats", help=HELP["latency_repeats"]),
+    latency_threads: int | None = typer.Option(None, "--latency-threads", help=HELP["latency_threads"]),
+    latency_device: str | None = typer.Option(None, "--latency-device", help=HELP["latency_device"]),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Search the space of eq. 5-6 with POP; writes trials.jsonl, pareto.json and pareto.png into --out."""
@@ -96,40 +125,40 @@ def search(
         return
     if data is None:
         raise typer.BadParameter("a search needs --data (a naslung crop dataset file)", param_hint="--data")
-    from naslung.search.objective import parse_folds
-    from naslung.search.runner import SearchConfig
     from naslung.search.space import parse_channels
+    from naslung.train.splits import parse_folds
 
     try:
-        config = SearchConfig(
+        config = SearchConfig.resolve(
+            recipe=recipe,
             out=str(out),
             data=str(data),
             budget_trials=budget_trials,
             budget_minutes=budget_minutes,
             patience=patience,
-            epochs=epochs,
-            metric=metric,
             latency_budget_ms=latency_budget_ms,
+            metric=metric,
+            seed=seed,
+            exclude_folds=None if exclude_folds is None else parse_folds(exclude_folds, allow_empty=True),
+            epochs=epochs,
             attention=attention,
             loss=loss,
-            seed=seed,
-            exclude_folds=parse_folds(exclude_folds),
-            executor=executor,
-            concurrency=concurrency or (2 if executor == "ray" else 1),
-            cpus_per_trial=cpus_per_trial,
-            gpus_per_trial=gpus_per_trial,
-            ray_address=ray_address,
-            channels=parse_channels(channels),
-            depth_range=(min_depth, max_depth),
             batch_size=batch_size,
             device=device,
             num_threads=threads,
+            executor=executor,
+            concurrency=concurrency,
+            cpus_per_trial=cpus_per_trial,
+            gpus_per_trial=gpus_per_trial,
+            ray_address=ray_address,
+            channels=None if channels is None else parse_channels(channels),
+            min_depth=min_depth,
+            max_depth=max_depth,
             latency_samples=latency_samples,
             latency_repeats=latency_repeats,
             latency_threads=latency_threads,
             latency_device=latency_device,
         )
-        _check_train_options(attention, loss)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     note = _data_note(data)
@@ -140,7 +169,7 @@ def search(
         return
     summary = {**result.summary, "latency_model": result.latency_model.metrics, "out": str(out), "note": note}
     if as_json:
-        from naslung.search.runner import front_records
+        from naslung.search.driver import front_records
 
         typer.echo(
             json.dumps(
@@ -153,16 +182,7 @@ def search(
         _print_summary(result, summary)
 
 
-def _check_train_options(attention: str, loss: str) -> None:
-    from naslung.train.config import ATTENTIONS, LOSSES
-
-    if attention not in ATTENTIONS:
-        raise ValueError(f"unknown attention {attention!r}; valid: {', '.join(ATTENTIONS)}")
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
-
-
-def _run_with_progress(config: Any, resume: bool, quiet: bool, note: str) -> Any:
+def _run_with_progress(config: SearchConfig, resume: bool, quiet: bool, note: str) -> Any:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -212,7 +232,7 @@ def _print_summary(result: Any, summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from naslung.search.runner import front_records
+    from naslung.search.driver import front_records
 
     console = Console()
     s = summary

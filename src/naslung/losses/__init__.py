@@ -8,8 +8,7 @@ from torch import nn
 
 from naslung.losses.asoftmax import AngularSoftmaxLoss, cos_m_theta, psi
 from naslung.losses.softmax import SoftmaxLoss
-
-LOSSES: tuple[str, ...] = ("asoftmax", "softmax")
+from naslung.options import LOSSES, check_option
 
 __all__ = ["LOSSES", "AngularSoftmaxLoss", "SoftmaxLoss", "build_criterion", "cos_m_theta", "psi"]
 
@@ -21,8 +20,7 @@ def build_criterion(loss: str, model: nn.Module, **kwargs: Any) -> nn.Module:
     arguments ``m``, ``base``, ``gamma``, ``power``, ``lambda_min``, ``class_weight``). ``"softmax"``:
     cross-entropy on ``model.head(features)`` (keyword argument ``class_weight`` only).
     """
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
+    check_option("loss", loss, LOSSES)
     head = getattr(model, "head", None)
     if not isinstance(head, nn.Module):
         raise ValueError("the model has no 'head' module")

@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from naslung.options import LATENCY_KINDS as KINDS
+
 FEATURES: tuple[str, ...] = ("macs", "activation_bytes", "depth")
-KINDS: tuple[str, ...] = ("linear", "loglinear")
 SCHEMA = "naslung-latency-model"
 SCHEMA_VERSION = 2
 #: Feature scales so that the least-squares problem is well conditioned (MACs in millions, bytes in MB).

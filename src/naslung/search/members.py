@@ -8,11 +8,11 @@
      "members": [{"name": "m01-...", "config": {<full TrainConfig>}, "record": {<selection record>}}, ...]}
 
 Each member's ``config`` is the full :class:`~naslung.train.config.TrainConfig` the search trained that
-candidate with (:func:`search_train_fields` is the single mapping from search settings to training
-settings, used by the search's evaluator too), with the candidate's ``arch`` and seed, and the final epoch
-budget when ``select --epochs`` asks for one. ``naslung cv --members``, ``naslung ensemble`` and the demo read
-it, so nobody pastes specs between the stages. ``exclude_folds`` travels with it: training a member on a fold
-that the search saw is refused (:mod:`naslung.protocol`).
+candidate with (:meth:`SearchConfig.candidate <naslung.search.config.SearchConfig.candidate>`: the search's
+training recipe with the candidate's ``arch`` and seed, as the search's evaluator used it), with the final
+epoch budget when ``select --epochs`` asks for one. ``naslung cv --members``, ``naslung ensemble`` and the
+demo read it, so nobody pastes specs between the stages. ``exclude_folds`` travels with it: training a
+member on a fold that the search saw is refused (:mod:`naslung.protocol`).
 """
 
 from __future__ import annotations
@@ -28,21 +28,6 @@ from naslung.train.config import TrainConfig
 MEMBERS = "members.json"
 SCHEMA = "naslung-members"
 SCHEMA_VERSION = 1
-
-#: SearchConfig fields that are training settings, by TrainConfig field name.
-_TRAIN_FROM_SEARCH = {"epochs": "epochs", "attention": "attention", "loss": "loss", "metric": "select_metric",
-                      "batch_size": "batch_size", "device": "device", "num_threads": "num_threads"}
-
-
-def search_train_fields(search_config: dict[str, Any]) -> dict[str, Any]:
-    """TrainConfig fields shared by every candidate of a search (``arch`` and ``seed`` vary per trial).
-
-    The inner split is seeded by the search's seed for every trial, so all candidates validate on the same
-    nodules; every other field is the TrainConfig default, i.e. the one training recipe.
-    """
-    fields = {train: search_config[key] for key, train in _TRAIN_FROM_SEARCH.items() if key in search_config}
-    fields["split_seed"] = int(search_config.get("seed", 0))
-    return fields
 
 
 @dataclass(frozen=True)
@@ -75,25 +60,28 @@ def member_name(rank: int, spec: str) -> str:
 
 def write_members(search_dir: str | Path, chosen: list[dict[str, Any]], *, top: int, weight: float,
                   epochs: int | None = None) -> Path:
-    """Write ``search_dir/members.json`` for the ``chosen`` selection records (``select_members``)."""
+    """Write ``search_dir/members.json`` for the ``chosen`` selection records (``select_members``).
+
+    Reads the search's settings in either form of ``search_config.json`` (nested, or the flat form of older
+    searches, whose unrecorded training fields take today's TrainConfig defaults).
+    """
     from naslung.search.records import read_config, read_trials
+    from naslung.search.resume import saved_config
 
     search_dir = Path(search_dir)
     saved = read_config(search_dir)
-    config = saved.get("config", {})
+    search = saved_config(search_dir)
     seeds = {r["index"]: r.get("seed") for r in read_trials(search_dir)}
-    shared = search_train_fields(config)
     members = []
     for record in chosen:
-        seed = int(seeds.get(record["index"]) or 0)
-        train = TrainConfig(**{**shared, "arch": record["spec"], "seed": seed})
+        train = search.candidate(record["spec"], int(seeds.get(record["index"]) or 0))
         if epochs is not None:
             train = train.replace(epochs=int(epochs))
         members.append({"name": member_name(int(record["rank"]), record["spec"]), "config": train.to_dict(),
                         "record": record})
     payload = {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "search": str(search_dir),
-        "exclude_folds": [int(f) for f in config.get("exclude_folds") or ()],
+        "exclude_folds": list(search.exclude_folds),
         "dataset_fingerprint": (saved.get("dataset") or {}).get("fingerprint"),
         "selection": {"top": int(top), "weight": float(weight), "epochs": epochs},
         "members": members,

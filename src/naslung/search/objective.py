@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from naslung.models.spec import ArchSpec
+from naslung.train.config import TrainConfig
 
 #: Test folds of the paper's protocol (section 4.1): the search never looks at them by default.
 PAPER_TEST_FOLDS: tuple[int, ...] = (1, 2, 3, 4, 5)
@@ -43,26 +44,6 @@ class Evaluator(Protocol):
     def __call__(self, spec: ArchSpec, seed: int) -> dict[str, Any]: ...
 
 
-def parse_folds(text: str | None) -> tuple[int, ...]:
-    """``"1-5"``, ``"1,3,7-9"``, ``""``/``"none"`` -> sorted fold tuple (LUNA16 subsets 0-9)."""
-    if text is None or text.strip().lower() in ("", "none"):
-        return ()
-    folds: set[int] = set()
-    for part in text.replace(" ", "").split(","):
-        try:
-            if "-" in part:
-                lo, hi = (int(p) for p in part.split("-", 1))
-                folds.update(range(lo, hi + 1))
-            else:
-                folds.add(int(part))
-        except ValueError:
-            raise ValueError(f"bad fold list {text!r}: use e.g. '1-5' or '1,3,5'") from None
-    bad = sorted(f for f in folds if not 0 <= f <= 9)
-    if bad:
-        raise ValueError(f"folds {bad} are outside the LUNA16 subsets 0-9")
-    return tuple(sorted(folds))
-
-
 def development_rows(fold: np.ndarray, exclude_folds: tuple[int, ...]) -> np.ndarray:
     """Boolean mask of the rows the search may use (not in an excluded fold)."""
     return ~np.isin(np.asarray(fold), np.asarray(exclude_folds, dtype=np.int64))
@@ -77,15 +58,15 @@ class TrainEvaluator:
 
     Args:
         data_path: crop dataset file (``naslung-crops``).
-        train: :class:`~naslung.train.config.TrainConfig` fields shared by all candidates (epochs, attention,
-            loss, select_metric, batch_size, device, num_threads, ...); ``arch`` and ``seed`` vary per trial.
+        train: the :class:`~naslung.train.config.TrainConfig` every candidate trains with (a dict of its
+            fields is accepted); ``arch`` and ``seed`` are replaced per trial.
         exclude_folds: folds removed before training (default: the paper's test folds 1-5).
         latency: options of :func:`naslung.models.cost.measure_latency` (device, threads, warmup, repeats).
         size, spatial_dims: model input; read from the dataset attributes when ``None``.
     """
 
     data_path: str
-    train: dict[str, Any]
+    train: TrainConfig
     exclude_folds: tuple[int, ...] = PAPER_TEST_FOLDS
     latency: dict[str, Any] = field(default_factory=dict)
     size: int | None = None
@@ -93,6 +74,8 @@ class TrainEvaluator:
     _dev: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if isinstance(self.train, dict):
+            self.train = TrainConfig.from_dict(self.train)
         if self.size is None or self.spatial_dims is None:
             from naslung.data.dataset import read_attrs
 
@@ -107,10 +90,7 @@ class TrainEvaluator:
 
     @property
     def options(self) -> dict[str, str]:
-        from naslung.train.config import HEAD_FOR_LOSS
-
-        loss = self.train.get("loss", "asoftmax")
-        return {"attention": self.train.get("attention", "cbam"), "head": HEAD_FOR_LOSS[loss]}
+        return {"attention": self.train.attention, "head": self.train.head}
 
     def development_data(self) -> Any:
         """The dataset restricted to the non-excluded folds (cached per process)."""
@@ -165,11 +145,10 @@ class TrainEvaluator:
         }
 
     def __call__(self, spec: ArchSpec, seed: int) -> dict[str, Any]:
-        from naslung.train.config import TrainConfig
         from naslung.train.engine import fit
 
         dev = self.development_data()
-        config = TrainConfig(**{**self.train, "arch": str(spec), "seed": int(seed)})
+        config = self.train.replace(arch=str(spec), seed=int(seed))
         t0 = time.perf_counter()
         # test_fold=None: no test fold at all; the engine's inner validation split comes from these folds.
         result = fit(dev, config, test_fold=None)

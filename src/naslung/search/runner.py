@@ -14,284 +14,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from naslung.models.spec import PAPER_CHANNELS, PAPER_DEPTH, ArchSpec
 from naslung.search import records as rec
+from naslung.search.config import SearchConfig
 from naslung.search.costs import space_costs
+from naslung.search.driver import SearchDriver, SearchFailedError, summary, write_pareto
 from naslung.search.latency_model import FEATURES, LatencyModel, cached_model, calibrate
-from naslung.search.objective import PAPER_TEST_FOLDS, Evaluator, TrainEvaluator
+from naslung.search.objective import Evaluator, TrainEvaluator
 from naslung.search.pop import PopState
+from naslung.search.resume import check_resume, replay
 from naslung.search.space import SearchSpace
 
-METRICS = ("accuracy", "f1")
-EXECUTORS = ("local", "ray")
-#: Settings that decide the numbers; a resumed search must keep them (budgets, executor, patience may change).
-IDENTITY = (
-    "data",
-    "epochs",
-    "metric",
-    "attention",
-    "loss",
-    "seed",
-    "exclude_folds",
-    "channels",
-    "depth_range",
-    "batch_size",
-    "latency_budget_ms",
-)
-#: Consecutive failures at the start of a search that mean the set-up itself is broken.
-MAX_INITIAL_FAILURES = 3
-#: Failed trials do not consume the trial budget; this many failures in a row stop the search anyway.
-MAX_CONSECUTIVE_FAILURES = 10
-DEVICES = ("auto", "cpu", "cuda")
-
-
-class SearchFailedError(RuntimeError):
-    """No trial of the search trained successfully (the search exits non-zero)."""
-
-
-@dataclass
-class SearchConfig:
-    """Everything that configures a search (written resolved to ``search_config.json``).
-
-    Defaults follow the paper where it speaks: CBAM + A-Softmax candidates, 10 epochs per candidate (section
-    4.1.3), channels {4..128}, depth 3-9. ``budget_trials``/``patience``/``budget_minutes`` set to ``None``
-    disable that stop. The time budget stops *new* trials; running ones finish and are recorded.
-    """
-
-    out: str
-    data: str | None = None
-    budget_trials: int | None = 50
-    budget_minutes: float | None = None
-    patience: int | None = None
-    epochs: int = 10
-    metric: str = "accuracy"
-    latency_budget_ms: float | None = None
-    attention: str = "cbam"
-    loss: str = "asoftmax"
-    seed: int = 0
-    exclude_folds: tuple[int, ...] = PAPER_TEST_FOLDS
-    executor: str = "local"
-    concurrency: int = 1
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    ray_address: str | None = None
-    channels: tuple[int, ...] = PAPER_CHANNELS
-    depth_range: tuple[int, int] = PAPER_DEPTH
-    batch_size: int = 32
-    device: str = "auto"
-    num_threads: int | None = None
-    latency_samples: int = 40
-    latency_warmup: int = 3
-    latency_repeats: int = 10
-    latency_threads: int = 1
-    latency_device: str = "cpu"
-    latency_kind: str = "linear"
-
-    def __post_init__(self) -> None:
-        self.exclude_folds = tuple(int(f) for f in self.exclude_folds)
-        self.channels = tuple(int(c) for c in self.channels)
-        self.depth_range = (int(self.depth_range[0]), int(self.depth_range[1]))
-        if self.metric not in METRICS:
-            raise ValueError(f"unknown metric {self.metric!r}; valid: {', '.join(METRICS)}")
-        if self.executor not in EXECUTORS:
-            raise ValueError(f"unknown executor {self.executor!r}; valid: {', '.join(EXECUTORS)}")
-        for name in ("budget_trials", "patience", "concurrency", "epochs", "latency_samples"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if self.budget_minutes is not None and self.budget_minutes <= 0:
-            raise ValueError(f"budget_minutes must be positive, got {self.budget_minutes}")
-        for name in ("batch_size", "latency_repeats", "latency_threads", "cpus_per_trial"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_threads is not None and self.num_threads < 1:
-            raise ValueError(f"num_threads (--threads) must be >= 1, got {self.num_threads}")
-        for name in ("device", "latency_device"):
-            if getattr(self, name) not in DEVICES:
-                raise ValueError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(DEVICES)}")
-        if self.latency_samples < len(FEATURES) + 2:
-            raise ValueError(f"latency_samples must be >= {len(FEATURES) + 2} to fit the latency model, "
-                             f"got {self.latency_samples}")
-        outside = [f for f in self.exclude_folds if not 0 <= f <= 9]
-        if outside:
-            raise ValueError(f"exclude_folds {outside} are outside the LUNA16 subsets 0-9")
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for key in ("exclude_folds", "channels", "depth_range"):
-            data[key] = list(data[key])
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-@dataclass
-class Trial:
-    """A suggested candidate on its way through an executor."""
-
-    index: int
-    spec: ArchSpec
-    seed: int
-    started: str
-    t0: float = field(default_factory=time.perf_counter)
-
-
-def trial_seed(seed: int, index: int) -> int:
-    """Training seed of a candidate: depends on the search seed and the architecture, not on the order."""
-    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0] % (2**31 - 1))
-
-
-class SearchDriver:
-    """Glue between :class:`PopState` and an executor: suggests trials, records results, checks budgets."""
-
-    def __init__(
-        self,
-        config: SearchConfig,
-        state: PopState,
-        costs: dict[str, np.ndarray],
-        evaluator: Evaluator,
-        out: Path,
-        records: list[dict[str, Any]],
-        on_record: Callable[[dict[str, Any]], None] | None = None,
-    ) -> None:
-        self.config, self.state, self.costs, self.evaluator, self.out = config, state, costs, evaluator, out
-        self.records = records
-        self.on_record = on_record
-        self.started = time.perf_counter()
-        self.deadline = (
-            None if config.budget_minutes is None else self.started + 60.0 * float(config.budget_minutes)
-        )
-        self.stopped: str | None = None
-        self._fresh_failures = 0
-        self._failures_in_a_row = 0
-        #: Candidates that failed before a resume: trained again first.
-        self.retry: list[int] = []
-
-    def stop_reason(self) -> str | None:
-        """Why to stop now, or None. Only successful (and running) trials count towards the trial budget."""
-        budget = self.config.budget_trials
-        if budget is not None and len(self.state.trained) + len(self.state.running) >= budget:
-            return "trial budget"
-        if self._failures_in_a_row >= MAX_CONSECUTIVE_FAILURES:
-            return f"{MAX_CONSECUTIVE_FAILURES} failed trials in a row"
-        reason = None if self.retry else self.state.stop_reason(None, self.config.patience)
-        if reason is None and self.deadline is not None and time.perf_counter() >= self.deadline:
-            reason = "time budget"
-        return reason
-
-    def next_trial(self) -> Trial | None:
-        """The next candidate to train, or ``None`` (and :attr:`stopped` set) when the search should stop."""
-        self.stopped = self.stop_reason()
-        if self.stopped is not None:
-            return None
-        if self.retry:
-            index: int | None = self.retry.pop(0)
-            self.state.running.add(int(index))
-        else:
-            index = self.state.suggest()
-        if index is None:  # pragma: no cover - stop_reason already covers an empty candidate set
-            self.stopped = "search space exhausted"
-            return None
-        return Trial(index, self.state.space[index], trial_seed(self.config.seed, index), rec.now_iso())
-
-    def finish(
-        self, trial: Trial, outcome: dict[str, Any] | None, error: str | None = None
-    ) -> dict[str, Any]:
-        """Record a finished trial (``outcome`` from the evaluator, or ``error``), prune, persist."""
-        wall = time.perf_counter() - trial.t0
-        score = None
-        if outcome is not None and error is None:
-            value = outcome.get("metrics", {}).get(self.config.metric)
-            if value is not None and np.isfinite(value):
-                score = float(value)
-            else:
-                error = f"validation {self.config.metric} is undefined ({value})"
-        latency = outcome.get("latency_ms") if outcome else None
-        changed = self.state.complete(trial.index, score, latency if score is not None else None)
-        i = trial.index
-        outcome = outcome or {}
-        record = rec.trial_record(
-            trial=len(self.records),
-            index=i,
-            spec=str(trial.spec),
-            status="ok" if score is not None else "error",
-            error=error,
-            metric=self.config.metric,
-            score=score,
-            val_metrics=outcome.get("metrics"),
-            epochs=outcome.get("epochs"),
-            epoch=outcome.get("epoch"),
-            seed=trial.seed,
-            params=int(self.costs["params"][i]),
-            macs=int(self.costs["macs"][i]),
-            activation_bytes=int(self.costs["activation_bytes"][i]),
-            latency_ms=latency,
-            latency_pred_ms=float(self.state.latency[i]),
-            latency_device=outcome.get("latency_device"),
-            latency_threads=outcome.get("latency_threads"),
-            wall_s=wall,
-            train_seconds=outcome.get("train_seconds"),
-            started=trial.started,
-            finished=rec.now_iso(),
-            executor=self.config.executor,
-            front_changed=changed,
-            pruned=int(self.state.pruned.sum()),
-            remaining=int(len(self.state.candidates())),
-        )
-        rec.append_trial(self.out, record)
-        self.records.append(record)
-        write_pareto(self.out, self.state, self.records, self.stop_reason())
-        if self.on_record is not None:
-            self.on_record(record)
-        self._fresh_failures = self._fresh_failures + 1 if score is None and not self.state.trained else 0
-        self._failures_in_a_row = self._failures_in_a_row + 1 if score is None else 0
-        if self._fresh_failures >= MAX_INITIAL_FAILURES:
-            raise SearchFailedError(
-                f"{self.out}: the first {MAX_INITIAL_FAILURES} trials all failed; last error: {error}")
-        return record
-
-
-def front_records(state: PopState, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The trial records of the current front, by measured latency ascending."""
-    by_index = {r["index"]: r for r in records if r["status"] == "ok"}
-    keys = (
-        "index",
-        "spec",
-        "score",
-        "val_metrics",
-        "latency_ms",
-        "latency_pred_ms",
-        "latency_device",
-        "params",
-        "macs",
-        "trial",
-    )
-    return [{k: by_index[i][k] for k in keys} for i in state.front]
-
-
-def summary(state: PopState, stop: str | None = None) -> dict[str, Any]:
-    s: dict[str, Any] = dict(state.summary())
-    s["pruned_fraction"] = s["pruned"] / s["space"] if s["space"] else 0.0
-    s["stop_reason"] = stop
-    return s
-
-
-def write_pareto(out: Path, state: PopState, records: list[dict[str, Any]], stop: str | None = None) -> None:
-    rec.write_pareto(out, front_records(state, records), summary(state, stop))
+__all__ = ["SearchConfig", "SearchFailedError", "SearchResult", "run_search"]
 
 
 @dataclass
 class SearchResult:
-    """What :func:`run_search` returns."""
+    """What :func:`run_search` returns; ``config`` is the search's resolved configuration."""
 
     out: Path
     state: PopState
@@ -300,6 +44,7 @@ class SearchResult:
     stop_reason: str | None
     seconds: float
     new_trials: int
+    config: SearchConfig
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -326,57 +71,33 @@ def trained_latency_error(records: list[dict[str, Any]]) -> float | None:
 
 
 def default_evaluator(config: SearchConfig) -> TrainEvaluator:
-    """The training-engine evaluator for ``config.data``."""
+    """The training-engine evaluator for ``config.data``: every candidate trains with ``config.train``."""
     if config.data is None:
         raise ValueError("a search needs --data (a naslung crop dataset file)")
-    from naslung.search.members import search_train_fields
-
-    train = search_train_fields(config.to_dict())
-    latency = {
-        "device": config.latency_device,
-        "threads": config.latency_threads,
-        "warmup": config.latency_warmup,
-        "repeats": config.latency_repeats,
-    }
     return TrainEvaluator(
         data_path=str(Path(config.data).resolve()),
-        train=train,
+        train=config.train,
         exclude_folds=config.exclude_folds,
-        latency=latency,
+        latency=config.latency.measure_options(),
     )
-
-
-def _check_resume(out: Path, config: SearchConfig, fingerprint: str | None) -> None:
-    from naslung.fingerprint import check_same
-
-    recorded = rec.read_config(out)
-    if fingerprint is not None:
-        check_same((recorded.get("dataset") or {}).get("fingerprint"), fingerprint, out, "resume the search")
-    saved = recorded.get("config", {})
-    now = config.to_dict()
-    if saved.get("data") and now.get("data"):
-        now["data"] = str(Path(now["data"]).resolve())
-    differ = [k for k in IDENTITY if saved.get(k) != now.get(k)]
-    if differ:
-        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in differ)
-        raise ValueError(f"{out}: cannot resume with changed settings ({detail}); use another --out")
 
 
 def latency_context(config: SearchConfig, evaluator: Evaluator, space: SearchSpace) -> dict[str, Any]:
     """What the latency model depends on: device, threads, input, options, space, sample and fit settings."""
     import torch
 
+    lat = config.latency
     return {
         "device": evaluator.device_label(),
-        "threads": config.latency_threads,
+        "threads": lat.threads,
         "size": evaluator.size,
         "spatial_dims": evaluator.spatial_dims,
         **evaluator.options,
         "space": space.config(),
-        "samples": config.latency_samples,
-        "warmup": config.latency_warmup,
-        "repeats": config.latency_repeats,
-        "kind": config.latency_kind,
+        "samples": lat.samples,
+        "warmup": lat.warmup,
+        "repeats": lat.repeats,
+        "kind": lat.kind,
         "features": list(FEATURES),
         "seed": config.seed,
         "torch": torch.__version__,
@@ -395,8 +116,9 @@ def run_search(
 
     ``plot_note`` is added to the plot title (e.g. "phantom data"); ``on_record`` sees every new trial record.
     Options, devices and the dataset are checked before the first trial; the folder is locked against a
-    second search, a resume against another dataset is refused, failed trials of an earlier run are trained
-    again first, and a search in which no trial succeeds raises :class:`SearchFailedError`.
+    second search, a resume against another dataset or changed settings is refused, failed trials of an
+    earlier run are trained again first, and a search in which no trial succeeds raises
+    :class:`SearchFailedError`. ``config`` itself is never changed; the result carries the resolved one.
     """
     from naslung.lock import output_lock
 
@@ -409,8 +131,8 @@ def check_devices(config: SearchConfig) -> None:
     """Refuse ``cuda`` (training or latency) on a machine without a CUDA device, before any work."""
     import torch
 
-    for name, option in (("device", "--device"), ("latency_device", "--latency-device")):
-        if getattr(config, name) == "cuda" and not torch.cuda.is_available():
+    for device, option in ((config.train.device, "--device"), (config.latency.device, "--latency-device")):
+        if device == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"{option} cuda: no CUDA device is available on this machine")
 
 
@@ -418,11 +140,10 @@ def validate_evaluator(evaluator: Evaluator) -> None:
     """Check a training evaluator's dataset and options once, before the first trial.
 
     Loads the development folds (a file lacking ``labels``, or every fold excluded, fails here), requires
-    both classes there, builds the training configuration and carves the inner validation split.
+    both classes there, resolves the training device and carves the inner validation split.
     """
     if not isinstance(evaluator, TrainEvaluator):
         return
-    from naslung.train.config import TrainConfig
     from naslung.train.engine import data_split, resolve_device
 
     dev = evaluator.development_data()
@@ -431,12 +152,8 @@ def validate_evaluator(evaluator: Evaluator) -> None:
         excluded = list(evaluator.exclude_folds)
         raise ValueError(f"{evaluator.data_path}: the development folds (outside {excluded}) hold only "
                          f"class {classes}; a search needs benign and malignant nodules")
-    try:
-        train = TrainConfig(**{**evaluator.train, "arch": "[4,4,[4],[4],[4]]"})
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"invalid training options for the search: {exc}") from None
-    resolve_device(train.device)
-    data_split(dev, train, None)
+    resolve_device(evaluator.train.device)
+    data_split(dev, evaluator.train, None)
 
 
 def _run_search(
@@ -462,57 +179,26 @@ def _run_search(
         from naslung.fingerprint import file_fingerprint
 
         fingerprint = file_fingerprint(config.data)
+        config = config.replace(data=str(Path(config.data).resolve()))
     if resume and (out / rec.CONFIG).exists():
-        _check_resume(out, config, fingerprint)
-    if config.data is not None:
-        config.data = str(Path(config.data).resolve())
+        check_resume(out, config, fingerprint)
     evaluator = evaluator if evaluator is not None else default_evaluator(config)
     validate_evaluator(evaluator)
     out.mkdir(parents=True, exist_ok=True)
 
     status("enumerating the search space")
-    space = SearchSpace(channels=config.channels, depth_range=config.depth_range)
+    space = SearchSpace(channels=config.space.channels, depth_range=config.space.depth_range)
     costs = space_costs(
         space,
         size=int(evaluator.size or 32),
         spatial_dims=int(evaluator.spatial_dims or 3),
         **evaluator.options,
     )
-
-    model_path = out / rec.LATENCY_MODEL
-    if resume and model_path.exists():
-        latency_model = LatencyModel.load(model_path)
-    else:
-        context = latency_context(config, evaluator, space)
-
-        def build() -> LatencyModel:
-            status(f"calibrating the latency model on {config.latency_samples} measured candidates")
-            return calibrate(
-                costs,
-                lambda i: float(evaluator.measure(space[i])["latency_ms"]),
-                n=config.latency_samples,
-                seed=config.seed,
-                kind=config.latency_kind,
-                context=context,
-            )
-
-        latency_model = cached_model(context, build)
-        latency_model.save(model_path)
+    latency_model = _latency_model(config, evaluator, space, costs, resume, status)
     predicted = np.maximum(latency_model.predict(costs), 1e-6)
 
     state = PopState(space, predicted, config.latency_budget_ms, config.seed)
-    for r in existing:  # replay in completion order: same front history, hence the same patience counter
-        state.complete(
-            space.index(r["spec"]), r["score"] if r["status"] == "ok" else None, r["latency_ms"], prune=False
-        )
-    # Failed candidates (never trained successfully) are trained again, first, and do not count.
-    trained_ok = {space.index(r["spec"]) for r in existing if r["status"] == "ok"}
-    retry = list(dict.fromkeys(space.index(r["spec"]) for r in existing if r["status"] != "ok"))
-    retry = [i for i in retry if i not in trained_ok]
-    state.failed.difference_update(retry)
-    state.reprune()
-    retry = [i for i in retry if not state.pruned[i] and state.in_budget[i]]
-    state.n_suggested = len(existing)
+    retry = replay(state, existing)
     rec.write_config(
         out,
         {
@@ -531,7 +217,7 @@ def _run_search(
 
     driver = SearchDriver(config, state, costs, evaluator, out, list(existing), on_record)
     driver.retry = retry
-    if config.executor == "ray":
+    if config.executor.name == "ray":
         from naslung.search.executors.ray_tune import run_ray
 
         run_ray(driver)
@@ -559,8 +245,34 @@ def _run_search(
         latency_model,
         stop,
         time.perf_counter() - t_start,
-        len(driver.records) - len(existing),
+        len(new),
+        config,
     )
+
+
+def _latency_model(config: SearchConfig, evaluator: Evaluator, space: SearchSpace,
+                   costs: dict[str, np.ndarray], resume: bool, status: Callable[[str], None]) -> LatencyModel:
+    """The folder's latency model on resume, else a cached or freshly calibrated one (saved to the folder)."""
+    model_path = Path(config.out) / rec.LATENCY_MODEL
+    if resume and model_path.exists():
+        return LatencyModel.load(model_path)
+    context = latency_context(config, evaluator, space)
+    lat = config.latency
+
+    def build() -> LatencyModel:
+        status(f"calibrating the latency model on {lat.samples} measured candidates")
+        return calibrate(
+            costs,
+            lambda i: float(evaluator.measure(space[i])["latency_ms"]),
+            n=lat.samples,
+            seed=config.seed,
+            kind=lat.kind,
+            context=context,
+        )
+
+    model = cached_model(context, build)
+    model.save(model_path)
+    return model
 
 
 def _provenance() -> dict[str, Any]:

@@ -6,13 +6,10 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from naslung.models.spec import ArchSpec, coerce_spec
+from naslung.options import ATTENTIONS, DEVICES, LOSSES, check_option
+from naslung.options import METRICS as SELECT_METRICS
 from naslung.train.augment import ExtraAugment
 from naslung.train.schedule import LAMBDA_SCHEDULES, LR_SCHEDULES
-
-LOSSES = ("asoftmax", "softmax")
-ATTENTIONS = ("cbam", "cbam-spatial-first", "none")
-DEVICES = ("auto", "cpu", "cuda")
-SELECT_METRICS = ("f1", "accuracy")
 
 #: Training budgets by name: TrainConfig fields that ``--budget`` sets (explicit options still win).
 #: ``paper``: section 4.1.3 trains final models for 700 epochs with A-Softmax; early stopping on the inner
@@ -124,8 +121,11 @@ class TrainConfig:
         _choice("select_metric", self.select_metric, SELECT_METRICS)
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ValueError("batch sizes must be >= 1")
+        for name in ("batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"num_threads (--threads) must be >= 1, got {self.num_threads}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
         if self.max_shift is not None and self.max_shift < 0:
@@ -208,5 +208,4 @@ class TrainConfig:
 
 
 def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+    check_option(name, value, valid)

@@ -97,23 +97,37 @@ def inner_split(
     return Split(train=train, val=val, test=np.sort(test), test_fold=test_fold)
 
 
-def parse_folds(text: str) -> list[int]:
-    """``"1-5"`` -> [1, 2, 3, 4, 5]; ``"0,3"`` -> [0, 3]; ``"1-3,7"`` -> [1, 2, 3, 7]."""
-    out: list[int] = []
-    for part in str(text).split(","):
+#: LUNA16 ships ten subsets; a fold is one of them.
+FOLDS = range(10)
+
+
+def parse_folds(text: str | None, allow_empty: bool = False) -> list[int]:
+    """A fold list as the CLI takes it -> sorted, unique LUNA16 subsets.
+
+    ``"1-5"`` -> [1, 2, 3, 4, 5]; ``"0,3"`` -> [0, 3]; ``"1-3, 7"`` -> [1, 2, 3, 7]. A reversed range
+    (``"5-1"``), a fold outside 0-9 or a token that is not a number raises ``ValueError``. ``None``, ``""``
+    and ``"none"`` mean no fold: allowed only with ``allow_empty`` (``--exclude-folds none``: a search that
+    sees every fold), an error otherwise (a cross-validation needs a fold).
+    """
+    raw = "" if text is None else str(text).strip()
+    if raw.lower() in ("", "none"):
+        if allow_empty:
+            return []
+        raise ValueError(f"bad fold list {text!r}: no fold given")
+    out: set[int] = set()
+    for part in raw.split(","):
         part = part.strip()
-        if not part:
-            continue
         try:
             if "-" in part:
                 lo, hi = (int(p) for p in part.split("-", 1))
                 if hi < lo:
                     raise ValueError
-                out.extend(range(lo, hi + 1))
+                out.update(range(lo, hi + 1))
             else:
-                out.append(int(part))
+                out.add(int(part))
         except ValueError:
             raise ValueError(f"bad fold list {text!r}: use e.g. '1-5' or '0,3'") from None
-    if not out:
-        raise ValueError(f"bad fold list {text!r}: no fold given")
-    return sorted(set(out))
+    outside = sorted(f for f in out if f not in FOLDS)
+    if outside:
+        raise ValueError(f"bad fold list {text!r}: folds {outside} are outside the LUNA16 subsets 0-9")
+    return sorted(out)

@@ -1,1 +1,1 @@
-"""Executors drive a :class:`~naslung.search.runner.SearchDriver`: ``local`` (sequential) or ``ray``."""
+"""Executors drive a :class:`~naslung.search.driver.SearchDriver`: ``local`` (sequential) or ``ray``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from naslung.search.runner import SearchDriver
+    from naslung.search.driver import SearchDriver
 
 
 def run_local(driver: SearchDriver) -> str | None:

@@ -1,6 +1,6 @@
 """Ray Tune executor: POP as a ``ray.tune.search.Searcher``, trials on a local or remote Ray cluster.
 
-The searcher lives in the driver process and owns the :class:`~naslung.search.runner.SearchDriver`:
+The searcher lives in the driver process and owns the :class:`~naslung.search.driver.SearchDriver`:
 ``suggest`` draws from the candidates that are neither trained, pruned nor running; ``on_trial_complete``
 records the trial (same ``trials.jsonl`` records as the local executor) and prunes. Workers receive only the
 evaluator (paths and options, a few hundred bytes) and load the dataset from its file themselves, so the crops
@@ -24,8 +24,8 @@ from ray.tune.search import Searcher
 from naslung.models.spec import ArchSpec
 
 if TYPE_CHECKING:
+    from naslung.search.driver import SearchDriver, Trial
     from naslung.search.objective import Evaluator
-    from naslung.search.runner import SearchDriver, Trial
 
 
 class PopSearcher(Searcher):
@@ -97,18 +97,18 @@ def run_ray(driver: SearchDriver) -> str | None:
     """Run the search on Ray Tune: connect to ``--ray-address``, or start a local Ray if none is running."""
     import ray
 
-    cfg = driver.config
+    cfg, ex = driver.config, driver.config.executor
     started = False
     if not ray.is_initialized():
-        if cfg.ray_address:
-            ray.init(address=cfg.ray_address, include_dashboard=False, log_to_driver=False)
+        if ex.ray_address:
+            ray.init(address=ex.ray_address, include_dashboard=False, log_to_driver=False)
         else:
             ray.init(include_dashboard=False, log_to_driver=False)
         started = True
     try:
         trainable = tune.with_resources(
             tune.with_parameters(train_candidate, evaluator=driver.evaluator),
-            {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial},
+            {"cpu": ex.cpus_per_trial, "gpu": ex.gpus_per_trial},
         )
         remaining = None if cfg.budget_trials is None else max(0, cfg.budget_trials - len(driver.records))
         if remaining == 0:
@@ -119,7 +119,7 @@ def run_ray(driver: SearchDriver) -> str | None:
             tune_config=tune.TuneConfig(
                 search_alg=PopSearcher(driver),
                 num_samples=remaining or -1,
-                max_concurrent_trials=cfg.concurrency,
+                max_concurrent_trials=ex.concurrency,
             ),
             run_config=tune.RunConfig(
                 name=f"pop-{time.strftime('%Y%m%d-%H%M%S')}",

@@ -1,0 +1,38 @@
+"""The valid values of naslung's named options, in one table, and the one check that refuses the others.
+
+Configs (``TrainConfig``, ``SearchConfig``), the loss factory and the CLI help texts take their names from
+here, so that adding a value is one edit and every error lists the same valid values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeVar
+
+#: ``--loss``: A-Softmax (angular head) or plain softmax cross-entropy (linear head).
+LOSSES: tuple[str, ...] = ("asoftmax", "softmax")
+#: ``--attention``: CBAM (channel then spatial gate), its spatial-first twin, or no attention.
+ATTENTIONS: tuple[str, ...] = ("cbam", "cbam-spatial-first", "none")
+#: ``--device``, ``--latency-device``: ``auto`` picks cuda when available.
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+#: Inner-validation metrics that pick a checkpoint (``--select``) or score a search candidate (``--metric``).
+METRICS: tuple[str, ...] = ("f1", "accuracy")
+#: ``--executor`` of a search: sequential in this process, or Ray Tune.
+EXECUTORS: tuple[str, ...] = ("local", "ray")
+#: Latency-model regressions (``naslung.search.latency_model``).
+LATENCY_KINDS: tuple[str, ...] = ("linear", "loglinear")
+
+T = TypeVar("T")
+
+
+def check_option(name: str, value: T, valid: Sequence[T]) -> T:
+    """``value`` if it is one of ``valid``, else a ``ValueError`` naming the option and the valid values."""
+    if value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(str(v) for v in valid)}")
+    return value
+
+
+def choices(valid: Sequence[str]) -> str:
+    """``"a, b or c"``: the valid values for a help text."""
+    names = list(valid)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
