@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from naslung.cli import ablate, arch, data, demo, explain, export, predict, report, search, train
+from naslung.cli import ablate, arch, data, demo, explain, export, predict, report, reproduce, search, train
 from naslung.cli.common import NaslungGroup
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ explain.register(app)
 predict.register(app)
 report.register(app)
 ablate.register(app)
+reproduce.register(app)
 
 
 def main() -> None:

@@ -8,6 +8,10 @@ from typing import Optional
 import typer
 
 from naslung.cli.common import pct
+from naslung.pipeline.budgets import BUDGETS
+
+BUDGET_HELP = (f"how much work: {', '.join(BUDGETS)} (small: the 20-30 minute CPU demo; "
+               "paper: section 4.1.3)")
 
 
 def register(app: typer.Typer) -> None:
@@ -17,14 +21,18 @@ def register(app: typer.Typer) -> None:
 
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Output folder (search, members, ensemble summary)."),
+    budget: str = typer.Option("small", "--budget", help=BUDGET_HELP),
     seed: int = typer.Option(0, help="Phantom and training seed."),
     limit: Optional[int] = typer.Option(None, help="Phantom nodules to render (default: all ~1,010)."),  # noqa: UP045
-    search_trials: int = typer.Option(6, help="POP trials."),
-    search_epochs: int = typer.Option(4, help="Epochs per search candidate."),
+    search_trials: Optional[int] = typer.Option(None, help="POP trials (default: the budget's)."),  # noqa: UP045
+    search_epochs: Optional[int] = typer.Option(  # noqa: UP045
+        None, help="Epochs per search candidate (default: the budget's)."),
     latency_budget_ms: Optional[float] = typer.Option(  # noqa: UP045
         None, help="Only sample candidates predicted faster than this (ms, batch 1)."),
-    members: int = typer.Option(3, help="Ensemble members selected from the search."),
-    epochs: int = typer.Option(8, help="Training epochs per member."),
+    members: Optional[int] = typer.Option(  # noqa: UP045
+        None, help="Ensemble members selected from the search (default: the budget's)."),
+    epochs: Optional[int] = typer.Option(  # noqa: UP045
+        None, help="Training epochs per member (default: the budget's)."),
     test_fold: int = typer.Option(
         1, help="LUNA16 fold held out for the final test: one the search never sees (1-5)."),
     workers: Optional[int] = typer.Option(None, help="Phantom rendering processes."),  # noqa: UP045
@@ -34,13 +42,21 @@ def demo(
     from rich.console import Console
     from rich.table import Table
 
+    from naslung.cli.progress import RichProgress
+    from naslung.pipeline.budgets import budget_for
     from naslung.pipeline.demo import PHANTOM_NOTE, DemoConfig, run_demo
 
     console = Console()
-    cfg = DemoConfig(out=str(out), seed=seed, limit=limit, search_trials=search_trials,
-                     search_epochs=search_epochs, latency_budget_ms=latency_budget_ms, members=members,
-                     epochs=epochs, test_fold=test_fold, workers=workers)
-    summary = run_demo(cfg, log=lambda msg: console.print(f"[bold cyan]{msg}"))
+    given = {"search_trials": search_trials, "search_epochs": search_epochs, "members": members,
+             "epochs": epochs}
+    try:
+        chosen = budget_for(budget, {k: v for k, v in given.items() if v is not None})
+        cfg = DemoConfig(out=str(out), seed=seed, limit=limit, budget=chosen,
+                         latency_budget_ms=latency_budget_ms, test_fold=test_fold, workers=workers)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    with RichProgress() as progress:
+        summary = run_demo(cfg, log=lambda msg: console.print(f"[bold cyan]{msg}"), progress=progress)
     table = Table(title=f"Test fold {test_fold}: {PHANTOM_NOTE}")
     table.add_column("method (test fold)", no_wrap=True)
     for col in ("acc %", "sens %", "spec %", "F1 %", "AUC %"):

@@ -2,8 +2,8 @@
 
 * A **cv folder** is one model: its folds' test predictions pooled (each nodule is tested once, by the fold
   model that never saw it). A run outside a cv folder is a model of its own.
-* **Ensembles** (section 3.5): runs of one folder (not a cv folder) tested on the same fold, and, when there
-  are several cv folders, the cv folders fold by fold (as ``naslung ensemble --runs CV...``). Both the
+* **Ensembles** (section 3.5): runs of one folder (not a cv folder) tested on the same fold, and the cv
+  folders side by side in one folder, fold by fold (as ``naslung ensemble --runs CV...``). Both the
   majority vote and the soft vote are reported; calibration only for the soft vote, which has probabilities.
 * The **diameter baseline** (logistic regression on the diameter, :mod:`naslung.train.baselines`) is refitted
   on each run's own inner training split (the same call ``naslung cv`` makes), so it predicts exactly the
@@ -119,15 +119,22 @@ def _ensembles(exp: Experiment, cache: BaselineCache) -> list[Entry]:
     for (parent, fold), runs in sorted(groups.items()):
         if len(runs) >= 2:
             sets.append((f"{Path(parent).name} (fold {fold})", [([r.path for r in runs], fold, runs[0])]))
-    if len(exp.cv_dirs) >= 2:
+    # cv folders side by side in one folder (e.g. the members of a search) form an ensemble, fold by fold.
+    siblings: dict[Path, set[Path]] = defaultdict(set)
+    for cv_dir in exp.cv_dirs:
+        siblings[cv_dir.parent].add(cv_dir)
+    for parent, cv_dirs in sorted(siblings.items()):
+        if len(cv_dirs) < 2:
+            continue
         by_fold: dict[int, list[RunInfo]] = defaultdict(list)
         for run in exp.runs:
-            if run.cv_dir is not None and run.test_fold is not None:
+            if run.cv_dir in cv_dirs and run.test_fold is not None:
                 by_fold[run.test_fold].append(run)
         common = [(sorted(r.path for r in rs), k, rs[0]) for k, rs in sorted(by_fold.items())
-                  if {r.cv_dir for r in rs} == set(exp.cv_dirs)]
+                  if {r.cv_dir for r in rs} == cv_dirs]
         if common:
-            sets.append((f"{len(exp.cv_dirs)} cv folders", common))
+            where = f" in {parent.relative_to(exp.root)}" if parent != exp.root else ""
+            sets.append((f"{len(cv_dirs)} cv folders{where}", common))
     entries = []
     for name, parts in sets:
         ys, soft, major, gs, refs, folds = [], [], [], [], [], []
