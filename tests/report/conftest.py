@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-
-def _helpers():
-    if "explain_helpers" not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "explain" / "explain_helpers.py"
-        spec = importlib.util.spec_from_file_location("explain_helpers", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["explain_helpers"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["explain_helpers"]
 
 
 def _small_png(path: Path, text: str) -> None:
@@ -37,12 +25,12 @@ def _small_png(path: Path, text: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def experiment(tmp_path_factory: pytest.TempPathFactory, helpers) -> Path:
     """``exp/members/run_{asoftmax,softmax}`` (fold 0), ``exp/cv_a`` (fold 0), explain and figure files."""
     from naslung.data.dataset import load_dataset
     from naslung.train.cv import run_cv
 
-    h = _helpers()
+    h = helpers
     root = tmp_path_factory.mktemp("report") / "exp"
     runs = h.make_runs(root / "members")
     run_cv(load_dataset(runs["data"]), h.tiny_config(seed=1), [0], root / "cv_a", source=str(runs["data"]))

@@ -6,7 +6,7 @@ import pytest
 
 from naslung.train.config import TrainConfig
 from naslung.train.engine import fit
-from naslung.train.rundir import CVDir, RunDir, finished_runs, parse_fold_dir, run_for_fold
+from naslung.train.rundir import CVDir, RunDir, finished_runs, parse_fold_dir, run_for_fold, runs_under
 
 from .conftest import synthetic_dataset
 
@@ -55,3 +55,20 @@ def test_garbage_result_and_config_are_named(tmp_path):
     run.config.write_text("{trunc")
     with pytest.raises(ValueError, match="config.json"):
         run.read_config()
+
+
+def test_runs_under_finds_finished_runs_at_any_depth_sorted(tmp_path):
+    def touch(run: RunDir, finished: bool) -> RunDir:
+        run.path.mkdir(parents=True)
+        (run.result if finished else run.last).write_text("{}")
+        return run
+
+    cv10 = touch(CVDir(tmp_path / "exp" / "cv").run(10), True)
+    cv2 = touch(CVDir(tmp_path / "exp" / "cv").run(2), True)
+    touch(CVDir(tmp_path / "exp" / "cv").run(3), False)  # killed: not finished
+    single = touch(RunDir(tmp_path / "exp" / "a" / "b" / "run"), True)
+    (tmp_path / "exp" / "decoy" / "result.json").mkdir(parents=True)  # a folder, not a result
+    assert runs_under(tmp_path / "exp") == sorted([cv10, cv2, single], key=lambda r: r.path)
+    assert runs_under(single.path) == [single]
+    assert runs_under(tmp_path / "exp" / "cv") == [cv10, cv2]  # by path: fold_10 before fold_2
+    assert runs_under(tmp_path / "missing") == [] and runs_under(single.result) == []

@@ -26,6 +26,7 @@ import torch
 
 from naslung.data.errors import DataError
 from naslung.explain.runs import CropSettings, RunModel, load_run_model
+from naslung.train.rundir import RunDir, runs_under
 
 
 def find_members(model: str | Path) -> list[Path]:
@@ -41,9 +42,9 @@ def find_members(model: str | Path) -> list[Path]:
         return [Path(r) for r in runs]
     if not model.is_dir():
         raise FileNotFoundError(f"{model}: --model must be a run folder, a cv folder or an ensemble")
-    if (model / "result.json").is_file():
+    if RunDir(model).finished():
         return [model]
-    found = sorted({p.parent for p in model.rglob("result.json")})
+    found = [run.path for run in runs_under(model)]
     if not found:
         raise FileNotFoundError(f"{model}: no finished training run (result.json) in or under it")
     return found

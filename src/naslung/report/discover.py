@@ -95,6 +95,8 @@ def _caption(path: Path) -> tuple[int, str] | None:
 
 def discover(root: str | Path) -> Experiment:
     """Scan ``root`` recursively; ``FileNotFoundError`` when it is not a folder or holds no finished run."""
+    from naslung.train.rundir import runs_under  # the package imports torch; only the layout is needed
+
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: experiment folder not found")
@@ -103,12 +105,12 @@ def discover(root: str | Path) -> Experiment:
         data = _read_json(cv_json)
         if isinstance(data, dict) and data.get("schema") == "naslung-cv":
             exp.cv_dirs[cv_json.parent] = data
-    for result_json in sorted(root.rglob("result.json")):
-        result = _read_json(result_json)
+    for run_dir in runs_under(root):
+        result = _read_json(run_dir.result)
         if not isinstance(result, dict) or result.get("schema") != "naslung-train-result":
             continue
-        run = result_json.parent
-        config = _read_json(run / "config.json") or {}
+        run = run_dir.path
+        config = _read_json(run_dir.config) or {}
         cv_dir = run.parent if run.parent in exp.cv_dirs else None
         exp.runs.append(RunInfo(path=run, result=result, config=config, cv_dir=cv_dir))
     for png in sorted(root.rglob("*.png")):

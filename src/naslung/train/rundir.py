@@ -176,6 +176,18 @@ def finished_runs(path: str | Path) -> list[RunDir]:
     return found
 
 
+def runs_under(root: str | Path) -> list[RunDir]:
+    """Every finished run in or under ``root`` (``root`` itself included, at any depth), sorted by path.
+
+    ``[]`` when there is none, or when ``root`` is not a folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    result_name = RunDir(root).result.name
+    return [RunDir(p) for p in sorted({f.parent for f in root.rglob(result_name) if f.is_file()})]
+
+
 def run_for_fold(path: str | Path, fold: int | None) -> RunDir:
     """The finished run of ``fold`` in ``path``: the run itself, or ``path/fold_<K>`` of a cv folder."""
     run = RunDir(path)
