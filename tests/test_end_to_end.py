@@ -19,8 +19,8 @@ from naslung.cli.app import app
 def test_demo_pipeline_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("NASLUNG_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "demo"
-    args = ["demo", "--limit", "40", "--search-trials", "2", "--search-epochs", "1", "--members", "2",
-            "--epochs", "1", "--out", str(out)]
+    args = ["demo", "--budget", "small", "--limit", "40", "--search-trials", "2", "--search-epochs", "1",
+            "--members", "2", "--epochs", "1", "--out", str(out)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "PHANTOM" in result.output
@@ -43,18 +43,28 @@ def test_demo_pipeline_end_to_end(tmp_path, monkeypatch):
     assert (out / "report.html").stat().st_size > 0 and "report.html" in result.output
     assert (out / "explain" / "explain.json").exists()
 
-    # The members file is the hand-off: each member trains with exactly the config it records.
+    # The members file is the hand-off: each member trains with exactly the config it records, in the
+    # `naslung cv --members` layout that `naslung reproduce` uses too.
     members = json.loads((out / "search" / "members.json").read_text())["members"]
     assert len(members) == 2
     for member in members:
-        res = json.loads((out / "members" / member["name"] / "result.json").read_text())
+        res = json.loads((out / "members" / member["name"] / "fold_1" / "result.json").read_text())
         assert res["test_fold"] == 1 and res["config"] == member["config"]
+    assert summary["config"]["budget"]["name"] == "small"
+    assert summary["config"]["budget"]["overrides"] == ["search_trials", "search_epochs", "members", "epochs"]
 
     # Resume: a rerun over the same folder reuses the search and the finished members.
-    first = out / "members" / members[0]["name"] / "result.json"
-    before = first.read_text()
+    first = out / "members" / members[0]["name"] / "fold_1"
+    before = (first / "result.json").read_text(), (first / "best.pt").stat().st_mtime_ns
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
-    assert first.read_text() == before
+    assert ((first / "result.json").read_text(), (first / "best.pt").stat().st_mtime_ns) == before
     trials_after = (out / "search" / "trials.jsonl").read_text().splitlines()
     assert len(trials_after) == len(trials)
+
+
+def test_demo_budget_is_checked_before_any_work(tmp_path):
+    result = CliRunner().invoke(app, ["demo", "--budget", "huge", "--out", str(tmp_path / "demo")])
+    assert result.exit_code == 2
+    assert "unknown budget 'huge'; valid: small, medium, paper" in result.output
+    assert not (tmp_path / "demo").exists()

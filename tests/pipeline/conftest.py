@@ -43,9 +43,9 @@ def write_phantom_like(path: Path, n: int = 120, size: int = 16, margin: int = 2
         "ratings": np.zeros((n, 0), dtype=np.float32),
         "padded": np.zeros(n, dtype=bool),
     }
+    provenance = {"source": "tests/pipeline synthetic", "phantom": {"seed": seed, "version": "test"}}
     attrs = {"spatial_dims": 3, "size": size, "margin": margin, "spacing_mm": 1.0, "window": list(WINDOW),
-             "rating_names": [],
-             "provenance": {"source": "tests/pipeline synthetic", "phantom": {"seed": seed, "version": "test"}}}
+             "rating_names": [], "provenance": provenance}
     return write_dataset(path, arrays, attrs)
 
 

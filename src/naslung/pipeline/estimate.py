@@ -43,7 +43,7 @@ class Work:
         capped = self.cap_seconds is not None and (seconds is None or seconds > self.cap_seconds)
         if capped:
             return f"at most {duration(self.cap_seconds)} (time budget)"
-        if seconds is None:
+        if seconds is None or not math.isfinite(seconds):  # no measurement, or no end but the time budget
             return UNKNOWN
         prefix = "at most " if self.upper_bound else "~"
         return (f"{prefix}{duration(seconds)} ({self.left:g} {self.unit}s x {self.unit_seconds:.1f} s, "
