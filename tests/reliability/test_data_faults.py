@@ -28,7 +28,9 @@ from naslung.cli.app import app  # noqa: E402
 from naslung.data import prepare as P  # noqa: E402
 from naslung.data.dataset import describe_dataset, load_dataset, read_rows, write_dataset  # noqa: E402
 from naslung.data.errors import DataError  # noqa: E402
-from naslung.data.luna16 import check_metaimage, read_geometry, read_scan  # noqa: E402
+from naslung.data.images import read_geometry, read_scan  # noqa: E402
+from naslung.data.metaimage import check_metaimage  # noqa: E402
+from naslung.data.prepare_guards import check_memory, lock_path  # noqa: E402
 
 SIZE, MARGIN = 8, 2
 
@@ -243,10 +245,10 @@ def test_dataset_too_big_for_memory_is_refused(tmp_path: Path) -> None:
     config = P.PrepareConfig(tmp_path, tmp_path / "o.h5", size=32, margin=8)
     with pytest.raises(DataError, match=r"the 1011 nodules need about 447\.2 MB to train on, more than the "
                                         r"200\.0 MB available"):
-        P.check_memory(config, n_nodules=1011, available=200_000_000)
-    P.check_memory(config, n_nodules=1011, available=500_000_000)
+        check_memory(config, n_nodules=1011, available=200_000_000)
+    check_memory(config, n_nodules=1011, available=500_000_000)
     with pytest.raises(DataError, match="half of the 10.0 MB available"):
-        P.check_memory(config, n_nodules=1, available=10_000_000)  # one 48^3 crop works in about 7.7 MB
+        check_memory(config, n_nodules=1, available=10_000_000)  # one 48^3 crop works in about 7.7 MB
 
 
 def test_enospc_half_way_keeps_the_old_file_and_names_it(tree: Tree, tmp_path: Path,
@@ -311,7 +313,7 @@ def test_kill_9_during_prepare_then_rerun(tree: Tree, tmp_path: Path) -> None:
         proc.kill()
         proc.wait(timeout=30)
     assert out.read_bytes() == before  # the killed rerun left the old file byte for byte
-    assert P.lock_path(out).exists() and temporaries[0].exists()  # what a kill leaves behind
+    assert lock_path(out).exists() and temporaries[0].exists()  # what a kill leaves behind
     warnings: list[str] = []
     config = P.PrepareConfig(tree.root, out, size=SIZE, margin=MARGIN + 1)
     P.prepare_dataset(config, on_warning=warnings.append)
@@ -322,7 +324,7 @@ def test_kill_9_during_prepare_then_rerun(tree: Tree, tmp_path: Path) -> None:
 
 def test_live_writer_lock_is_respected(tree: Tree, tmp_path: Path) -> None:
     out = tmp_path / "crops.h5"
-    P.lock_path(out).write_text(f'{{"pid": {os.getppid()}, "host": "{os.uname().nodename}"}}')
+    lock_path(out).write_text(f'{{"pid": {os.getppid()}, "host": "{os.uname().nodename}"}}')
     with pytest.raises(DataError, match=f"being written by pid {os.getppid()}"):
         prepare(tree, out)
     assert not out.exists()

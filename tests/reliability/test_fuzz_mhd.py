@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from naslung.data.errors import DataError
-from naslung.data.luna16 import check_metaimage, read_geometry, read_scan
+from naslung.data.images import read_geometry, read_scan
+from naslung.data.metaimage import check_metaimage
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 GOOD = {

@@ -63,6 +63,8 @@ def test_phantom_runs_are_labelled(experiment, tmp_path):
     shutil.copytree(experiment, exp)
     config = exp / "members" / "run_softmax" / "config.json"
     data = json.loads(config.read_text(encoding="utf-8"))
+    # A run trained on phantom crops: the dataset's typed source kind, copied into config.json by training.
+    data["dataset"]["source_kind"] = "phantom"
     data["dataset"]["provenance"] = {"phantom": {"seed": 0, "disclaimer": "synthetic CT"}}
     config.write_text(json.dumps(data))
     out = tmp_path / "phantom.html"

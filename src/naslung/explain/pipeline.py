@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from naslung.explain.provenance import PHANTOM_NOTE, is_phantom
+from naslung.explain.provenance import PHANTOM_NOTE
 
 DBI_COLUMNS = ("run", "loss", "features", "S0", "S1", "M01", "DBI", "n0", "n1")
 
@@ -55,7 +55,7 @@ def run_explain(run: str | Path, data: str | Path, fold: int, out: str | Path,
     runs = [load_run_model(r, fold) for r in (run, *compare)]
     for r in runs:
         _check_crops(r, dataset, data)
-    phantom = is_phantom(dataset.attrs.get("provenance"))
+    phantom = dataset.source_kind == "phantom"
     note = PHANTOM_NOTE if phantom else ""
     notes = [note] if note else []
     for r in runs:

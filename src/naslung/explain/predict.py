@@ -108,7 +108,7 @@ def read_coords_file(path: str | Path) -> list[tuple[str, tuple[float, float, fl
     the id is the ``id``/``nodule_id`` column when present, else the row number."""
     import pandas as pd
 
-    from naslung.data.luna16 import read_csv_checked
+    from naslung.data.tables import read_csv_checked
 
     path = Path(path)
     try:
@@ -153,7 +153,8 @@ def model_input(volume: Any, world: Sequence[float], settings: CropSettings) -> 
     A centre outside the scan is a ``DataError`` naming the file, the coordinate and the scan's extent.
     """
     from naslung.data.dataset import to_unit_range
-    from naslung.data.prepare import PrepareConfig, extract_crop, window_hu
+    from naslung.data.geometry import extract_crop, window_hu
+    from naslung.data.prepare import PrepareConfig
     from naslung.train.augment import center_crop
 
     g = volume.geometry
@@ -175,7 +176,7 @@ def model_input(volume: Any, world: Sequence[float], settings: CropSettings) -> 
 def predict_nodules(image: str | Path, coords: Sequence[tuple[str, Sequence[float]]],
                     members: Sequence[RunModel], settings: CropSettings) -> list[NodulePrediction]:
     """Predict every ``(id, world)`` of ``coords`` in CT file ``image`` with ``members``."""
-    from naslung.data.luna16 import read_ct
+    from naslung.data.images import read_ct
     from naslung.ensemble.vote import agreement, majority_vote, soft_vote
     from naslung.explain.attention import central_slice, spatial_attention
 

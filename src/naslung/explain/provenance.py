@@ -1,29 +1,27 @@
-"""Is this data the LIDC phantom? Decided from recorded provenance only, never from the word alone.
+"""Is this data the LIDC phantom? Decided by the dataset's typed ``source_kind``, never from a word.
 
-``naslung data prepare`` writes ``provenance["phantom"]``: the phantom tree's manifest (a dict with its
-seed, version and disclaimer) for phantom data, and ``null`` for real data. So data counts as phantom only
-when that key holds a non-empty manifest (or ``true``); a ``null``, ``false`` or absent key is real data.
+``naslung data prepare`` writes the attribute ``source_kind`` ("luna16", "phantom" or "other") into every
+dataset, and training copies it into a run's ``config.json`` (``["dataset"]["source_kind"]``). Files written
+before that are classified by :func:`naslung.data.dataset.source_kind_of` from their provenance's explicit
+``phantom`` entry.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from naslung.data.dataset import SourceKind, source_kind_of
+
 PHANTOM_NOTE = "PHANTOM data: synthetic CT rendered from LIDC annotations; these are not LIDC results"
 
 
+def source_kind(attrs_or_config: dict[str, Any]) -> SourceKind:
+    """The source kind of dataset attrs, or of a run's ``config.json`` (its ``"dataset"`` entry)."""
+    dataset = attrs_or_config.get("dataset")
+    return source_kind_of(dataset if isinstance(dataset, dict) else attrs_or_config)
+
+
 def is_phantom(provenance: Any) -> bool:
-    """True when a dataset provenance dict explicitly marks the data as phantom."""
-    if not isinstance(provenance, dict):
-        return False
-    mark = provenance.get("phantom")
-    if isinstance(mark, dict):
-        return bool(mark)
-    return mark is True
-
-
-def dataset_provenance(attrs_or_config: dict[str, Any]) -> Any:
-    """The provenance dict of dataset attrs, or of a run's ``config.json`` (``["dataset"]["provenance"]``)."""
-    if "dataset" in attrs_or_config and isinstance(attrs_or_config["dataset"], dict):
-        return attrs_or_config["dataset"].get("provenance")
-    return attrs_or_config.get("provenance")
+    """True when a dataset provenance dict explicitly marks the data as phantom (files without
+    ``source_kind``; see :func:`naslung.data.dataset.source_kind_of`)."""
+    return source_kind_of({"provenance": provenance}) == "phantom"

