@@ -117,8 +117,9 @@ def _read_file(path: Path) -> CTVolume:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise DataError(f"{path}: SimpleITK cannot read it ({_first_line(exc)})") from exc
-    if path.name.lower().endswith(NIFTI_SUFFIXES) and image.GetPixelID() in (sitk.sitkFloat32,
-                                                                            sitk.sitkFloat64):
+    float_nifti = path.name.lower().endswith(NIFTI_SUFFIXES) and image.GetPixelID() in (sitk.sitkFloat32,
+                                                                                       sitk.sitkFloat64)
+    if float_nifti and image.GetDimension() == 3:  # other shapes are refused below
         n_bad = nifti_nonfinite(path)
         if n_bad:
             raise DataError(f"{path}: {n_bad} NaN or infinite voxel(s); fix or mask the image first")
