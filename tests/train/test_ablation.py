@@ -108,13 +108,13 @@ def test_tables_are_mean_and_std_of_the_fold_runs(ablation) -> None:
 def test_resume_reads_finished_folds_back(ablation, monkeypatch) -> None:
     data, out, result = ablation
     calls = []
-    real = engine._train_epoch
+    real = engine.train_epoch
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "_train_epoch", counting)
+    monkeypatch.setattr(engine, "train_epoch", counting)
     again = run_ablation(data, [ARCH], FOLDS, out, epochs=1, threads=1)
     assert calls == []
     assert json.dumps(again["summary"]) == json.dumps(result["summary"])
@@ -133,7 +133,7 @@ def test_validation_happens_before_any_training(tmp_path, monkeypatch) -> None:
     def boom(*args, **kwargs):
         raise AssertionError("trained before validating")
 
-    monkeypatch.setattr(engine, "_train_epoch", boom)
+    monkeypatch.setattr(engine, "train_epoch", boom)
     data = write_synthetic(tmp_path / "data.h5", **DATA_KW)
     with pytest.raises(ValueError, match="--folds: folds \\[7\\]"):
         run_ablation(data, [ARCH], [0, 7], tmp_path / "out", epochs=1)

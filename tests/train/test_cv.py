@@ -28,7 +28,7 @@ def test_cv_writes_tables_and_skips_finished_folds(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("retrained a finished fold")
 
-    monkeypatch.setattr(engine, "_train_epoch", boom)
+    monkeypatch.setattr(engine, "train_epoch", boom)
     again = run_cv(ds, cfg, [0, 2], tmp_path / "cv")
     assert again.summary[0]["accuracy_mean"] == pytest.approx(result.summary[0]["accuracy_mean"])
 

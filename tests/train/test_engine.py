@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import naslung.train.engine as engine
+import naslung.train.epoch as epoch_step
 from naslung.atomic import read_jsonl
 from naslung.train.checkpoint import CheckpointError, load_checkpoint
 from naslung.train.engine import TrainResult, data_split, fit
@@ -72,7 +73,7 @@ def test_resume_equals_uninterrupted(separable, tmp_path, monkeypatch):
 
     # Kill the second run half-way through epoch 2 (after epoch 1's checkpoint was written).
     calls = {"n": 0}
-    real = engine.random_crop_flip
+    real = epoch_step.random_crop_flip
     batches = -(-full.split["train"] // 16)
 
     def dying(*args, **kwargs):
@@ -81,10 +82,10 @@ def test_resume_equals_uninterrupted(separable, tmp_path, monkeypatch):
             raise KilledError
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "random_crop_flip", dying)
+    monkeypatch.setattr(epoch_step, "random_crop_flip", dying)
     with pytest.raises(KilledError):
         fit(separable, tiny(epochs=3), test_fold=1, out_dir=tmp_path / "cut")
-    monkeypatch.setattr(engine, "random_crop_flip", real)
+    monkeypatch.setattr(epoch_step, "random_crop_flip", real)
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1
     assert not (tmp_path / "cut" / "result.json").exists()
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import naslung.train.engine as engine
+import naslung.train.epoch as epoch_step
 from naslung.losses.asoftmax import DEFAULT_LAMBDA_MIN
 from naslung.train.augment import (
     PERMUTATIONS_3D,
@@ -220,7 +221,7 @@ def test_full_recipe_learns_and_resumes_exactly(separable, tmp_path, monkeypatch
     config = tiny(epochs=3, **FULL)
     full = fit(separable, config, test_fold=1, out_dir=tmp_path / "full")
     calls = {"n": 0}
-    real = engine.random_crop_flip
+    real = epoch_step.random_crop_flip
     batches = engine.steps_per_epoch(full.split["train"], 16)
 
     class KilledError(Exception):
@@ -232,10 +233,10 @@ def test_full_recipe_learns_and_resumes_exactly(separable, tmp_path, monkeypatch
             raise KilledError
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "random_crop_flip", dying)
+    monkeypatch.setattr(epoch_step, "random_crop_flip", dying)
     with pytest.raises(KilledError):
         fit(separable, config, test_fold=1, out_dir=tmp_path / "cut")
-    monkeypatch.setattr(engine, "random_crop_flip", real)
+    monkeypatch.setattr(epoch_step, "random_crop_flip", real)
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["ema"]["updates"] == batches
     resumed = fit(separable, config, test_fold=1, out_dir=tmp_path / "cut", resume=True)
     strip = [{k: v for k, v in h.items() if k != "seconds"} for h in full.history]

@@ -4,7 +4,21 @@ from __future__ import annotations
 
 import typer
 
-from naslung.cli import ablate, arch, data, demo, explain, export, predict, report, reproduce, search, train
+from naslung.cli import (
+    ablate,
+    arch,
+    cv,
+    data,
+    demo,
+    ensemble,
+    explain,
+    export,
+    predict,
+    report,
+    reproduce,
+    search,
+    train,
+)
 from naslung.cli.common import NaslungGroup
 
 app = typer.Typer(
@@ -18,6 +32,8 @@ app = typer.Typer(
 app.add_typer(arch.app, name="arch")
 app.add_typer(data.app, name="data")
 train.register(app)
+cv.register(app)
+ensemble.register(app)
 search.register(app)
 demo.register(app)
 export.register(app)

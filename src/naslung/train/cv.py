@@ -23,7 +23,8 @@ from naslung.data.dataset import NoduleDataset
 from naslung.progress import Progress
 from naslung.train.baselines import BASELINES, fit_baseline
 from naslung.train.config import TrainConfig
-from naslung.train.engine import TrainResult, data_split, fit
+from naslung.train.engine import data_split, fit
+from naslung.train.result import TrainResult
 from naslung.train.rundir import CVDir
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from naslung.train.engine import TrainResult
+    from naslung.train.result import TrainResult
 
 FOLD_DIR = re.compile(r"^fold_(\d+)$")
 
@@ -89,15 +89,15 @@ class RunDir:
         return "partial" if self.last.is_file() else "new"
 
     def load_result(self) -> TrainResult:
-        """The finished run's :class:`~naslung.train.engine.TrainResult`, schema-checked (no model)."""
-        from naslung.train.engine import TrainResult
+        """The finished run's :class:`~naslung.train.result.TrainResult`, schema-checked (no model)."""
+        from naslung.train.result import TrainResult
 
         return TrainResult.load(self.path)
 
     def read_result(self) -> dict[str, Any]:
         """``result.json`` as a dict, schema-checked; errors name the file."""
         from naslung.atomic import read_json
-        from naslung.train.engine import RESULT_SCHEMA
+        from naslung.train.result import RESULT_SCHEMA
 
         data = read_json(self.result, "training result")
         if not isinstance(data, dict) or data.get("schema") != RESULT_SCHEMA:

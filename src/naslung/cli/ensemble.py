@@ -1,0 +1,167 @@
+"""`naslung evaluate | ensemble | ensemble-size`: metrics and ensembles of saved test predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from naslung.cli.common import fail, pct
+from naslung.cli.train_options import dump_json
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``evaluate``, ``ensemble`` and ``ensemble-size`` commands to the top-level app."""
+    app.command("evaluate")(evaluate)
+    app.command("ensemble")(ensemble)
+    app.command("ensemble-size")(ensemble_size)
+
+
+def evaluate(
+    runs: list[Path] = typer.Argument(..., help="run folders or cv folders"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Per-fold metrics of finished runs, recomputed from their saved predictions."""
+    from naslung.train.evaluate import evaluate_runs
+
+    try:
+        records = evaluate_runs(runs)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(exc)
+    if as_json:
+        dump_json(records)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="test-fold metrics from saved predictions (%)")
+    for col in ("run", "fold", "epoch", "accuracy", "sensitivity", "specificity", "F1", "AUC", "n"):
+        table.add_column(col, justify="left" if col == "run" else "right")
+    for r in records:
+        m = r["test"] or {}
+        table.add_row(r["run"], str(r["test_fold"]), str(r["epoch"]),
+                      *(pct(m.get(k)) for k in ("accuracy", "sensitivity", "specificity", "f1", "auc")),
+                      str(m.get("n", "-")))
+    Console().print(table)
+
+
+def _run_list(runs: list[Path] | None, extra: list[Path] | None) -> list[Path]:
+    # `--runs A B C` arrives as --runs A plus the positional B C; both forms are accepted.
+    found = [*(runs or []), *(extra or [])]
+    if not found:
+        raise typer.BadParameter("give at least one run folder", param_hint="--runs")
+    return found
+
+
+def _member_runs(members_file: Path, cv_dir: Path | None) -> tuple[list[Path], Any]:
+    """The cv folders that ``cv --members`` wrote for the members of ``members_file``."""
+    from naslung.search.members import read_members
+
+    try:
+        members = read_members(members_file)
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--members") from exc
+    root = cv_dir or members.path.parent / "members_cv"
+    return [root / m.name for m in members.members], members
+
+
+def ensemble(
+    runs: list[Path] | None = typer.Option(None, "--runs", help="run folders (or cv folders)"),
+    extra: list[Path] | None = typer.Argument(None, help="more run folders", show_default=False),
+    members_file: Path | None = typer.Option(None, "--members", help="ensemble the members of a members.json "
+                                             "(their `cv --members` folders)"),
+    cv_dir: Path | None = typer.Option(None, "--cv-dir", help="where `cv --members` wrote (default "
+                                       "<search>/members_cv)"),
+    fold: int | None = typer.Option(None, "--fold", help="test fold (default: every fold of cv folders)"),
+    vote: str = typer.Option("majority", "--vote", help="majority (paper, section 3.5) or soft"),
+    low_agreement: float = typer.Option(0.75, "--low-agreement", help="list nodules below this agreement"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Ensemble saved test predictions: majority vote (> floor(n/2) votes; even-n ties are benign)."""
+    from naslung.ensemble.vote import common_folds, ensemble_predict, load_members
+    from naslung.protocol import check_test_fold_unseen
+
+    members = None
+    if members_file is not None:
+        if runs or extra:
+            raise typer.BadParameter("give either --members or run folders, not both", param_hint="--members")
+        paths, members = _member_runs(members_file, cv_dir)
+    else:
+        paths = _run_list(runs, extra)
+    try:
+        folds = [fold] if fold is not None else common_folds(paths)
+        if not folds:
+            raise ValueError("the cv folders share no finished fold")
+        for f in folds if members is not None else []:
+            check_test_fold_unseen(f, members.exclude_folds, where=f"search {members.search}")
+        results = [ensemble_predict(load_members(paths, f), vote, low_agreement) for f in folds]
+    except (FileNotFoundError, ValueError) as exc:
+        fail(exc)
+    if as_json:
+        dump_json([r.to_dict() for r in results] if fold is None else results[0].to_dict())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for r in results:
+        table = Table(title=f"fold {r.fold}: ensemble of {len(r.runs)} (%), mean agreement "
+                            f"{100 * r.mean_agreement:.1f}, {len(r.low_agreement)} low-agreement nodules")
+        for col in ("", "accuracy", "sensitivity", "specificity", "F1", "AUC"):
+            table.add_column(col, justify="left" if not col else "right")
+        keys = ("accuracy", "sensitivity", "specificity", "f1", "auc")
+        mark = {vote: " *"}
+        table.add_row("majority vote" + mark.get("majority", ""), *(pct(r.majority[k]) for k in keys))
+        table.add_row("soft vote" + mark.get("soft", ""), *(pct(r.soft[k]) for k in keys))
+        for m in r.members:
+            table.add_row(f"  {m['run']}", *(pct(m[k]) for k in keys))
+        console.print(table)
+        for low in r.low_agreement:
+            console.print(f"  low agreement {low['agreement']:.2f}: {low['nodule_id']} label {low['label']} "
+                          f"votes {low['malignant_votes']}/{len(r.runs)} mean p {low['mean_prob']:.2f}")
+
+
+def ensemble_size(
+    runs: list[Path] | None = typer.Option(None, "--runs", help="run folders (or cv folders)"),
+    extra: list[Path] | None = typer.Argument(None, help="more run folders", show_default=False),
+    fold: int = typer.Option(..., "--fold", help="test fold"),
+    sizes: str = typer.Option("1,3,5,7,9", "--sizes", help="ensemble sizes n (n <= number of runs)"),
+    repeats: int = typer.Option(10, "--repeats"),
+    seed: int = typer.Option(0, "--seed"),
+    vote: str = typer.Option("majority", "--vote"),
+    plot: Path | None = typer.Option(None, "--plot", help="PNG path (default ensemble_size_fold<K>.png)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Fig. 7: random n-model subsets repeated (seeded); mean +- std per metric, plus a PNG plot."""
+    from naslung.atomic import write_json_atomic
+    from naslung.ensemble.size_study import METRICS, plot_size_study, size_study
+    from naslung.ensemble.vote import VOTES, load_members
+
+    paths = _run_list(runs, extra)
+    if vote not in VOTES:
+        raise typer.BadParameter(f"unknown vote {vote!r}; valid: {', '.join(VOTES)}", param_hint="--vote")
+    try:
+        ns = [int(s) for s in sizes.split(",") if s.strip()]
+        members = load_members(paths, fold)
+        rows = size_study(members.probs, members.label, ns, repeats, seed, vote)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(exc)
+    plot = plot or Path(f"ensemble_size_fold{fold}.png")
+    plot_size_study(rows, plot, title=f"fold {fold}, {len(paths)} runs, {repeats} repeats ({vote} vote)")
+    write_json_atomic(plot.with_suffix(".json"), {"fold": fold, "runs": members.runs, "vote": vote,
+                                                  "seed": seed, "rows": rows})
+    if as_json:
+        dump_json({"fold": fold, "runs": members.runs, "rows": rows, "plot": str(plot)})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"ensemble size study, fold {fold} ({vote} vote, {repeats} repeats, %)")
+    table.add_column("n", justify="right")
+    for key in METRICS:
+        table.add_column(key, justify="right")
+    for r in rows:
+        table.add_row(str(r["n"]), *(f"{pct(r[f'{k}_mean'])} ± {pct(r[f'{k}_std'])}" for k in METRICS))
+    Console().print(table)
+    typer.echo(f"plot: {plot}")

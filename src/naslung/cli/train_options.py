@@ -1,0 +1,117 @@
+"""Options shared by `naslung train` and `naslung cv`: help texts and the command's resolved TrainConfig."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from naslung.cli.common import check_threads
+from naslung.train.config import BUDGETS, TrainConfig
+
+LOSS_HELP = "asoftmax (angular head) or softmax (linear head)"
+ATTENTION_HELP = "cbam, cbam-spatial-first or none"
+BUDGET_HELP = "epoch budget: " + "; ".join(
+    f"{k}: " + (", ".join(f"{f} {v}" for f, v in fields.items()) or "the defaults")
+    for k, fields in BUDGETS.items())
+MEMBERS_HELP = "members.json of `naslung search select`: cross-validate each member with its search settings"
+CV_OUT_HELP = "cv folder (default runs/cv_<arch>_...; with --members <search>/members_cv/<member>)"
+RECIPE_HELP = "naslung (the defaults: cosine lr, CT augmentation, EMA, TTA) or paper (section 4.1.3)"
+SET_HELP = "any TrainConfig field as FIELD=VALUE (repeatable), e.g. --set ema_decay=0.99 --set tta=false"
+
+#: TrainConfig's defaults, shown in help texts (never restated as option defaults).
+_D = TrainConfig()
+HELP = {
+    "arch": f"architecture, paper notation (default {_D.arch})",
+    "epochs": f"planned epochs (default {_D.epochs})",
+    "batch": f"(default {_D.batch_size})",
+    "loss": f"{LOSS_HELP} (default {_D.loss})",
+    "attention": f"{ATTENTION_HELP} (default {_D.attention})",
+    "seed": f"init/shuffle/augmentation seed (default {_D.seed})",
+    "split_seed": f"inner validation split seed (default {_D.split_seed})",
+    "device": f"auto, cpu or cuda (default {_D.device})",
+    "val_fraction": f"inner validation share (default {_D.val_fraction})",
+    "select": f"epoch picked by val f1 or accuracy (default {_D.select_metric})",
+    "lr": f"peak learning rate (default {_D.lr})",
+    "max_shift": f"crop shift, -1: anywhere in the margin (default {_D.max_shift})",
+    "config": "TrainConfig JSON (or a run's config.json)",
+}
+
+
+def resolve_config(*, config_file: Path | None = None, budget: str | None = None, recipe: str | None = None,
+                   sets: list[str] | None = None, max_shift: int | None = None, threads: int | None = None,
+                   **given: Any) -> TrainConfig:
+    """The run's TrainConfig: ``--config`` file, then ``--budget``, then the options given, then ``--set``.
+
+    Options the user did not give are None and keep :class:`TrainConfig`'s default.
+    """
+    check_threads(threads)
+    base: dict[str, Any] = {}
+    if config_file is not None:
+        base = _read_config_file(config_file)
+    given["num_threads"] = threads
+    if max_shift is not None:
+        given["max_shift"] = None if max_shift < 0 else max_shift
+    try:
+        config = TrainConfig.resolve(base, budget, recipe, **given)
+        return config.replace(**_parse_sets(sets)) if sets else config
+    except (TypeError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    """A TrainConfig as JSON: the object itself, or a run's ``config.json`` (its ``config`` entry)."""
+    from naslung.atomic import read_json
+
+    try:
+        data = read_json(path, "training config")
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--config") from exc
+    if isinstance(data, dict) and isinstance(data.get("config"), dict):
+        data = data["config"]
+    if not isinstance(data, dict):
+        raise typer.BadParameter(f"{path}: not a JSON object of TrainConfig fields", param_hint="--config")
+    return data
+
+
+def _parse_sets(sets: list[str]) -> dict[str, Any]:
+    """``["ema_decay=0.99", "rot90=true"]`` -> ``{"ema_decay": 0.99, "rot90": True}`` (values as JSON)."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(TrainConfig)}
+    out: dict[str, Any] = {}
+    for item in sets:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in known:
+            raise ValueError(f"--set {item!r}: use FIELD=VALUE with a TrainConfig field "
+                             f"({', '.join(sorted(known))})")
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw  # a bare string such as cosine
+    return out
+
+
+def slug(config: Any) -> str:
+    """Default folder name of a configuration: ``4-4-4-4-8_asoftmax_cbam_s0``."""
+    arch = re.sub(r"[^0-9]+", "-", config.arch).strip("-")
+    return f"{arch}_{config.loss}_{config.attention}_s{config.seed}"
+
+
+def load_data(data: Path) -> Any:
+    """The dataset in memory, remembering its file's content fingerprint (recorded in every run)."""
+    from naslung.fingerprint import load_dataset
+
+    try:
+        return load_dataset(data)
+    except (FileNotFoundError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--data") from exc
+
+
+def dump_json(data: Any) -> None:
+    """Print ``data`` as indented JSON (``--json``)."""
+    typer.echo(json.dumps(data, indent=2, default=str))
