@@ -103,7 +103,9 @@ def test_old_flat_form_reads_into_the_nested_form() -> None:
     assert (config.out, config.data, config.budget_trials, config.metric) == (
         "runs/search", "datasets/v2-seed0-3d-s32-m8.h5", 8, "accuracy")
     assert config.space == SpaceConfig(channels=(4, 8, 16), depth_range=(3, 5))
-    assert config.latency == LatencyConfig(samples=12, warmup=3, repeats=10, threads=1, device="cpu")
+    # An old search timed the eager model (it predates the latency path).
+    assert config.latency == LatencyConfig(samples=12, warmup=3, repeats=10, threads=1, device="cpu",
+                                           path="eager")
     assert config.executor == ExecutorConfig(name="local", concurrency=1)
     # What the old search trained every candidate with: the TrainConfig defaults and these fields.
     assert config.train == TrainConfig(epochs=10, batch_size=32, device="cpu", num_threads=2,
@@ -165,7 +167,8 @@ def test_candidates_train_with_the_search_recipe(tiny_dataset: Path) -> None:
     config = SearchConfig(out="s", data=str(tiny_dataset), train=TrainConfig(epochs=2, lr=3e-4), seed=4)
     evaluator = default_evaluator(config)
     assert evaluator.train == config.train and evaluator.exclude_folds == config.exclude_folds
-    assert evaluator.latency == {"device": "cpu", "threads": 1, "warmup": 3, "repeats": 10}
+    # Candidates are timed on the serving path (BN folded) unless the config says otherwise.
+    assert evaluator.latency == {"device": "cpu", "threads": 1, "warmup": 3, "repeats": 10, "path": "folded"}
 
 
 def _to_old_flat(out: Path) -> None:
@@ -175,7 +178,7 @@ def _to_old_flat(out: Path) -> None:
     flat = {**{k: v for k, v in nested.items() if k not in ("train", "space", "latency", "executor")},
             **{k: nested["train"][k] for k in ("epochs", "attention", "loss", "batch_size", "device",
                                                "num_threads")},
-            **nested["space"], **{f"latency_{k}": v for k, v in nested["latency"].items()},
+            **nested["space"], **{f"latency_{k}": v for k, v in nested["latency"].items() if k != "path"},
             "executor": nested["executor"]["name"],
             **{k: v for k, v in nested["executor"].items() if k != "name"}}
     assert set(flat) == set(OLD_FLAT)

@@ -342,10 +342,10 @@ def measure_latency(
     key = latency_key(
         spec, attention, head, spatial_dims, input_size, batch_size, dev, n_threads, cbam_kernel, path
     )
-    path = _cache_file(key)
-    if use_cache and not refresh and path.exists():
+    cache_file = _cache_file(key)
+    if use_cache and not refresh and cache_file.exists():
         try:
-            record = json.loads(path.read_text())
+            record = json.loads(cache_file.read_text())
             if record.get("schema") == LATENCY_SCHEMA and record.get("key") == key:
                 return {**record["result"], "key": key, "cached": True}
         except (OSError, json.JSONDecodeError):
@@ -377,5 +377,5 @@ def measure_latency(
         "measured_at": time.time(),
     }
     if use_cache:
-        write_json_atomic(path, {"schema": LATENCY_SCHEMA, "key": key, "result": result})
+        write_json_atomic(cache_file, {"schema": LATENCY_SCHEMA, "key": key, "result": result})
     return {**result, "key": key, "cached": False}

@@ -16,10 +16,11 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from naslung.models.cost import LATENCY_PATHS
 from naslung.models.spec import PAPER_CHANNELS, PAPER_DEPTH, ArchSpec
 from naslung.options import DEVICES, EXECUTORS, LATENCY_KINDS, METRICS, check_option
 from naslung.search.latency_model import FEATURES
-from naslung.search.objective import PAPER_TEST_FOLDS
+from naslung.search.objective import DEFAULT_LATENCY_PATH, PAPER_TEST_FOLDS
 from naslung.train.config import RECIPES, TrainConfig
 
 #: Epochs each candidate trains for (paper, section 4.1.3); every other training field is TrainConfig's.
@@ -66,7 +67,11 @@ class LatencyConfig:
     """How candidate latency is measured (batch 1, median of ``repeats`` after ``warmup``) and modelled.
 
     ``samples`` candidates are timed untrained to fit the latency model of ``kind``
-    (``naslung.search.latency_model``) that POP prunes with.
+    (``naslung.search.latency_model``) that POP prunes with. ``path`` is what is timed
+    (:data:`naslung.models.cost.LATENCY_PATHS`): ``folded``, the serving path
+    (:func:`naslung.models.fast.eval_model`: batch norm folded, ``channels_last_3d`` in 3-D), or ``eager``,
+    the unfolded eval model. A saved config without a path was timed eagerly (:data:`LEGACY_LATENCY_PATH`),
+    and a resumed search keeps its folder's path, so that every trial of one search is timed alike.
     """
 
     samples: int = 40
@@ -75,10 +80,12 @@ class LatencyConfig:
     threads: int = 1
     device: str = "cpu"
     kind: str = "linear"
+    path: str = DEFAULT_LATENCY_PATH
 
     def __post_init__(self) -> None:
         check_option("latency_device", self.device, DEVICES)
         check_option("latency_kind", self.kind, LATENCY_KINDS)
+        check_option("latency_path", self.path, LATENCY_PATHS)
         _at_least("latency_", "warmup", self.warmup, 0)
         for name in ("repeats", "threads"):
             _at_least("latency_", name, getattr(self, name), 1)
@@ -89,7 +96,11 @@ class LatencyConfig:
     def measure_options(self) -> dict[str, Any]:
         """The options of :func:`naslung.models.cost.measure_latency` (``TrainEvaluator.latency``)."""
         return {"device": self.device, "threads": self.threads, "warmup": self.warmup,
-                "repeats": self.repeats}
+                "repeats": self.repeats, "path": self.path}
+
+
+#: The latency path of searches saved before :attr:`LatencyConfig.path` existed (they timed the eager model).
+LEGACY_LATENCY_PATH = "eager"
 
 
 @dataclass(frozen=True)
@@ -120,7 +131,8 @@ FLAT: dict[str, tuple[str, str]] = {
     **{k: ("train", k) for k in ("epochs", "attention", "loss", "batch_size", "device", "num_threads")},
     "channels": ("space", "channels"),
     "depth_range": ("space", "depth_range"),
-    **{f"latency_{k}": ("latency", k) for k in ("samples", "warmup", "repeats", "threads", "device", "kind")},
+    **{f"latency_{k}": ("latency", k)
+       for k in ("samples", "warmup", "repeats", "threads", "device", "kind", "path")},
     "executor": ("executor", "name"),
     **{k: ("executor", k) for k in ("concurrency", "cpus_per_trial", "gpus_per_trial", "ray_address")},
 }
@@ -234,13 +246,17 @@ class SearchConfig:
         """Inverse of :meth:`to_dict`; also reads the flat form of older ``search_config.json`` files.
 
         In the flat form the training fields it does not record take today's TrainConfig defaults. Unknown
-        keys raise, so that a typo never passes silently.
+        keys raise, so that a typo never passes silently. A config saved without a latency path reads as
+        :data:`LEGACY_LATENCY_PATH`, the path it was timed on.
         """
         if not isinstance(data, dict):
             raise ValueError(f"a search config must be a JSON object, got {type(data).__name__}")
         if any(isinstance(data.get(name), dict) for name in SECTIONS):
+            latency = data.get("latency", {})
+            if isinstance(latency, dict):
+                data = {**data, "latency": {"path": LEGACY_LATENCY_PATH, **latency}}
             return cls._from_nested(data)
-        return cls._from_flat(data)
+        return cls._from_flat({"latency_path": LEGACY_LATENCY_PATH, **data})
 
     @classmethod
     def _from_nested(cls, data: dict[str, Any]) -> SearchConfig:

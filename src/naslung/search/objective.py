@@ -26,6 +26,9 @@ from naslung.train.config import TrainConfig
 
 #: Test folds of the paper's protocol (section 4.1): the search never looks at them by default.
 PAPER_TEST_FOLDS: tuple[int, ...] = (1, 2, 3, 4, 5)
+#: What the search times by default: the serving path (:func:`naslung.models.fast.eval_model`, batch norm
+#: folded, ``channels_last_3d`` in 3-D), one of :data:`naslung.models.cost.LATENCY_PATHS`.
+DEFAULT_LATENCY_PATH = "folded"
 
 
 class Evaluator(Protocol):
@@ -61,7 +64,8 @@ class TrainEvaluator:
         train: the :class:`~naslung.train.config.TrainConfig` every candidate trains with (a dict of its
             fields is accepted); ``arch`` and ``seed`` are replaced per trial.
         exclude_folds: folds removed before training (default: the paper's test folds 1-5).
-        latency: options of :func:`naslung.models.cost.measure_latency` (device, threads, warmup, repeats).
+        latency: options of :func:`naslung.models.cost.measure_latency` (device, threads, warmup, repeats,
+            path; the path defaults to :data:`DEFAULT_LATENCY_PATH`).
         size, spatial_dims: model input; read from the dataset attributes when ``None``.
     """
 
@@ -125,7 +129,7 @@ class TrainEvaluator:
         """``{"latency_ms", "device", "threads"}``: warmed median batch-1 latency, cached per spec."""
         from naslung.models.cost import device_name, measure_latency
 
-        opts = dict(self.latency)
+        opts = {"path": DEFAULT_LATENCY_PATH, **self.latency}
         opts.pop("device", None)
         device = self._latency_device()
         threads = opts.pop("threads", 1)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from naslung.search.driver import SearchDriver, SearchFailedError, summary, writ
 from naslung.search.latency_model import FEATURES, LatencyModel, cached_model, calibrate
 from naslung.search.objective import Evaluator, TrainEvaluator
 from naslung.search.pop import PopState
-from naslung.search.resume import check_resume, replay
+from naslung.search.resume import check_resume, replay, saved_config
 from naslung.search.space import SearchSpace
 
 __all__ = ["SearchConfig", "SearchFailedError", "SearchResult", "run_search"]
@@ -98,6 +98,7 @@ def latency_context(config: SearchConfig, evaluator: Evaluator, space: SearchSpa
         "warmup": lat.warmup,
         "repeats": lat.repeats,
         "kind": lat.kind,
+        "path": lat.path,
         "features": list(FEATURES),
         "seed": config.seed,
         "torch": torch.__version__,
@@ -182,6 +183,8 @@ def _run_search(
         config = config.replace(data=str(Path(config.data).resolve()))
     if resume and (out / rec.CONFIG).exists():
         check_resume(out, config, fingerprint)
+        # New trials are timed on the path the folder's trials were timed on (eager for old folders).
+        config = config.replace(latency=replace(config.latency, path=saved_config(out).latency.path))
     evaluator = evaluator if evaluator is not None else default_evaluator(config)
     validate_evaluator(evaluator)
     out.mkdir(parents=True, exist_ok=True)
