@@ -28,19 +28,19 @@ def test_the_library_does_not_import_rich():
     modules = _library_modules()
     assert len(modules) > 20  # the walk found the package
     offenders = [str(p.relative_to(PACKAGE)) for p in modules
-                 if "rich" in _imported_roots(ast.parse(p.read_text()))]
+                 if "rich" in _imported_roots(ast.parse(p.read_text(encoding="utf-8")))]
     assert offenders == []
 
 
 def test_the_cli_does_import_rich():
     # the check above would pass vacuously if the walk or the parser missed imports inside functions
-    assert "rich" in _imported_roots(ast.parse((PACKAGE / "cli" / "progress.py").read_text()))
+    assert "rich" in _imported_roots(ast.parse((PACKAGE / "cli" / "progress.py").read_text(encoding="utf-8")))
 
 
 def test_the_library_does_not_read_sys_argv():
     offenders = []
     for path in _library_modules():
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             is_argv = isinstance(node, ast.Attribute) and node.attr == "argv"
             if is_argv and getattr(node.value, "id", None) == "sys":
                 offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")

@@ -98,7 +98,7 @@ def file_fingerprint(path: str | os.PathLike[str]) -> str:
     except OSError:  # an unwritable cache only costs a recomputation
         cache = None
     try:
-        saved = json.loads(cache.read_text()) if cache is not None else {}
+        saved = json.loads(cache.read_text(encoding="utf-8")) if cache is not None else {}
         if [saved.get("path"), saved.get("size"), saved.get("mtime_ns")] == list(key):
             _MEMO[key] = str(saved["fingerprint"])
             return _MEMO[key]

@@ -52,7 +52,7 @@ def pid_alive(pid: int) -> bool:
 def read_lock(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The holder recorded in a lock file (``None`` when there is no lock; ``{}`` when unreadable)."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
     try:

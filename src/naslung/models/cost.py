@@ -193,7 +193,7 @@ def device_name(device: str | torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -204,7 +204,7 @@ def device_name(device: str | torch.device) -> str:
 def cpu_isa() -> str:
     """The :data:`ISA_FLAGS` this CPU has, comma-separated (``""`` when /proc/cpuinfo is unreadable)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith(("flags", "Features")):
                 have = set(line.split(":", 1)[1].split())
                 return ",".join(f for f in ISA_FLAGS if f in have)
@@ -345,7 +345,7 @@ def measure_latency(
     cache_file = _cache_file(key)
     if use_cache and not refresh and cache_file.exists():
         try:
-            record = json.loads(cache_file.read_text())
+            record = json.loads(cache_file.read_text(encoding="utf-8"))
             if record.get("schema") == LATENCY_SCHEMA and record.get("key") == key:
                 return {**record["result"], "key": key, "cached": True}
         except (OSError, json.JSONDecodeError):

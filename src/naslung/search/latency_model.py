@@ -86,7 +86,7 @@ class LatencyModel:
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyModel:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 def _design(costs: dict[str, np.ndarray], features: Sequence[str], kind: str) -> np.ndarray:

@@ -99,7 +99,7 @@ def repair_log(out: str | Path) -> int:
     path = Path(out) / TRIALS
     if not path.exists():
         return 0
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     records = read_jsonl(path)
     clean = "".join(json.dumps(r, default=str) + "\n" for r in records)
     if clean != text:

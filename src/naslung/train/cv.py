@@ -153,7 +153,7 @@ def _check_cv_dataset(out: Path, fingerprint: str) -> None:
     cv_json = CVDir(out).summary_json
     if cv_json.exists():
         try:
-            saved = (json.loads(cv_json.read_text()).get("dataset") or {}).get("fingerprint")
+            saved = (json.loads(cv_json.read_text(encoding="utf-8")).get("dataset") or {}).get("fingerprint")
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
             raise ValueError(f"{cv_json}: not valid cv JSON; the cv folder is damaged") from None
         check_same(saved, fingerprint, out, "add folds")

@@ -53,7 +53,7 @@ def recorded_fingerprint(run_dir: Path) -> str | None:
 
     path = RunDir(run_dir).config
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
