@@ -59,6 +59,9 @@ class TrainConfig:
         channels_last: channels-last memory format, 3-D only (``channels_last_3d``; 2-D always runs
             contiguous, see ``engine.channels_last_applies``). On by default: measured faster training on
             CPU in ``benchmarks/train_throughput.py`` (see README).
+        amp: bf16 autocast around the training forward on a CUDA GPU with bf16
+            (``torch.cuda.is_bf16_supported()``; the loss stays float32). No effect on CPU, which trains in
+            float32 either way (``benchmarks/gpu_check.py`` measures the GPU paths).
         cbam_kernel: kernel of CBAM's spatial-gate conv (3 or 7; the paper does not state it).
         split_seed: seeds the inner train/validation split only, apart from ``seed`` (init, shuffling,
             augmentation), so that every candidate of a search and every seed of a cv validates on the same
@@ -93,6 +96,7 @@ class TrainConfig:
     eval_batch_size: int = 128
     num_threads: int | None = None
     channels_last: bool = True
+    amp: bool = True
     cbam_kernel: int = 7
     split_seed: int = 0
     # The recipe (README, "The training recipe"): chosen on development folds 0 and 6 with

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from naslung.models.fast import autocast
 from naslung.train.augment import augment_crops, augment_stored, center_crop, random_crop_flip
 from naslung.train.config import TrainConfig
 from naslung.train.ema import ModelEMA
@@ -29,15 +30,26 @@ def class_weights(labels: torch.Tensor) -> torch.Tensor:
     return weights.float()
 
 
+def amp_applies(amp: bool, device: torch.device) -> bool:
+    """Whether ``TrainConfig.amp`` takes effect: on CUDA only (where :func:`naslung.models.fast.autocast`
+    runs bf16 when the GPU supports it). CPU training stays float32 whatever the CPU offers."""
+    return bool(amp) and device.type == "cuda"
+
+
 def train_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                  images: torch.Tensor, labels: torch.Tensor, size: int, config: TrainConfig,
                  generator: torch.Generator, np_rng: np.random.Generator,
                  on_batch: Callable[[], None], scheduler: Any = None,
                  ema: ModelEMA | None = None) -> tuple[float, float]:
-    """One pass over the shuffled training rows; returns mean loss and accuracy (augmented inputs)."""
+    """One pass over the shuffled training rows; returns mean loss and accuracy (augmented inputs).
+
+    With :func:`amp_applies`, the forward runs under bf16 autocast; the features ``(B, F)`` are cast back
+    to float32 before the loss and the head's accuracy.
+    """
     model.train()
     criterion.train()
     extra = config.extra_augment()
+    amp = amp_applies(config.amp, images.device)
     order = torch.from_numpy(np_rng.permutation(images.shape[0])).to(images.device)
     total_loss, correct, seen = 0.0, 0, 0
     for start in range(0, order.numel(), config.batch_size):
@@ -50,7 +62,9 @@ def train_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.O
             x = center_crop(images[idx], size)
         x = format_input(x, config.channels_last)
         y = labels[idx]
-        features = model.forward_features(x)
+        with autocast(images.device, enabled=amp):
+            features = model.forward_features(x)
+        features = features.float()
         loss = criterion(features, y)
         check_finite_loss(loss, start // config.batch_size + 1)
         optimizer.zero_grad(set_to_none=True)

@@ -1,7 +1,9 @@
 """Inference of a trained model: malignancy probabilities of centre crops, and the metrics of a split.
 
 Used for the validation split after every epoch, for the single look at the test fold, and by explain and
-predict, so that every consumer feeds the model exactly what evaluation does.
+predict, so that every consumer feeds the model exactly what evaluation does. Predictions run on the serving
+path, :func:`naslung.models.fast.eval_model` (batch norm folded; ``channels_last_3d`` in 3-D when the run
+trains in it): the eval-mode model's function up to float rounding, and what the search times.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 from torch import nn
 
 from naslung.data.dataset import NoduleDataset
+from naslung.models.fast import eval_model
 from naslung.train.augment import center_crop, flip_views
 from naslung.train.predictions import Predictions
 
@@ -25,13 +28,17 @@ def predict_proba(model: nn.Module, images: torch.Tensor, size: int, batch_size:
     For the angular head the logits are ``|x| cos(theta_j)``; ``p >= 0.5`` is the argmax decision. With
     ``tta`` the probability is the mean over the crop flipped along every subset of its axes (8 views in
     3-D, 4 in 2-D).
+
+    ``model`` (any weights: the trained ones or an EMA shadow) is left as it is; a BN-folded eval copy
+    (:func:`naslung.models.fast.eval_model`) runs every view of every batch, TTA included.
     """
-    model.eval()
+    dims = int(getattr(model, "spatial_dims", images.dim() - 1))
+    net = eval_model(model, channels_last=channels_last_applies(channels_last, dims))
     out = []
     for start in range(0, images.shape[0], batch_size):
         crop = center_crop(images[start:start + batch_size], size)
         views = flip_views(crop) if tta else [crop]
-        prob = sum(torch.softmax(model(format_input(v, channels_last)).float(), dim=1)[:, 1] for v in views)
+        prob = sum(torch.softmax(net(format_input(v, channels_last)).float(), dim=1)[:, 1] for v in views)
         out.append((prob / len(views)).cpu())
     if not out:
         return np.zeros(0, dtype=np.float64)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from naslung.train.result import TrainResult
 
 #: TrainConfig fields that may change when resuming (they do not change the numbers, or only extend).
+#: Every other field must match, ``amp`` included: bf16 autocast changes the numbers on CUDA.
 RESUME_FREE = ("epochs", "device", "num_threads", "eval_batch_size")
 
 
