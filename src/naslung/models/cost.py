@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from naslung.atomic import write_json_atomic
-from naslung.models.blocks.cbam import DEFAULT_REDUCTION, DEFAULT_SPATIAL_KERNEL
+from naslung.models.blocks.cbam import DEFAULT_SPATIAL_KERNEL
 from naslung.models.heads.angular import AngularHead
 from naslung.models.spec import ArchSpec, coerce_spec
 
@@ -121,10 +121,6 @@ class Cost:
     depth: int  # residual blocks L+M+N, a proxy for per-layer overhead (monotone under the order)
 
 
-def _conv_side(side: int, stride: int) -> int:
-    return -(-side // stride)
-
-
 def analytic_cost(
     spec: ArchSpec | str,
     size: int = 32,
@@ -142,48 +138,28 @@ def analytic_cost(
     a linear layer costs ``in * out``. A stride-2, padding-1 3^d conv and a stride-2 1^d conv both give
     side ``ceil(r / 2)``. Activation bytes are the float32 bytes of every conv output.
     """
+    from naslung.models.blocks.cbam import CBAM
+    from naslung.models.blocks.counting import LayerCost, conv_side, linear_cost
+    from naslung.models.blocks.residual import ConvBNReLU, ResidualBlock
+    from naslung.models.factory import layer_plan
+
     spec = coerce_spec(spec)
-    d = spatial_dims
-    macs = acts = params = 0
-
-    def conv(cin: int, cout: int, k: int, side: int, bias: bool = False, bn: bool = True) -> None:
-        nonlocal macs, acts, params
-        vol = side**d
-        macs += cin * cout * k**d * vol
-        acts += cout * vol
-        params += cin * cout * k**d + (cout if bias else 0) + (2 * cout if bn else 0)
-
-    def linear(fin: int, fout: int, bias: bool = True, calls: int = 1) -> None:
-        nonlocal macs, params
-        macs += fin * fout * calls
-        params += fin * fout + (fout if bias else 0)
-
-    def cbam(ch: int, side: int) -> None:
-        if attention == "none":
-            return
-        hidden = max(1, ch // DEFAULT_REDUCTION)
-        linear(ch, hidden, calls=2)  # the shared MLP runs on the avg- and on the max-pooled descriptor
-        linear(hidden, ch, calls=2)
-        conv(2, 1, cbam_kernel, side, bias=True, bn=False)
-
-    side = size
-    c1, c2 = spec.stem
-    conv(in_channels, c1, 3, side)
-    conv(c1, c2, 3, side)
-    cbam(c2, side)
-    width = c2
-    for widths in spec.stages:
-        for i, out in enumerate(widths):
-            stride = 2 if i == 0 else 1
-            side_out = _conv_side(side, stride)
-            conv(width, out, 3, side_out)
-            conv(out, out, 3, side_out)
-            if stride != 1 or width != out:
-                conv(width, out, 1, side_out)
-            width, side = out, side_out
-        cbam(width, side)
-    linear(width, num_classes, bias=head == "linear")
-    return Cost(macs=macs, activation_bytes=4 * acts, params=params, depth=spec.depth)
+    d, side, total = spatial_dims, size, LayerCost()
+    plan = layer_plan(spec, in_channels, attention)
+    for layer in plan:
+        if layer.kind == "conv":
+            total = total + ConvBNReLU.closed_form(layer.in_ch, layer.out_ch, d, side)
+        elif layer.kind == "residual":
+            total = total + ResidualBlock.closed_form(layer.in_ch, layer.out_ch, d, side, layer.stride)
+            side = conv_side(side, layer.stride)
+        else:
+            total = total + CBAM.closed_form(layer.in_ch, d, side, spatial_kernel=cbam_kernel)
+    width = plan[-1].out_ch
+    head_cost = (AngularHead.closed_form(width, num_classes) if head == "angular"
+                 else linear_cost(width, num_classes, bias=True))
+    total = total + head_cost
+    return Cost(macs=total.macs, activation_bytes=4 * total.activations, params=total.params,
+                depth=spec.depth)
 
 
 # ---------------------------------------------------------------------------------------------- latency

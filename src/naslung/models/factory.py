@@ -14,6 +14,7 @@ The input side must be divisible by 8 (three halvings).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,6 +35,35 @@ ATTENTIONS: dict[str, str | None] = {
 HEADS: tuple[str, ...] = ("angular", "linear")
 STAGES: tuple[str, ...] = ("stage1", "stage2", "stage3", "stage4", "stage5")
 ATTENTION_STAGES: tuple[str, ...] = ("stage2", "stage3", "stage4", "stage5")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One block of a NAS-Lung network, in order: ``kind`` is ``"conv"`` (3^d conv-BN-ReLU), ``"residual"``
+    (Fig. 2 block, ``stride`` 2 opens stages 3-5) or ``"cbam"`` (closes stages 2-5)."""
+
+    stage: str
+    kind: str
+    in_ch: int
+    out_ch: int
+    stride: int = 1
+
+
+def layer_plan(spec: ArchSpec | str, in_channels: int = 1, attention: str = "cbam") -> list[Layer]:
+    """The blocks of ``spec`` in order: the one place the layout above is written (the model is built from
+    it, and :func:`naslung.models.cost.analytic_cost` sums the blocks' closed-form costs over it)."""
+    spec = coerce_spec(spec)
+    with_cbam = ATTENTIONS[_check_option("attention", attention, list(ATTENTIONS))] is not None
+    c1, c2 = spec.stem
+    plan = [Layer("stage1", "conv", in_channels, c1), Layer("stage2", "conv", c1, c2)]
+    plan += [Layer("stage2", "cbam", c2, c2)] if with_cbam else []
+    width = c2
+    for name, widths in zip(STAGES[2:], spec.stages, strict=True):
+        for i, out in enumerate(widths):
+            plan.append(Layer(name, "residual", width, out, stride=2 if i == 0 else 1))
+            width = out
+        plan += [Layer(name, "cbam", width, width)] if with_cbam else []
+    return plan
 
 
 def _check_option(kind: str, value: str, valid: tuple[str, ...] | list[str]) -> str:
@@ -80,26 +110,19 @@ class NASLungNet(nn.Module):
             "num_classes": num_classes,
             "cbam_kernel": int(cbam_kernel),
         }
-        order = ATTENTIONS[attention]
-
-        def closing(channels: int) -> list[nn.Module]:
-            if order is None:
-                return []
-            return [CBAM(channels, spatial_dims, spatial_kernel=cbam_kernel, order=order)]
-
-        c1, c2 = spec.stem
-        stages: dict[str, nn.Module] = {
-            "stage1": nn.Sequential(ConvBNReLU(in_channels, c1, spatial_dims)),
-            "stage2": nn.Sequential(ConvBNReLU(c1, c2, spatial_dims), *closing(c2)),
-        }
-        width = c2
-        for name, widths in zip(STAGES[2:], spec.stages, strict=True):
-            blocks: list[nn.Module] = []
-            for i, out in enumerate(widths):
-                blocks.append(ResidualBlock(width, out, spatial_dims, stride=2 if i == 0 else 1))
-                width = out
-            stages[name] = nn.Sequential(*blocks, *closing(width))
-        self.stages = nn.ModuleDict(stages)
+        order = ATTENTIONS[attention] or "channel-first"
+        blocks: dict[str, list[nn.Module]] = {name: [] for name in STAGES}
+        plan = layer_plan(spec, in_channels, attention)
+        for layer in plan:
+            if layer.kind == "conv":
+                module: nn.Module = ConvBNReLU(layer.in_ch, layer.out_ch, spatial_dims)
+            elif layer.kind == "residual":
+                module = ResidualBlock(layer.in_ch, layer.out_ch, spatial_dims, stride=layer.stride)
+            else:
+                module = CBAM(layer.in_ch, spatial_dims, spatial_kernel=cbam_kernel, order=order)
+            blocks[layer.stage].append(module)
+        self.stages = nn.ModuleDict({name: nn.Sequential(*mods) for name, mods in blocks.items()})
+        width = plan[-1].out_ch
         self.num_features = width
         self.head: nn.Module = (
             AngularHead(width, num_classes) if head == "angular" else nn.Linear(width, num_classes)

@@ -1,8 +1,9 @@
 """Closed-form cost of every NAS-Lung network of a search space, computed from the spec alone.
 
 Building 42k models to count their MACs would take minutes; :func:`naslung.models.cost.analytic_cost`
-walks the layers of :mod:`naslung.models.factory` analytically instead (the one place that rule is written;
-a test pins it to the measured :func:`naslung.models.cost.profile`). Conventions:
+sums the closed-form cost each block reports (``closed_form``) over the factory's
+:func:`naslung.models.factory.layer_plan`, the one place the layout is written (a test pins it to the measured
+:func:`naslung.models.cost.profile`). Conventions:
 
 - MACs count convolutions and linear layers (batch norm, ReLU, pooling and gating products are not MACs);
 - activation bytes are the float32 bytes of every conv output for one sample;

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from naslung.models.blocks.counting import LayerCost, conv_cost, linear_cost
 from naslung.models.blocks.nd import check_dims, conv_nd
 
 #: Default MLP reduction ratio. The original CBAM uses 16, but NAS-Lung's widths are as small as 4
@@ -107,6 +108,15 @@ class CBAM(nn.Module):
         self.order = order
         self.channel = ChannelAttention(channels, reduction)
         self.spatial = SpatialAttention(spatial_dims, spatial_kernel)
+
+    @staticmethod
+    def closed_form(channels: int, spatial_dims: int, side: int, reduction: int = DEFAULT_REDUCTION,
+                    spatial_kernel: int = DEFAULT_SPATIAL_KERNEL) -> LayerCost:
+        """Cost on a ``side^d`` map: the shared MLP runs twice (avg- and max-pooled descriptor), plus the
+        ``2 -> 1`` spatial conv with bias and no BN (gating products are not MACs)."""
+        hidden = max(1, channels // reduction)
+        return (linear_cost(channels, hidden, calls=2) + linear_cost(hidden, channels, calls=2)
+                + conv_cost(2, 1, spatial_kernel, side, spatial_dims, bias=True, bn=False))
 
     def forward(self, x: Tensor) -> Tensor:
         view = (x.shape[0], x.shape[1]) + (1,) * (x.dim() - 2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from naslung.models.blocks.counting import LayerCost, conv_cost, conv_side
 from naslung.models.blocks.nd import batchnorm_nd, conv_nd
 
 
@@ -18,6 +19,12 @@ class ConvBNReLU(nn.Sequential):
             batchnorm_nd(spatial_dims)(out_ch),
             nn.ReLU(inplace=True),
         )
+
+    @staticmethod
+    def closed_form(in_ch: int, out_ch: int, spatial_dims: int, side: int, kernel_size: int = 3,
+                    stride: int = 1) -> LayerCost:
+        """Cost of this block on a ``side^d`` input (see :mod:`naslung.models.blocks.counting`)."""
+        return conv_cost(in_ch, out_ch, kernel_size, conv_side(side, stride), spatial_dims)
 
 
 class ResidualBlock(nn.Module):
@@ -42,6 +49,16 @@ class ResidualBlock(nn.Module):
             self.shortcut = nn.Sequential(conv(in_ch, out_ch, 1, stride=stride, bias=False), bn(out_ch))
         else:
             self.shortcut = nn.Identity()
+
+    @staticmethod
+    def closed_form(in_ch: int, out_ch: int, spatial_dims: int, side: int, stride: int = 1) -> LayerCost:
+        """Cost of this block on a ``side^d`` input; its output side is ``conv_side(side, stride)``."""
+        side_out = conv_side(side, stride)
+        cost = conv_cost(in_ch, out_ch, 3, side_out, spatial_dims) + conv_cost(out_ch, out_ch, 3, side_out,
+                                                                                spatial_dims)
+        if stride != 1 or in_ch != out_ch:
+            cost = cost + conv_cost(in_ch, out_ch, 1, side_out, spatial_dims)
+        return cost
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))

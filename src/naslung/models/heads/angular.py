@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from naslung.models.blocks.counting import LayerCost, linear_cost
+
 
 class AngularHead(nn.Module):
     """Bias-free FC layer with unit-norm class weights: ``(B, F) -> (B, num_classes)``.
@@ -22,6 +24,11 @@ class AngularHead(nn.Module):
         self.num_classes = num_classes
         self.weight = nn.Parameter(torch.empty(num_classes, in_features))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+
+    @staticmethod
+    def closed_form(in_features: int, num_classes: int = 2) -> LayerCost:
+        """Cost of the head: one bias-free ``F -> num_classes`` product."""
+        return linear_cost(in_features, num_classes, bias=False)
 
     def normalized_weight(self) -> Tensor:
         """Rows of ``weight`` scaled to unit norm: ``(num_classes, F)``."""
