@@ -35,6 +35,7 @@ from naslung.pipeline import stages
 from naslung.pipeline.budgets import BUDGETS, Budget
 from naslung.pipeline.status import StatusFile, stage_key
 from naslung.search.objective import PAPER_TEST_FOLDS
+from naslung.train.rundir import CVDir
 
 if TYPE_CHECKING:
     from naslung.progress import Progress
@@ -202,7 +203,8 @@ def estimates(config: ReproduceConfig, status: StatusFile, dataset: Any) -> dict
         ablate_left = len(VARIANTS) * budget.ablation_archs * len(config.folds) * budget.ablation_epochs
         ablate_s: list[float] = []
     else:
-        member_runs = [paths["members"] / m.name / f"fold_{f}" for m in members.members for f in config.folds]
+        member_runs = [CVDir(paths["members"] / m.name).run(f).path
+                       for m in members.members for f in config.folds]
         train_left, member_s = est.epochs_left(member_runs, budget.epochs)
         ablate_runs = [cv_dir(paths["ablate"], v.name, a).run(f).path for v in VARIANTS
                        for a in ablation_archs(members, budget) for f in config.folds]
