@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from naslung.cli.common import fail
+from naslung.options import check_option
 
 
 def register(app: typer.Typer) -> None:
@@ -23,11 +24,14 @@ def predict(
     spacing: float | None = typer.Option(None, "--spacing", help="crop mm, if the run lacks it"),
     window: str | None = typer.Option(None, "--window", help="HU lo,hi, if the run lacks it"),
     overlay: Path | None = typer.Option(None, "--overlay", help="attention overlay PNG"),
+    runtime: str = typer.Option("torch", "--runtime",
+                                help="torch, or onnx: ONNX Runtime on an export cached per checkpoint"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Each member's probability, the majority vote (paper section 3.5), soft vote and agreement."""
     from naslung.data.prepare import parse_window
     from naslung.explain.predict import (
+        RUNTIMES,
         load_members,
         parse_coords,
         predict_nodules,
@@ -40,14 +44,18 @@ def predict(
         raise typer.BadParameter("give exactly one of --coords X,Y,Z and --coords-file CSV",
                                  param_hint="--coords")
     try:
+        check_option("runtime", runtime, RUNTIMES)
         points = [("0", parse_coords(coords))] if coords is not None else read_coords_file(coords_file)
         members = load_members(model)
         settings, notes = resolve_settings(members, spacing, parse_window(window) if window else None)
-        results = predict_nodules(image, points, members, settings)
+        results = predict_nodules(image, points, members, settings, runtime=runtime,
+                                  attention=overlay is not None)
         if overlay is not None:
             save_overlays(results, overlay)
     except (FileNotFoundError, ValueError) as exc:
         fail(exc)
+    except ImportError as exc:  # the onnx extra is missing: the message says how to install it
+        fail(str(exc))
     if as_json:
         crop = {"size": settings.size, "dims": settings.dims, "spacing": settings.spacing,
                 "window": settings.window}

@@ -4,6 +4,10 @@ Majority vote, as in the paper: every member thresholds its malignancy probabili
 is malignant when *more than* ``floor(n/2)`` members say so. With an even ``n`` a tie (n/2 votes each way)
 is therefore benign. Soft vote (mean probability >= 0.5) and per-nodule agreement (the share of members
 that agree with the majority decision) are reported beside it; agreement is an uncertainty signal.
+
+No model runs here: the members' probabilities are the ``predictions.csv`` that training wrote, computed on
+the serving path (:func:`naslung.train.inference.predict_proba` runs :func:`naslung.models.fast.eval_model`);
+``naslung predict`` runs the members on new crops the same way (:mod:`naslung.explain.predict`).
 """
 
 from __future__ import annotations

@@ -10,13 +10,18 @@ Preprocessing is ``naslung data prepare``'s own code, applied with the settings 
 :func:`~naslung.data.prepare.window_hu` (int16 HU), :func:`naslung.data.dataset.to_unit_range` and the
 centre ``size`` window (:func:`naslung.train.augment.center_crop`). A nodule of the prepared dataset gets
 the probability that evaluation gives it.
+
+Runtimes (:data:`RUNTIMES`): ``torch`` runs each member on the serving path
+(:func:`naslung.models.fast.eval_model`, batch norm folded, in the memory format the run evaluated in);
+``onnx`` exports each member's checkpoint once (:func:`naslung.models.onnx.cached_export`) and runs it with
+ONNX Runtime on the CPU (the ``onnx`` extra). Attention maps always come from the PyTorch model.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +31,13 @@ import torch
 
 from naslung.data.errors import DataError
 from naslung.explain.runs import CropSettings, RunModel, load_run_model
+from naslung.options import check_option
 from naslung.train.rundir import RunDir, runs_under
+
+#: What ``naslung predict --runtime`` runs the members with.
+RUNTIMES: tuple[str, ...] = ("torch", "onnx")
+#: A member ready to predict: ``(B, 1, *S)`` float32 crops -> ``(B, num_classes)`` float32 logits.
+Runner = Callable[[torch.Tensor], torch.Tensor]
 
 
 def find_members(model: str | Path) -> list[Path]:
@@ -172,24 +183,51 @@ def model_input(volume: Any, world: Sequence[float], settings: CropSettings) -> 
     return center_crop(torch.from_numpy(image)[None], prep.size), padded
 
 
+def member_runner(member: RunModel, runtime: str = "torch") -> Runner:
+    """``member`` ready to predict on ``runtime`` (:data:`RUNTIMES`).
+
+    ``torch``: a BN-folded eval copy (:func:`naslung.models.fast.eval_model`), ``channels_last_3d`` when the
+    run evaluated in it. ``onnx``: the member's ``best.pt`` exported once to the ONNX cache and run by ONNX
+    Runtime; without the ``onnx`` extra an ``ImportError`` says how to install it.
+    """
+    check_option("runtime", runtime, RUNTIMES)
+    if runtime == "onnx":
+        from naslung.models.onnx import OnnxRunner, cached_export, require_onnx
+
+        require_onnx("--runtime onnx")
+        onnx_runner = OnnxRunner(cached_export(member.model, RunDir(member.path).best, member.crop.size))
+        return lambda x: torch.from_numpy(onnx_runner(x))
+    from naslung.models.fast import eval_model
+    from naslung.train.inference import channels_last_applies, format_input
+
+    channels_last = bool((member.config.get("config") or {}).get("channels_last", False))
+    channels_last = channels_last_applies(channels_last, member.crop.dims)
+    net = eval_model(member.model, channels_last=channels_last)
+    return lambda x: net(format_input(x, channels_last))
+
+
 @torch.no_grad()
 def predict_nodules(image: str | Path, coords: Sequence[tuple[str, Sequence[float]]],
-                    members: Sequence[RunModel], settings: CropSettings) -> list[NodulePrediction]:
-    """Predict every ``(id, world)`` of ``coords`` in CT file ``image`` with ``members``."""
+                    members: Sequence[RunModel], settings: CropSettings, runtime: str = "torch",
+                    attention: bool = True) -> list[NodulePrediction]:
+    """Predict every ``(id, world)`` of ``coords`` in CT file ``image`` with ``members`` on ``runtime``
+    (:data:`RUNTIMES`); ``attention=False`` skips the attention maps (needed only for overlays)."""
     from naslung.data.images import read_ct
     from naslung.ensemble.vote import agreement, majority_vote, soft_vote
     from naslung.explain.attention import central_slice, spatial_attention
 
     volume = read_ct(image)
+    runners = [member_runner(m, runtime) for m in members]
     out = []
     for nid, world in coords:
         world = tuple(float(v) for v in world)
         x, padded = model_input(volume, world, settings)
         probs, maps = [], []
-        for m in members:
-            probs.append(float(torch.softmax(m.model(x).float(), dim=1)[0, 1]))
-            with contextlib.suppress(ValueError):  # a member without attention gives no map
-                maps.append(spatial_attention(m.model, x)[0].numpy())
+        for m, run in zip(members, runners, strict=True):
+            probs.append(float(torch.softmax(run(x).float(), dim=1)[0, 1]))
+            if attention:
+                with contextlib.suppress(ValueError):  # a member without attention gives no map
+                    maps.append(spatial_attention(m.model, x)[0].numpy())
         p = np.asarray(probs)[:, None]
         out.append(NodulePrediction(
             id=nid, world=world,  # type: ignore[arg-type]

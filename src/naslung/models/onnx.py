@@ -4,11 +4,13 @@
 dynamic batch axis: input ``"image"`` ``(B, C_in, *S)`` float32, output ``"logits"`` ``(B, num_classes)``.
 The model's :attr:`~naslung.models.factory.NASLungNet.config` travels in the file's metadata
 (``naslung_model_config``), so a runner knows the input layout it expects. :class:`OnnxRunner` runs such a
-file on the CPU with a chosen number of threads.
+file on the CPU with a chosen number of threads. :func:`cached_export` exports a checkpoint once and reuses
+the file (``naslung predict --runtime onnx``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from naslung.atomic import atomic_path
 from naslung.models.fuse import fold_batchnorm
 
 INPUT_NAME = "image"
@@ -25,6 +28,20 @@ OUTPUT_NAME = "logits"
 METADATA_KEY = "naslung_model_config"
 #: ONNX opset written by :func:`export_onnx` (ONNX Runtime >= 1.16 runs it).
 OPSET = 17
+#: Version of what :func:`export_onnx` writes; part of :func:`cached_export`'s key.
+EXPORT_VERSION = 1
+#: One line that says how to get the optional runtime.
+INSTALL_HINT = "pip install 'naslung[onnx]'"
+
+
+def require_onnx(what: str = "ONNX") -> None:
+    """Raise ``ImportError`` with one line that says how to install, unless onnx and onnxruntime import."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(f"{what} needs onnx and onnxruntime ({exc.name or exc} is missing): "
+                          f"{INSTALL_HINT}") from None
 
 
 def export_onnx(model: nn.Module, path: str | Path, size: int = 32, opset: int = OPSET) -> Path:
@@ -44,23 +61,50 @@ def export_onnx(model: nn.Module, path: str | Path, size: int = 32, opset: int =
     folded = fold_batchnorm(model.cpu() if next(model.parameters()).device.type != "cpu" else model)
     example = torch.zeros(2, in_ch, *([size] * dims))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
-        torch.onnx.export(
-            folded, (example,), str(tmp), dynamo=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-        )
-    proto = onnx.load(str(tmp))
-    config = dict(getattr(model, "config", {}))
-    config["input_size"] = size
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(config, sort_keys=True)
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:  # a unique temporary: concurrent exports of one file never mix
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
+            torch.onnx.export(
+                folded, (example,), str(tmp), dynamo=False, opset_version=opset,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            )
+        proto = onnx.load(str(tmp))
+        config = dict(getattr(model, "config", {}))
+        config["input_size"] = size
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps(config, sort_keys=True)
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+    return path
+
+
+def export_key(checkpoint: str | Path, size: int, opset: int = OPSET) -> str:
+    """Cache key of the export of ``checkpoint``: a hash of its bytes, the input side, the opset, the
+    exporter's version and torch's (a retrained run at the same path gets a new key)."""
+    digest = hashlib.sha256()
+    with open(checkpoint, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    meta = f"{size}|{opset}|{EXPORT_VERSION}|{torch.__version__}"
+    return hashlib.sha256(f"{digest.hexdigest()}|{meta}".encode()).hexdigest()[:24]
+
+
+def cached_export(model: nn.Module, checkpoint: str | Path, size: int,
+                  cache: str | Path | None = None) -> Path:
+    """The ONNX file of ``model`` as loaded from ``checkpoint``, exported on first use (atomic write).
+
+    Stored as ``<cache>/<export_key>.onnx`` (``cache`` None: ``naslung.paths.cache_dir("onnx")``), so a run
+    folder is never written to; a later call with the same checkpoint bytes, ``size``, opset and torch
+    reuses the file. ``model`` must hold ``checkpoint``'s weights (e.g. ``train.checkpoint.load_model``).
+    """
+    if cache is None:
+        from naslung.paths import cache_dir
+
+        cache = cache_dir("onnx")
+    path = Path(cache) / f"{export_key(checkpoint, size)}.onnx"
+    if not path.is_file():
+        export_onnx(model, path, size=size)
     return path
 
 
