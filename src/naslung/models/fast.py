@@ -1,15 +1,20 @@
 """Fast execution paths the training and prediction code can opt into (measured in ``benchmarks/``).
 
-* :func:`bf16_supported` / :func:`autocast`: bfloat16 autocast on CPUs with native bf16 (AVX512-BF16 or
-  AMX); elsewhere bf16 is emulated and slower than fp32, so :func:`autocast` returns a no-op context.
+* :func:`bf16_supported` / :func:`autocast`: bfloat16 autocast on a CUDA GPU with bf16 or a CPU with
+  native bf16 (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower than fp32, so :func:`autocast`
+  returns a no-op context. Training uses it on CUDA only (``TrainConfig.amp``,
+  ``naslung.train.epoch.amp_applies``); CPU training stays float32.
 * :func:`to_channels_last`: ``channels_last_3d`` for 3-D models and inputs; 2-D stays contiguous (see
   ``naslung.train.engine.channels_last_applies``: oneDNN's 2-D channels-last backward corrupts the heap on
   AVX2-only CPUs with torch 2.13).
 * :func:`eval_model`: the inference path, a BN-folded eval copy (:func:`naslung.models.fuse.fold_batchnorm`),
-  in ``channels_last_3d`` for 3-D when asked.
+  in ``channels_last_3d`` for 3-D when asked. Every prediction runs on it (validation and test in
+  ``naslung.train.inference.predict_proba``, ``naslung predict --runtime torch``), and the search times it
+  (``LatencyConfig.path = "folded"``).
 
-bf16 must be used together with ``channels_last_3d`` in 3-D: with contiguous tensors oneDNN reorders every
-bf16 activation and the step is about half as fast as fp32 (``benchmarks/train_throughput.py``).
+On CPU, bf16 must be used together with ``channels_last_3d`` in 3-D: with contiguous tensors oneDNN reorders
+every bf16 activation and the step is about half as fast as fp32 (``benchmarks/train_throughput.py``).
+``benchmarks/gpu_check.py`` measures these paths on a GPU.
 """
 
 from __future__ import annotations
