@@ -243,6 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's; 1 with --quick on CPU, where a loaded "
                         "machine stalls oversubscribed threads)")
+    parser.add_argument("--no-tf32", action="store_true",
+                        help="strict fp32 convs and matmuls on CUDA (by default cuDNN may use TF32)")
     parser.add_argument("--json", action="store_true", help="also print every figure as one JSON line")
     args = parser.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -253,6 +255,9 @@ def main(argv: list[str] | None = None) -> None:
         threads = 1
     if threads is not None:
         torch.set_num_threads(threads)
+    if args.no_tf32:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     if args.quick:
         s = Settings(device, batch=4, size=16, eval_batch=8, rounds=2, warmup=1, latency_repeats=5)
     else:
