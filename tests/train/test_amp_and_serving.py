@@ -19,12 +19,12 @@ from naslung.train.resume import changed_options
 from .conftest import tiny
 
 
-def test_amp_is_a_field_on_by_default() -> None:
-    assert TrainConfig().amp is True and TrainConfig().to_dict()["amp"] is True
+def test_amp_is_a_field_off_by_default() -> None:
+    assert TrainConfig().amp is False and TrainConfig().to_dict()["amp"] is False
     saved = TrainConfig().to_dict()
-    del saved["amp"]  # a run written before the field existed
-    assert TrainConfig.from_dict(saved).amp is True
-    assert TrainConfig.from_dict({**saved, "amp": False}).amp is False
+    del saved["amp"]  # a run written before the field existed trained in fp32
+    assert TrainConfig.from_dict(saved).amp is False
+    assert TrainConfig.from_dict({**saved, "amp": True}).amp is True
 
 
 def test_amp_applies_on_cuda_only() -> None:

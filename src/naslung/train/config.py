@@ -61,7 +61,10 @@ class TrainConfig:
             CPU in ``benchmarks/train_throughput.py`` (see README).
         amp: bf16 autocast around the training forward on a CUDA GPU with bf16
             (``torch.cuda.is_bf16_supported()``; the loss stays float32). No effect on CPU, which trains in
-            float32 either way (``benchmarks/gpu_check.py`` measures the GPU paths).
+            float32 either way. Off by default: on an H200 it made a whole 10-epoch Model-1 fold only ~2 %
+            faster (the step is 1.1-1.3x, ``benchmarks/gpu_check.py``, but these small nets are bound by
+            Python and data, not by the GPU), its gradients differed from fp32 by up to 60 % of their scale,
+            and its one development-fold run ended 5 F1 points lower (see README).
         cbam_kernel: kernel of CBAM's spatial-gate conv (3 or 7; the paper does not state it).
         split_seed: seeds the inner train/validation split only, apart from ``seed`` (init, shuffling,
             augmentation), so that every candidate of a search and every seed of a cv validates on the same
@@ -96,7 +99,7 @@ class TrainConfig:
     eval_batch_size: int = 128
     num_threads: int | None = None
     channels_last: bool = True
-    amp: bool = True
+    amp: bool = False
     cbam_kernel: int = 7
     split_seed: int = 0
     # The recipe (README, "The training recipe"): chosen on development folds 0 and 6 with
