@@ -46,6 +46,8 @@ def cv(
     select: str | None = typer.Option(None, "--select", help=HELP["select"]),
     lr: float | None = typer.Option(None, "--lr", help=HELP["lr"]),
     threads: int | None = typer.Option(None, "--threads"),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="runs trained at once, single-threaded, in spawned "
+                             "processes (the same numbers as --jobs 1 --threads 1)"),
     max_shift: int | None = typer.Option(None, "--max-shift", help=HELP["max_shift"]),
     channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help="3-D only"),
     config_file: Path | None = typer.Option(None, "--config", help=HELP["config"]),
@@ -66,7 +68,7 @@ def cv(
         others = [arch, batch, loss, attention, seed, split_seed, val_fraction, select, lr, max_shift,
                   channels_last, config_file, sets, recipe]
         _cv_members(data, members_file, fold_list, out, as_json, budget=budget, epochs=epochs,
-                    threads=threads, device=device, others=others)
+                    threads=threads, device=device, jobs=jobs, others=others)
         return
     config = resolve_config(config_file=config_file, budget=budget, recipe=recipe, sets=sets,
                             max_shift=max_shift, threads=threads,
@@ -76,7 +78,8 @@ def cv(
     dataset = load_data(data)
     out = out or Path("runs") / f"cv_{slug(config)}"
     try:
-        result = run_cv(dataset, config, fold_list, out, progress=progress_bar(as_json), source=str(data))
+        result = run_cv(dataset, config, fold_list, out, progress=progress_bar(as_json), source=str(data),
+                        jobs=jobs)
     except (CheckpointError, FileExistsError, ValueError) as exc:
         fail(exc)
     if as_json:
@@ -88,7 +91,7 @@ def cv(
 
 def _cv_members(data: Path, members_file: Path, folds: list[int], out: Path | None, as_json: bool, *,
                 budget: str | None, epochs: int | None, threads: int | None, device: str | None,
-                others: list[Any]) -> None:
+                jobs: int, others: list[Any]) -> None:
     """``cv --members``: each member's own TrainConfig; only the budget, threads and device may change."""
     from naslung.search.members import read_members
     from naslung.train.checkpoint import CheckpointError
@@ -107,7 +110,7 @@ def _cv_members(data: Path, members_file: Path, folds: list[int], out: Path | No
     out = out or members.path.parent / "members_cv"
     try:
         results = run_members_cv(dataset, members, folds, out, budget=budget, epochs=epochs, threads=threads,
-                                 device=device, progress=progress_bar(as_json), source=str(data))
+                                 device=device, progress=progress_bar(as_json), source=str(data), jobs=jobs)
     except (CheckpointError, FileExistsError, ValueError) as exc:
         fail(exc)
     if as_json:

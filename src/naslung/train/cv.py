@@ -59,11 +59,14 @@ def run_cv(
     baselines: Sequence[str] = BASELINES,
     progress: Progress | None = None,
     source: str | None = None,
+    jobs: int = 1,
 ) -> CVResult:
     """Train and test ``config`` on every fold in ``folds``; baselines on the same splits beside it.
 
     Everything that can be checked is checked before the first fold trains (:func:`validate_cv`); the cv
     folder is locked against a second writer and refuses a dataset other than the one it was made with.
+    ``jobs > 1`` trains that many folds at once, single-threaded, in spawned processes that load the dataset
+    from ``source`` (:mod:`naslung.train.parallel`); the numbers equal a ``jobs=1`` run with one thread.
     """
     from naslung.fingerprint import fingerprint_of
     from naslung.lock import output_lock
@@ -73,6 +76,11 @@ def run_cv(
     fingerprint = fingerprint_of(dataset)
     with output_lock(out, "naslung cv"):
         _check_cv_dataset(out, fingerprint)
+        if jobs > 1:
+            from naslung.train.parallel import fit_side_by_side
+
+            fit_side_by_side(source or "", [(config, int(f), CVDir(out).run(f).path) for f in folds], jobs,
+                             progress)
         return _run_cv(dataset, config, list(folds), out, tuple(baselines), progress, source, fingerprint)
 
 
@@ -88,12 +96,14 @@ def run_members_cv(
     device: str | None = None,
     progress: Progress | None = None,
     source: str | None = None,
+    jobs: int = 1,
 ) -> dict[str, CVResult]:
     """:func:`run_cv` for every member of a members file, in ``out_dir/<member name>``.
 
     Each member trains with its own recorded :class:`TrainConfig` (the search's settings); only the budget
     (``budget``/``epochs``), ``threads`` and ``device`` may change. Refused before any training: a test fold
     the search trained or validated on (:mod:`naslung.protocol`), and a dataset other than the search's.
+    ``jobs > 1`` trains that many (member, fold) runs at once, as in :func:`run_cv`.
     """
     from naslung.fingerprint import check_same, fingerprint_of
     from naslung.protocol import check_test_fold_unseen
@@ -108,6 +118,11 @@ def run_members_cv(
     for config in configs.values():
         validate_cv(dataset, config, folds)
     out = Path(out_dir)
+    if jobs > 1:
+        from naslung.train.parallel import fit_side_by_side
+
+        fit_side_by_side(source or "", [(config, int(f), CVDir(out / name).run(f).path)
+                                        for name, config in configs.items() for f in folds], jobs, progress)
     return {name: run_cv(dataset, config, folds, out / name, progress=progress, source=source)
             for name, config in configs.items()}
 
