@@ -290,3 +290,18 @@ def test_cli_bad_option_names_the_valid_values(monkeypatch: pytest.MonkeyPatch, 
     assert "unknown attention 'se'; valid: cbam, cbam-spatial-first, none" in " ".join(res.output.split())
     res, config = _cli_config(monkeypatch, tmp_path, "--exclude-folds", "2-12")
     assert res.exit_code == 2 and "outside the LUNA16 subsets" in res.output
+
+
+def test_search_config_schema_versions(tmp_path: Path) -> None:
+    import json
+
+    import naslung.search.records as rec
+
+    written = rec.write_config(tmp_path, {"config": {}})
+    assert json.loads(written.read_text())["schema_version"] == rec.CONFIG_SCHEMA_VERSION == 2
+    for version in (1, 2):  # the flat form of older folders and the nested form both read
+        written.write_text(json.dumps({"schema": rec.CONFIG_SCHEMA, "schema_version": version, "config": {}}))
+        assert rec.read_config(tmp_path)["schema_version"] == version
+    written.write_text(json.dumps({"schema": rec.CONFIG_SCHEMA, "schema_version": 3, "config": {}}))
+    with pytest.raises(ValueError, match="newer than this naslung reads"):
+        rec.read_config(tmp_path)

@@ -25,6 +25,8 @@ TRIAL_SCHEMA = "naslung-search-trial"
 CONFIG_SCHEMA = "naslung-search-config"
 PARETO_SCHEMA = "naslung-search-pareto"
 SCHEMA_VERSION = 1
+#: ``search_config.json``: 1 wrote the flat config, 2 the nested frozen :class:`SearchConfig` (both read).
+CONFIG_SCHEMA_VERSION = 2
 
 #: Keys every trial record carries (tests check both executors write the same set).
 TRIAL_KEYS: tuple[str, ...] = (
@@ -113,7 +115,7 @@ def append_trial(out: str | Path, record: dict[str, Any]) -> None:
 
 def write_config(out: str | Path, config: dict[str, Any]) -> Path:
     return write_json_atomic(
-        Path(out) / CONFIG, {"schema": CONFIG_SCHEMA, "schema_version": SCHEMA_VERSION, **config}
+        Path(out) / CONFIG, {"schema": CONFIG_SCHEMA, "schema_version": CONFIG_SCHEMA_VERSION, **config}
     )
 
 
@@ -124,6 +126,10 @@ def read_config(out: str | Path) -> dict[str, Any]:
     data = read_json(path, "search configuration")
     if not isinstance(data, dict) or data.get("schema") != CONFIG_SCHEMA:
         raise ValueError(f"{path}: not a search configuration")
+    version = data.get("schema_version", 1)
+    if not isinstance(version, int) or version > CONFIG_SCHEMA_VERSION:
+        raise ValueError(f"{path}: search configuration schema version {version!r} is newer than this "
+                         f"naslung reads ({CONFIG_SCHEMA_VERSION}); upgrade naslung")
     return data
 
 
