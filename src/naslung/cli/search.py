@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from naslung.cli.common import fail, pct
+from naslung.models.cost import LATENCY_PATHS
 from naslung.options import ATTENTIONS, DEVICES, EXECUTORS, LOSSES, METRICS, choices
 from naslung.search.config import SearchConfig
 from naslung.search.select import DEFAULT_WEIGHT
@@ -79,6 +80,8 @@ HELP = {
     "latency_repeats": f"timed runs per latency (median) {_default(_D.latency.repeats)}",
     "latency_threads": f"CPU threads for latency timing {_default(_D.latency.threads)}",
     "latency_device": f"{choices(DEVICES)} {_default(_D.latency.device)}",
+    "latency_path": f"what is timed: {choices(LATENCY_PATHS)} (folded: the BN-folded serving path) "
+                    f"{_default(_D.latency.path)}",
 }
 
 
@@ -118,6 +121,7 @@ def search(
     latency_repeats: int | None = typer.Option(None, "--latency-repeats", help=HELP["latency_repeats"]),
     latency_threads: int | None = typer.Option(None, "--latency-threads", help=HELP["latency_threads"]),
     latency_device: str | None = typer.Option(None, "--latency-device", help=HELP["latency_device"]),
+    latency_path: str | None = typer.Option(None, "--latency-path", help=HELP["latency_path"]),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Search the space of eq. 5-6 with POP; writes trials.jsonl, pareto.json and pareto.png into --out."""
@@ -158,6 +162,7 @@ def search(
             latency_repeats=latency_repeats,
             latency_threads=latency_threads,
             latency_device=latency_device,
+            latency_path=latency_path,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
