@@ -5,25 +5,11 @@ from __future__ import annotations
 import pytest
 
 from naslung.cli.progress import RichProgress, format_info, progress_bar
-from naslung.progress import NullProgress, Progress, as_progress, tracked
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[tuple] = []
-
-    def start(self, task, total):
-        self.events.append(("start", task, total))
-
-    def advance(self, task, n=1, **info):
-        self.events.append(("advance", task, n, info))
-
-    def finish(self, task):
-        self.events.append(("finish", task))
+from naslung.progress import NullProgress, Progress, RecordingProgress, as_progress, tracked
 
 
 def test_tracked_finishes_even_when_the_block_fails():
-    rec = Recorder()
+    rec = RecordingProgress()
     with pytest.raises(RuntimeError), tracked(rec, "scans", 3) as advance:
         advance(scan="a")
         raise RuntimeError("boom")
@@ -32,7 +18,7 @@ def test_tracked_finishes_even_when_the_block_fails():
 
 def test_as_progress():
     assert isinstance(as_progress(None), NullProgress) and isinstance(as_progress(False), NullProgress)
-    rec = Recorder()
+    rec = RecordingProgress()
     assert as_progress(rec) is rec and isinstance(rec, Progress)
     with pytest.raises(TypeError, match="RichProgress"):
         as_progress(True)

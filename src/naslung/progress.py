@@ -39,6 +39,23 @@ class NullProgress:
         pass
 
 
+class RecordingProgress:
+    """A :class:`Progress` that keeps every call as a tuple in :attr:`events`, in order: ``("start", task,
+    total)``, ``("advance", task, n, info)``, ``("finish", task)`` (for scripts that log, and for tests)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+
+    def start(self, task: str, total: int | None) -> None:
+        self.events.append(("start", task, total))
+
+    def advance(self, task: str, n: int = 1, **info: Any) -> None:
+        self.events.append(("advance", task, n, info))
+
+    def finish(self, task: str) -> None:
+        self.events.append(("finish", task))
+
+
 def as_progress(progress: Progress | None) -> Progress:
     """``progress`` itself, or a :class:`NullProgress` for None (or False, the old "no bar" flag)."""
     if progress is None or progress is False:

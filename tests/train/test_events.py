@@ -6,28 +6,15 @@ import json
 
 import torch
 
+from naslung.progress import RecordingProgress
 from naslung.provenance import invoked_as
 from naslung.train.engine import BATCHES_TASK, fit, steps_per_epoch
 
 from .conftest import TINY, tiny
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[tuple] = []
-
-    def start(self, task, total):
-        self.events.append(("start", task, total))
-
-    def advance(self, task, n=1, **info):
-        self.events.append(("advance", task, n, info))
-
-    def finish(self, task):
-        self.events.append(("finish", task))
-
-
 def test_progress_receives_epochs_and_batches(separable, tmp_path):
-    rec = Recorder()
+    rec = RecordingProgress()
     result = fit(separable, tiny(epochs=2), test_fold=0, out_dir=tmp_path / "run", progress=rec)
     steps = steps_per_epoch(result.split["train"], 16)
     label = f"{TINY} fold 0"
@@ -44,7 +31,7 @@ def test_progress_receives_epochs_and_batches(separable, tmp_path):
     # every task that started has finished, and the epoch task outlives the batches
     assert rec.events[0] == ("start", label, 2) and rec.events[-1] == ("finish", label)
 
-    again = Recorder()  # a finished run is read back: nothing trains, nothing is reported
+    again = RecordingProgress()  # a finished run is read back: nothing trains, nothing is reported
     fit(separable, tiny(epochs=2), test_fold=0, out_dir=tmp_path / "run", resume=True, progress=again)
     assert again.events == []
 
