@@ -120,6 +120,40 @@ def ensemble(
         for low in r.low_agreement:
             console.print(f"  low agreement {low['agreement']:.2f}: {low['nodule_id']} label {low['label']} "
                           f"votes {low['malignant_votes']}/{len(r.runs)} mean p {low['mean_prob']:.2f}")
+    if len(results) > 1:
+        console.print(_summary_table(results, paths))
+
+
+def _summary_table(results: list[Any], cv_dirs: list[Path]) -> Any:
+    """Mean +- sample std over the folds of every method: the votes, each member (by cv folder) and, when
+    the cv folders hold them, the diameter baseline of the first one (all members share the split seed)."""
+    import numpy as np
+    from rich.table import Table
+
+    from naslung.atomic import read_json
+    from naslung.train.rundir import CVDir
+
+    keys = ("accuracy", "sensitivity", "specificity", "f1", "auc")
+    rows: dict[str, list[dict[str, Any]]] = {"majority vote": [r.majority for r in results],
+                                             "soft vote": [r.soft for r in results]}
+    for r in results:
+        for m in r.members:
+            rows.setdefault(f"  {Path(m['run']).parent.name}", []).append(m)
+    baselines = [CVDir(cv_dirs[0]).run(r.fold).baselines for r in results]
+    if all(b.is_file() for b in baselines):
+        rows["diameter baseline"] = [read_json(b, "baselines of a cv fold")["diameter"]["test_metrics"]
+                                     for b in baselines]
+    table = Table(title=f"folds {', '.join(str(r.fold) for r in results)}: mean ± sample std over folds (%)")
+    for col in ("", "accuracy", "sensitivity", "specificity", "F1", "AUC"):
+        table.add_column(col, justify="left" if not col else "right")
+    for name, metrics in rows.items():
+        cells = []
+        for k in keys:
+            values = 100 * np.array([m[k] for m in metrics if m.get(k) is not None], dtype=float)
+            std = f" ± {values.std(ddof=1):.2f}" if values.size > 1 else ""
+            cells.append(f"{values.mean():.2f}{std}" if values.size else "-")
+        table.add_row(name, *cells)
+    return table
 
 
 def ensemble_size(
