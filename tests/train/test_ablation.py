@@ -168,3 +168,15 @@ def test_report_renders_the_ablation_tables(ablation, tmp_path) -> None:
     for key in ("table2", "table3"):
         assert f"id=table-ablation-{key}-0" in html
     assert "NAS+CBAM+A-Softmax" in html and "spatial-first" in html
+
+
+def test_a_training_budget_reaches_every_variant() -> None:
+    from naslung.train.ablation import plan
+    from naslung.train.config import BUDGETS
+
+    paper = plan(["[4,4,[4],[4],[8]]"], budget="paper")
+    assert all(c.epochs == BUDGETS["paper"]["epochs"] and c.patience == BUDGETS["paper"]["patience"]
+               for c in paper.values())
+    shorter = plan(["[4,4,[4],[4],[8]]"], budget="paper", epochs=3)  # explicit epochs win, early stop stays
+    assert all(c.epochs == 3 and c.patience == BUDGETS["paper"]["patience"] for c in shorter.values())
+    assert all(c.patience is None for c in plan(["[4,4,[4],[4],[8]]"]).values())

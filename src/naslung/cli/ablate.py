@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from naslung.cli.common import check_threads, fail
+from naslung.cli.train_options import BUDGET_HELP
 
 ARCHS_HELP = ("architectures, paper notation; repeat the option or list them after it: "
               "--archs '[4,4,[4],[4],[8]]' '[4,4,[4,4],[4,8],[8,8]]'")
@@ -27,6 +28,7 @@ def ablate(
     folds: str = typer.Option("1-5", "--folds", help="test folds, e.g. 1-5 or 0,3"),
     out: Path = typer.Option(..., "--out", help="ablation folder: <variant>/<arch>/ cv folders, ablation.*"),
     epochs: int | None = typer.Option(None, "--epochs", help="planned epochs (default: TrainConfig's)"),
+    budget: str | None = typer.Option(None, "--budget", help=BUDGET_HELP),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads per job"),
     jobs: int = typer.Option(1, "--jobs", min=1, help="cv folders trained at once (spawned, 1 thread each)"),
     as_json: bool = typer.Option(False, "--json", help="print ablation.json"),
@@ -47,7 +49,7 @@ def ablate(
 
     try:
         result = run_ablation(data, [*(archs or []), *(more_archs or [])], fold_list, out, epochs=epochs,
-                              threads=threads, jobs=jobs, log=log,
+                              threads=threads, jobs=jobs, log=log, budget=budget,
                               progress=progress_bar(as_json or jobs > 1))
     except (FileNotFoundError, ValueError) as exc:
         fail(exc)

@@ -293,7 +293,7 @@ def _ablate(config: ReproduceConfig, archs: list[str], log: Callable[[str], None
 
     result = run_ablation(config.data, archs, config.folds, config.paths["ablate"],
                           epochs=config.budget.ablation_epochs, threads=config.threads, jobs=config.jobs,
-                          progress=progress, log=log)
+                          progress=progress, log=log, budget=config.budget.train_budget)
     return {"file": str(config.paths["ablate"] / JSON_NAME), "archs": result["archs"],
             "folds": result["folds"], "summary": stages.jsonable(result["summary"])}
 

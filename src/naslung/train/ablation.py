@@ -49,9 +49,11 @@ class Variant:
     attention: str
     loss: str
 
-    def config(self, arch: str, **given: Any) -> TrainConfig:
-        """The variant's config for ``arch``; ``given`` (None values skipped) sets budget fields only."""
-        return TrainConfig.resolve(arch=arch, attention=self.attention, loss=self.loss, **given)
+    def config(self, arch: str, budget: str | None = None, **given: Any) -> TrainConfig:
+        """The variant's config for ``arch``; ``budget`` (a ``TrainConfig`` budget such as ``"paper"``: 700
+        epochs with early stopping) and ``given`` (None values skipped) set budget fields only."""
+        return TrainConfig.resolve(budget=budget, arch=arch, attention=self.attention, loss=self.loss,
+                                   **given)
 
 
 VARIANTS: tuple[Variant, ...] = (
@@ -95,13 +97,15 @@ def parse_archs(archs: Sequence[str]) -> list[str]:
 
 
 def plan(archs: Sequence[str], *, epochs: int | None = None, threads: int | None = None,
-         variants: Sequence[str] | None = None) -> dict[tuple[str, str], TrainConfig]:
-    """``{(variant, arch): TrainConfig}`` for every variant and architecture, in table order."""
+         variants: Sequence[str] | None = None,
+         budget: str | None = None) -> dict[tuple[str, str], TrainConfig]:
+    """``{(variant, arch): TrainConfig}`` for every variant and architecture, in table order (``budget``: a
+    ``TrainConfig`` budget, e.g. ``"paper"`` for 700 epochs with early stopping; ``epochs`` overrides it)."""
     names = list(variants) if variants is not None else [v.name for v in VARIANTS]
     unknown = [n for n in names if n not in VARIANT]
     if unknown:
         raise ValueError(f"unknown ablation variants {unknown}; valid: {', '.join(VARIANT)}")
-    return {(name, arch): VARIANT[name].config(arch, epochs=epochs, num_threads=threads)
+    return {(name, arch): VARIANT[name].config(arch, budget, epochs=epochs, num_threads=threads)
             for name in names for arch in parse_archs(archs)}
 
 
@@ -155,7 +159,7 @@ def _cv_job(data: str, config: dict[str, Any], folds: list[int], out: str,
 def run_ablation(data: str | Path, archs: Sequence[str], folds: Sequence[int], out_dir: str | Path, *,
                  epochs: int | None = None, threads: int | None = None, jobs: int = 1,
                  variants: Sequence[str] | None = None, progress: Progress | None = None,
-                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 log: Callable[[str], None] | None = None, budget: str | None = None) -> dict[str, Any]:
     """Train every (variant, arch) cv folder over ``folds``; write and return ``ablation.json``'s payload.
 
     ``jobs > 1`` runs that many cv folders at once in spawned processes, each single-threaded unless
@@ -170,7 +174,8 @@ def run_ablation(data: str | Path, archs: Sequence[str], folds: Sequence[int], o
     if threads is not None and threads < 1:
         raise ValueError(f"--threads: must be >= 1, got {threads}")
     folds = sorted({int(f) for f in folds})
-    configs = plan(archs, epochs=epochs, threads=threads if threads or jobs == 1 else 1, variants=variants)
+    configs = plan(archs, epochs=epochs, threads=threads if threads or jobs == 1 else 1, variants=variants,
+                   budget=budget)
     try:
         dataset = load_dataset(data)
     except (FileNotFoundError, ValueError) as exc:
