@@ -14,8 +14,7 @@ The input side must be divisible by 8 (three halvings).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -37,10 +36,10 @@ STAGES: tuple[str, ...] = ("stage1", "stage2", "stage3", "stage4", "stage5")
 ATTENTION_STAGES: tuple[str, ...] = ("stage2", "stage3", "stage4", "stage5")
 
 
-@dataclass(frozen=True)
-class Layer:
+class Layer(NamedTuple):
     """One block of a NAS-Lung network, in order: ``kind`` is ``"conv"`` (3^d conv-BN-ReLU), ``"residual"``
-    (Fig. 2 block, ``stride`` 2 opens stages 3-5) or ``"cbam"`` (closes stages 2-5)."""
+    (Fig. 2 block, ``stride`` 2 opens stages 3-5) or ``"cbam"`` (closes stages 2-5). A named tuple: the
+    search plans every architecture of its space (tens of thousands) to cost them."""
 
     stage: str
     kind: str

@@ -16,6 +16,8 @@ explanations capture the maps with forward hooks when they need them
 
 from __future__ import annotations
 
+from functools import cache
+
 import torch
 from torch import Tensor, nn
 
@@ -110,6 +112,7 @@ class CBAM(nn.Module):
         self.spatial = SpatialAttention(spatial_dims, spatial_kernel)
 
     @staticmethod
+    @cache  # pure, few distinct arguments: the search costs its whole space with it
     def closed_form(channels: int, spatial_dims: int, side: int, reduction: int = DEFAULT_REDUCTION,
                     spatial_kernel: int = DEFAULT_SPATIAL_KERNEL) -> LayerCost:
         """Cost on a ``side^d`` map: the shared MLP runs twice (avg- and max-pooled descriptor), plus the

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from torch import Tensor, nn
 
 from naslung.models.blocks.counting import LayerCost, conv_cost, conv_side
@@ -21,6 +23,7 @@ class ConvBNReLU(nn.Sequential):
         )
 
     @staticmethod
+    @cache  # pure, few distinct arguments: the search costs its whole space with it
     def closed_form(in_ch: int, out_ch: int, spatial_dims: int, side: int, kernel_size: int = 3,
                     stride: int = 1) -> LayerCost:
         """Cost of this block on a ``side^d`` input (see :mod:`naslung.models.blocks.counting`)."""
@@ -51,6 +54,7 @@ class ResidualBlock(nn.Module):
             self.shortcut = nn.Identity()
 
     @staticmethod
+    @cache  # pure, few distinct arguments: the search costs its whole space with it
     def closed_form(in_ch: int, out_ch: int, spatial_dims: int, side: int, stride: int = 1) -> LayerCost:
         """Cost of this block on a ``side^d`` input; its output side is ``conv_side(side, stride)``."""
         side_out = conv_side(side, stride)
