@@ -127,13 +127,14 @@ def ensemble(
 def _summary_table(results: list[Any], cv_dirs: list[Path]) -> Any:
     """Mean +- sample std over the folds of every method: the votes, each member (by cv folder) and, when
     the cv folders hold them, the diameter baseline of the first one (all members share the split seed)."""
-    import numpy as np
+    import math
+
     from rich.table import Table
 
     from naslung.atomic import read_json
+    from naslung.train.cv import SUMMARY_METRICS, summarize
     from naslung.train.rundir import CVDir
 
-    keys = ("accuracy", "sensitivity", "specificity", "f1", "auc")
     rows: dict[str, list[dict[str, Any]]] = {"majority vote": [r.majority for r in results],
                                              "soft vote": [r.soft for r in results]}
     for r in results:
@@ -147,11 +148,12 @@ def _summary_table(results: list[Any], cv_dirs: list[Path]) -> Any:
     for col in ("", "accuracy", "sensitivity", "specificity", "F1", "AUC"):
         table.add_column(col, justify="left" if not col else "right")
     for name, metrics in rows.items():
+        summary = summarize([{k: m.get(k) for k in SUMMARY_METRICS} for m in metrics], name)
         cells = []
-        for k in keys:
-            values = 100 * np.array([m[k] for m in metrics if m.get(k) is not None], dtype=float)
-            std = f" ± {values.std(ddof=1):.2f}" if values.size > 1 else ""
-            cells.append(f"{values.mean():.2f}{std}" if values.size else "-")
+        for k in SUMMARY_METRICS:
+            mean, std = summary[f"{k}_mean"], summary[f"{k}_std"]
+            cells.append("-" if math.isnan(mean) else
+                         f"{100 * mean:.2f}" + ("" if math.isnan(std) else f" ± {100 * std:.2f}"))
         table.add_row(name, *cells)
     return table
 
