@@ -35,13 +35,9 @@ def check_output(out: Path) -> None:
     if out.is_dir():
         raise DataError(f"{out}: is a directory; --out must name the dataset file to write "
                         f"(e.g. {out / 'crops.h5'})")
-    parent = out.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise DataError(f"{out}: cannot be created, {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise DataError(f"{out}: cannot write in {parent} (permission denied or read-only)")
+    from naslung.paths import check_creatable
+
+    check_creatable(out.parent, str(out))
 
 
 def available_memory() -> int | None:

@@ -131,13 +131,9 @@ def check_writable(out: Path) -> None:
     """Refuse an ``--out`` that is a file or lies where nothing can be written."""
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out}: is a file, expected a folder")
-    parent = out
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise DataError(f"--out {out}: cannot be created, {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise DataError(f"--out {out}: cannot write in {parent} (permission denied or read-only)")
+    from naslung.paths import check_creatable
+
+    check_creatable(out, f"--out {out}")
 
 
 def _run_one(dataset: Any, config: TrainConfig, folds: list[int], out: str, source: str,
