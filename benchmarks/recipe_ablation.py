@@ -45,6 +45,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "recipe-cbam3": {**RECIPE, "cbam_kernel": 3},
     "recipe-no-ema-tta": {**RECIPE, "ema_decay": None, "tta": False},
     "recipe-constant-lr": {**RECIPE, "lr": 2e-4, "lr_schedule": "constant", "warmup_epochs": 0.0},
+    # CBAM's spatial kernel x what the pooling reads (naslung.models.factory, "The embedding"), written out
+    # in full so that they mean the same whatever the defaults are.
+    "k7-relu": {"cbam_kernel": 7, "embedding": "relu"},
+    "k7-linear": {"cbam_kernel": 7, "embedding": "linear"},
+    "k3-relu": {"cbam_kernel": 3, "embedding": "relu"},
+    "k3-linear": {"cbam_kernel": 3, "embedding": "linear"},
 }
 
 

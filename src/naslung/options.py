@@ -13,6 +13,10 @@ from typing import TypeVar
 LOSSES: tuple[str, ...] = ("asoftmax", "softmax")
 #: ``--attention``: CBAM (channel then spatial gate), its spatial-first twin, or no attention.
 ATTENTIONS: tuple[str, ...] = ("cbam", "cbam-spatial-first", "none")
+#: ``--set embedding=``: what global average pooling reads. ``relu``: the last residual block's output after
+#: its ReLU (Fig. 2 as written; every feature >= 0); ``linear``: the same sum before that ReLU, so the
+#: embedding can point anywhere, as A-Softmax's angular margin assumes (:mod:`naslung.models.factory`).
+EMBEDDINGS: tuple[str, ...] = ("linear", "relu")
 #: ``--device``, ``--latency-device``: ``auto`` picks cuda when available.
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 #: Inner-validation metrics that pick a checkpoint (``--select``) or score a search candidate (``--metric``).

@@ -155,6 +155,7 @@ def test_config_round_trip():
         "in_channels": 1,
         "num_classes": 3,
         "cbam_kernel": 7,
+        "embedding": "relu",
     }
     clone = model_from_config(cfg)
     clone.load_state_dict(model.state_dict())
@@ -168,6 +169,44 @@ def test_config_round_trip():
     assert model_from_config(k3.config).stages["stage2"][-1].spatial.conv.kernel_size == (3, 3)
     old = {k: v for k, v in model.config.items() if k != "cbam_kernel"}
     assert model_from_config(old).config["cbam_kernel"] == 7
+    # so is the embedding; configs written before it existed mean the ReLU embedding they trained
+    linear = build_model(MID, embedding="linear", spatial_dims=2)
+    assert model_from_config(linear.config).config["embedding"] == "linear"
+    older = {k: v for k, v in linear.config.items() if k != "embedding"}
+    assert model_from_config(older).config["embedding"] == "relu"
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("attention", ["cbam", "none"])
+def test_linear_embedding_drops_only_the_last_relu(dims: int, attention: str):
+    """``embedding="linear"``: the last residual block returns its sum before the ReLU, every other block
+    and every parameter is unchanged, so the same weights give ``relu(sum)`` vs ``sum`` at the end."""
+    from naslung.models.blocks.residual import ResidualBlock
+
+    torch.manual_seed(0)
+    relu = build_model(MID, spatial_dims=dims, attention=attention)
+    linear = build_model(MID, spatial_dims=dims, attention=attention, embedding="linear")
+    linear.load_state_dict(relu.state_dict())  # same parameter names and shapes: no new parameter
+    blocks = [m for m in linear.modules() if isinstance(m, ResidualBlock)]
+    assert [b.relu_out for b in blocks] == [True] * (len(blocks) - 1) + [False]
+    last = blocks[-1]
+    with torch.no_grad():
+        last.bn2.bias.fill_(-3.0)  # push the sum below zero
+    relu.load_state_dict(linear.state_dict())
+    relu.eval(), linear.eval()
+    x = torch.randn(2, 1, *([16] * dims))
+    with torch.no_grad():
+        f_relu, f_linear = relu.forward_features(x), linear.forward_features(x)
+    assert (f_relu >= 0).all()
+    assert (f_linear < 0).any()  # the embedding can point out of the positive orthant
+    # the stage-5 output before pooling: relu(sum) for one, sum for the other
+    captured: dict[str, torch.Tensor] = {}
+    last.register_forward_hook(lambda m, i, o: captured.__setitem__("sum", o.detach().clone()))
+    with torch.no_grad():
+        linear.forward_features(x)
+    assert (captured["sum"] < 0).any()
+    with pytest.raises(ValueError, match="linear, relu"):
+        build_model(MID, embedding="gelu")
 
 
 @pytest.mark.parametrize(

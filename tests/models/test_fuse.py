@@ -25,17 +25,18 @@ def _randomise_bn(model: nn.Module) -> None:
 
 @pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize(
-    "spec, attention, head, kernel",
+    "spec, attention, head, kernel, embedding",
     [
-        (str(MODEL_1), "cbam", "angular", 7),
-        (str(MODEL_1), "cbam", "angular", 3),
-        ("[4,4,[8,16],[16,32],[32,64]]", "cbam-spatial-first", "linear", 7),
-        ("[4,4,[4],[8],[8]]", "none", "angular", 7),
+        (str(MODEL_1), "cbam", "angular", 7, "relu"),
+        (str(MODEL_1), "cbam", "angular", 3, "linear"),
+        ("[4,4,[8,16],[16,32],[32,64]]", "cbam-spatial-first", "linear", 7, "relu"),
+        ("[4,4,[4],[8],[8]]", "none", "angular", 7, "linear"),
     ],
 )
-def test_folded_equals_unfolded(dims: int, spec: str, attention: str, head: str, kernel: int):
+def test_folded_equals_unfolded(dims: int, spec: str, attention: str, head: str, kernel: int, embedding: str):
     torch.manual_seed(0)
-    model = build_model(spec, attention=attention, head=head, spatial_dims=dims, cbam_kernel=kernel)
+    model = build_model(spec, attention=attention, head=head, spatial_dims=dims, cbam_kernel=kernel,
+                        embedding=embedding)
     _randomise_bn(model)
     model.train()
     folded = fold_batchnorm(model)

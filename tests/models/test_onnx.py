@@ -17,7 +17,7 @@ from naslung.models.onnx import OnnxRunner, export_onnx  # noqa: E402
     "dims, spec, kwargs",
     [
         (3, str(MODEL_1), {}),
-        (3, str(MODEL_1), {"cbam_kernel": 3}),
+        (3, str(MODEL_1), {"cbam_kernel": 3, "embedding": "linear"}),
         (2, "[4,4,[8,16],[16,32],[32,64]]", {"attention": "cbam-spatial-first", "head": "linear"}),
     ],
 )

@@ -75,3 +75,26 @@ def test_predictions_run_folded_and_equal_the_unfolded_model(separable, monkeypa
         want = sum(torch.softmax(model(format_input(v, channels_last)), dim=1)[:, 1] for v in views)
         want = want / len(views)
     assert got.shape == (24,) and np.abs(got - want.double().numpy()).max() < 1e-5
+
+
+def test_embedding_field_and_the_configs_written_before_it() -> None:
+    saved = TrainConfig(embedding="linear").to_dict()
+    assert TrainConfig.from_dict(saved).embedding == "linear"
+    del saved["embedding"]  # a whole config written before the field existed trained the ReLU embedding
+    assert TrainConfig.from_dict(saved).embedding == "relu"
+    # a partial config (--config FILE) keeps the default
+    assert TrainConfig.from_dict({"epochs": 3}).embedding == TrainConfig().embedding
+    assert TrainConfig(embedding="linear").model_options()["embedding"] == "linear"
+    with pytest.raises(ValueError, match="embedding"):
+        TrainConfig(embedding="gelu")
+    with pytest.raises(ValueError, match="cbam_kernel"):
+        TrainConfig(cbam_kernel=5)  # the model has no 5^3 gate; refused before any work
+
+
+def test_a_checkpoint_without_the_embedding_option_is_the_relu_one() -> None:
+    from naslung.train.checkpoint import CheckpointError, check_compatible
+
+    state = {"spec": "[4,4,[4],[4],[8]]", "model_options": {"loss": "asoftmax", "cbam_kernel": 7}}
+    check_compatible(state, {"arch": "[4,4,[4],[4],[8]]", "embedding": "relu"}, "old/best.pt")
+    with pytest.raises(CheckpointError, match="embedding='relu'.*embedding='linear'"):
+        check_compatible(state, {"arch": "[4,4,[4],[4],[8]]", "embedding": "linear"}, "old/best.pt")

@@ -10,6 +10,16 @@ Layout for ``[c1, c2, [C3...], [C4...], [C5...]]``:
 * stage 6: global average pooling -> ``(B, F)`` embedding -> head.
 
 The input side must be divisible by 8 (three halvings).
+
+The embedding (``embedding`` option). Read literally, Fig. 2 ends every block with a ReLU, so the pooled
+embedding lies in the positive orthant. At initialisation the embeddings of all nodules then lie within
+about 10-25 degrees of each other (cosine to their mean 0.90-0.99, Model-1 on phantom crops), every nodule
+falls on one side of the head's angular boundary, and under A-Softmax's margin (eq. 4, m = 4) shrinking the
+norm of the wrong-side embeddings can lower the loss faster than turning them: a degenerate state in which
+every nodule is called benign (seen with the 3^3 CBAM kernel; README, "The training recipe"). SphereFace
+puts its margin on an FC embedding with no ReLU. ``"linear"`` does the same at no cost: the network's last
+residual block returns its sum before the ReLU (no new parameter or MAC; CBAM's gates are positive, so the
+closing CBAM keeps the sign). ``"relu"`` is Fig. 2 as written.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from naslung.models.blocks.nd import check_dims
 from naslung.models.blocks.residual import ConvBNReLU, ResidualBlock
 from naslung.models.heads.angular import AngularHead
 from naslung.models.spec import ArchSpec, coerce_spec
+from naslung.options import EMBEDDINGS
 
 #: attention option -> CBAM order (``None``: no attention).
 ATTENTIONS: dict[str, str | None] = {
@@ -86,11 +97,13 @@ class NASLungNet(nn.Module):
         in_channels: int = 1,
         num_classes: int = 2,
         cbam_kernel: int = DEFAULT_SPATIAL_KERNEL,
+        embedding: str = "relu",
     ) -> None:
         super().__init__()
         spec = coerce_spec(spec)
         _check_option("attention", attention, list(ATTENTIONS))
         _check_option("head", head, HEADS)
+        _check_option("embedding", embedding, EMBEDDINGS)
         check_dims(spatial_dims)
         if cbam_kernel not in SPATIAL_KERNELS:
             raise ValueError(
@@ -108,15 +121,19 @@ class NASLungNet(nn.Module):
             "in_channels": in_channels,
             "num_classes": num_classes,
             "cbam_kernel": int(cbam_kernel),
+            "embedding": embedding,
         }
         order = ATTENTIONS[attention] or "channel-first"
         blocks: dict[str, list[nn.Module]] = {name: [] for name in STAGES}
         plan = layer_plan(spec, in_channels, attention)
-        for layer in plan:
+        last_residual = max(i for i, layer in enumerate(plan) if layer.kind == "residual")
+        for i, layer in enumerate(plan):
             if layer.kind == "conv":
                 module: nn.Module = ConvBNReLU(layer.in_ch, layer.out_ch, spatial_dims)
             elif layer.kind == "residual":
-                module = ResidualBlock(layer.in_ch, layer.out_ch, spatial_dims, stride=layer.stride)
+                relu_out = embedding == "relu" or i != last_residual
+                module = ResidualBlock(layer.in_ch, layer.out_ch, spatial_dims, stride=layer.stride,
+                                       relu_out=relu_out)
             else:
                 module = CBAM(layer.in_ch, spatial_dims, spatial_kernel=cbam_kernel, order=order)
             blocks[layer.stage].append(module)
@@ -168,21 +185,25 @@ def build_model(
     in_channels: int = 1,
     num_classes: int = 2,
     cbam_kernel: int = DEFAULT_SPATIAL_KERNEL,
+    embedding: str = "relu",
 ) -> NASLungNet:
     """Build a NAS-Lung network; unknown option names raise ``ValueError`` listing the valid ones.
 
     ``cbam_kernel`` is the side of CBAM's spatial-gate conv (3 or 7; ignored with attention ``"none"``
-    but recorded in :attr:`NASLungNet.config` all the same).
+    but recorded in :attr:`NASLungNet.config` all the same). ``embedding`` is ``"relu"`` (Fig. 2 as
+    written) or ``"linear"`` (the last residual block without its ReLU; see the module docstring).
     """
-    return NASLungNet(spec, attention, head, spatial_dims, in_channels, num_classes, cbam_kernel)
+    return NASLungNet(spec, attention, head, spatial_dims, in_channels, num_classes, cbam_kernel, embedding)
 
 
 def model_from_config(config: dict[str, Any]) -> NASLungNet:
     """Rebuild a model from :attr:`NASLungNet.config` (weights are loaded separately).
 
-    Configs written before ``cbam_kernel`` existed rebuild with the 7^d kernel they were trained with.
+    Configs written before ``cbam_kernel`` existed rebuild with the 7^d kernel they were trained with, and
+    those written before ``embedding`` existed with the ReLU embedding they were trained with.
     """
-    known = {"spec", "attention", "head", "spatial_dims", "in_channels", "num_classes", "cbam_kernel"}
+    known = {"spec", "attention", "head", "spatial_dims", "in_channels", "num_classes", "cbam_kernel",
+             "embedding"}
     unknown = sorted(set(config) - known)
     if unknown:
         raise ValueError(f"unknown model config keys {unknown}; valid: {', '.join(sorted(known))}")

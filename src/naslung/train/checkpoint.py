@@ -64,9 +64,10 @@ def check_compatible(state: dict[str, Any], options: dict[str, Any], path: str |
     attention); a mismatch would silently load weights into the wrong network.
     """
     saved = state.get("model_options", {})
+    # A checkpoint written before an option existed used the then only choice.
+    legacy = {"cbam_kernel": 7, "embedding": "relu"}
     for key, want in options.items():
-        # A checkpoint written before cbam_kernel was an option used the then only kernel, 7.
-        have = state.get("spec") if key == "arch" else saved.get(key, 7 if key == "cbam_kernel" else None)
+        have = state.get("spec") if key == "arch" else saved.get(key, legacy.get(key))
         if have != want:
             raise CheckpointError(
                 f"{path}: checkpoint was trained with {key}={have!r} but this run asks for {key}={want!r}; "

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from naslung.models.blocks.cbam import SPATIAL_KERNELS
 from naslung.models.spec import ArchSpec, coerce_spec
-from naslung.options import ATTENTIONS, DEVICES, LOSSES, check_option
+from naslung.options import ATTENTIONS, DEVICES, EMBEDDINGS, LOSSES, check_option
 from naslung.options import METRICS as SELECT_METRICS
 from naslung.train.augment import ExtraAugment
 from naslung.train.schedule import LAMBDA_SCHEDULES, LR_SCHEDULES
@@ -22,7 +23,7 @@ PAPER_RECIPE: dict[str, Any] = {
     "lr": 2e-4, "weight_decay": 0.0, "lr_schedule": "constant", "warmup_epochs": 0.0,
     "lambda_schedule": "sphereface", "rot90": False, "permute_axes": False, "affine_deg": 0.0,
     "affine_scale": 0.0, "intensity": 0.0, "noise_std": 0.0, "tta": False, "ema_decay": None,
-    "class_balance": False, "cbam_kernel": 7,
+    "class_balance": False, "cbam_kernel": 7, "embedding": "relu",
 }
 #: Recipes by name (``--recipe``): ``naslung`` is the TrainConfig defaults.
 RECIPES: dict[str, dict[str, Any]] = {"naslung": {}, "paper": PAPER_RECIPE}
@@ -66,6 +67,8 @@ class TrainConfig:
             Python and data, not by the GPU), its gradients differed from fp32 by up to 60 % of their scale,
             and its one development-fold run ended 5 F1 points lower (see README).
         cbam_kernel: kernel of CBAM's spatial-gate conv (3 or 7; the paper does not state it).
+        embedding: ``relu`` (Fig. 2 as written: the pooled embedding is >= 0) or ``linear`` (the last
+            residual block's sum before its ReLU); see :mod:`naslung.models.factory`.
         split_seed: seeds the inner train/validation split only, apart from ``seed`` (init, shuffling,
             augmentation), so that every candidate of a search and every seed of a cv validates on the same
             nodules.
@@ -101,6 +104,7 @@ class TrainConfig:
     channels_last: bool = True
     amp: bool = False
     cbam_kernel: int = 7
+    embedding: str = "relu"
     split_seed: int = 0
     # The recipe (README, "The training recipe"): chosen on development folds 0 and 6 with
     # benchmarks/recipe_ablation.py, then frozen before folds 1-5 were trained.
@@ -139,8 +143,9 @@ class TrainConfig:
             raise ValueError(f"max_shift must be >= 0 or None, got {self.max_shift}")
         if not self.lr > 0 or self.lr == float("inf"):
             raise ValueError(f"lr must be a positive finite number, got {self.lr}")
-        if self.cbam_kernel not in (3, 5, 7):
-            raise ValueError(f"cbam_kernel must be 3, 5 or 7, got {self.cbam_kernel}")
+        if self.cbam_kernel not in SPATIAL_KERNELS:
+            raise ValueError(f"cbam_kernel must be one of {SPATIAL_KERNELS}, got {self.cbam_kernel}")
+        _choice("embedding", self.embedding, EMBEDDINGS)
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("lambda_schedule", self.lambda_schedule, LAMBDA_SCHEDULES)
         if not 0.0 < self.lambda_floor_at <= 1.0:
@@ -171,11 +176,18 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise so typos never pass silently."""
+        """Inverse of :meth:`to_dict`; unknown keys raise so typos never pass silently.
+
+        A whole config written before ``embedding`` existed (every other field present, e.g. a run's
+        ``config.json``) was trained with the ReLU embedding, so it reads back with ``embedding="relu"``;
+        a partial config (``--config``) keeps the default.
+        """
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown TrainConfig fields {unknown}; valid: {sorted(known)}")
+        if "embedding" not in data and known - {"embedding"} <= set(data):
+            data = {**data, "embedding": "relu"}
         return cls(**data)
 
     @classmethod
@@ -211,7 +223,7 @@ class TrainConfig:
     def model_options(self) -> dict[str, Any]:
         """The options that must match between a checkpoint and a resumed run."""
         return {"arch": self.arch, "loss": self.loss, "head": self.head, "attention": self.attention,
-                "cbam_kernel": self.cbam_kernel}
+                "cbam_kernel": self.cbam_kernel, "embedding": self.embedding}
 
 
 def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:

@@ -80,7 +80,7 @@ def build(config: TrainConfig, spatial_dims: int, total_iterations: int | None =
     from naslung.models.factory import build_model
 
     model = build_model(config.spec, attention=config.attention, head=config.head, spatial_dims=spatial_dims,
-                        cbam_kernel=config.cbam_kernel)
+                        cbam_kernel=config.cbam_kernel, embedding=config.embedding)
     options: dict[str, Any] = {}
     if class_weight is not None:
         options["class_weight"] = class_weight

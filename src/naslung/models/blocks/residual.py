@@ -37,10 +37,16 @@ class ResidualBlock(nn.Module):
     ``relu(BN(conv(relu(BN(conv(x))))) + shortcut(x))``; the paper's "BN and ReLU after all convs"
     is read that way. When the channels or the resolution change, the shortcut is a strided 1^d
     conv + BN (Fig. 2, right); otherwise it is the identity. Convs carry no bias since BN follows.
+
+    ``relu_out=False`` returns the sum itself, ``BN(conv(...)) + shortcut(x)``, which can be negative: the
+    factory uses it for the network's last block when the embedding is ``"linear"`` (see
+    :data:`naslung.models.factory.EMBEDDINGS`).
     """
 
-    def __init__(self, in_ch: int, out_ch: int, spatial_dims: int = 3, stride: int = 1) -> None:
+    def __init__(self, in_ch: int, out_ch: int, spatial_dims: int = 3, stride: int = 1,
+                 relu_out: bool = True) -> None:
         super().__init__()
+        self.relu_out = relu_out
         conv, bn = conv_nd(spatial_dims), batchnorm_nd(spatial_dims)
         self.conv1 = conv(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
         self.bn1 = bn(out_ch)
@@ -64,7 +70,10 @@ class ResidualBlock(nn.Module):
             cost = cost + conv_cost(in_ch, out_ch, 1, side_out, spatial_dims)
         return cost
 
+    def extra_repr(self) -> str:
+        return "" if self.relu_out else "relu_out=False"
+
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + self.shortcut(x))
+        out = self.bn2(self.conv2(out)) + self.shortcut(x)
+        return self.relu(out) if self.relu_out else out
