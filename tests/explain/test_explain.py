@@ -27,6 +27,15 @@ def test_features_match_saved_test_predictions(tiny_runs):
     fs = extract_features(run.model, dataset, rows)
     assert fs.features.shape == (rows.size, run.model.num_features)
     np.testing.assert_allclose(fs.prob, saved.prob, rtol=1e-5, atol=1e-6)
+    # the serving path (BN folded) gives the eval-mode model's features
+    import torch
+
+    from naslung.train.augment import center_crop
+
+    x = center_crop(torch.from_numpy(np.asarray(dataset.images[rows], dtype=np.float32)), dataset.size)
+    with torch.no_grad():
+        unfolded = run.model.eval().forward_features(x).numpy()
+    np.testing.assert_allclose(fs.features, unfolded, rtol=1e-4, atol=1e-5)
 
 
 def test_explain_two_runs(tiny_runs, tmp_path):

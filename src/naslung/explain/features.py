@@ -2,7 +2,9 @@
 
 These are the features of Fig. 6 (t-SNE) and Table 4 (DBI, eq. 12-14): the output of stage 6's global
 average pooling, ``model.forward_features``. Inputs are the centre ``size`` window of the stored crops,
-exactly what evaluation feeds the model (:func:`naslung.train.engine.predict_proba`).
+exactly what evaluation feeds the model (:func:`naslung.train.engine.predict_proba`), through the same
+serving path: the BN-folded eval copy :func:`naslung.models.fast.eval_model` (equal to the eval-mode model
+within float rounding).
 """
 
 from __future__ import annotations
@@ -44,12 +46,13 @@ def extract_features(model: nn.Module, dataset: NoduleDataset, rows: np.ndarray 
         rows: row indices (default: every row).
         batch_size: inference batch size.
     """
+    from naslung.models.fast import eval_model
     from naslung.train.augment import center_crop
 
     if not hasattr(model, "forward_features"):
         raise ValueError(f"{type(model).__name__} has no forward_features; not a NAS-Lung network")
     rows = np.arange(len(dataset)) if rows is None else np.asarray(rows, dtype=np.int64)
-    model.eval()
+    model = eval_model(model)
     device = next(model.parameters()).device
     feats, probs = [], []
     for start in range(0, rows.size, batch_size):
