@@ -98,3 +98,20 @@ def test_an_old_search_reads_as_eager_and_resumes_on_it(tmp_path: Path) -> None:
     result = run_search(config(3), SyntheticEvaluator(), resume=True)
     assert result.new_trials == 1 and result.config.latency.path == "eager"
     assert rec.read_config(out)["config"]["latency"]["path"] == "eager"
+
+
+@pytest.mark.parametrize("kernel", [3, 7])
+def test_candidates_are_timed_and_costed_with_the_cbam_kernel_they_train_with(monkeypatch: pytest.MonkeyPatch,
+                                                                              kernel: int) -> None:
+    asked: list[dict[str, Any]] = []
+
+    def fake(spec: Any, **kw: Any) -> dict[str, Any]:
+        asked.append(kw)
+        return {"median_ms": 1.0, "key": {"threads": kw["threads"]}}
+
+    monkeypatch.setattr(cost, "measure_latency", fake)
+    evaluator = TrainEvaluator(data_path="unused.h5", train=TrainConfig(epochs=1, cbam_kernel=kernel),
+                               latency={}, size=16, spatial_dims=3)
+    evaluator.measure(SearchSpace(**SMALL)[0])
+    assert asked[0]["cbam_kernel"] == kernel
+    assert evaluator.options["cbam_kernel"] == kernel  # what space_costs and the latency context receive

@@ -38,7 +38,7 @@ class Evaluator(Protocol):
     spatial_dims: int | None
 
     @property
-    def options(self) -> dict[str, str]: ...
+    def options(self) -> dict[str, Any]: ...
 
     def measure(self, spec: ArchSpec) -> dict[str, Any]: ...
 
@@ -93,8 +93,11 @@ class TrainEvaluator:
         return state
 
     @property
-    def options(self) -> dict[str, str]:
-        return {"attention": self.train.attention, "head": self.train.head}
+    def options(self) -> dict[str, Any]:
+        """The model options that change a candidate's cost and latency: those it trains with. (The
+        embedding does not: it only drops one ReLU.)"""
+        return {"attention": self.train.attention, "head": self.train.head,
+                "cbam_kernel": self.train.cbam_kernel}
 
     def development_data(self) -> Any:
         """The dataset restricted to the non-excluded folds (cached per process)."""
@@ -205,7 +208,7 @@ class SyntheticEvaluator:
         return 0.5 + cost.macs / 2e8 + 0.05 * cost.depth
 
     @property
-    def options(self) -> dict[str, str]:
+    def options(self) -> dict[str, Any]:
         return {"attention": "cbam", "head": "angular"}
 
     def measure(self, spec: ArchSpec) -> dict[str, Any]:
