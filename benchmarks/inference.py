@@ -3,9 +3,12 @@
 For Model-1 and for a 9-member ensemble (nine Model-1 weights, seeds 0-8, probabilities averaged), each path
 is compared with plain eager fp32 of the same model(s), in the same process, interleaved round by round:
 
-* ``eager``: ``model.eval()`` under ``torch.inference_mode`` (the baseline);
+* ``eager``: ``model.eval()`` under ``torch.inference_mode``, CBAM's spatial gates run as conv modules
+  (the baseline);
 * ``folded``: batch norm folded into the convs (:func:`naslung.models.fuse.fold_batchnorm`);
 * ``folded+cl``: the same in ``channels_last_3d``;
+* ``+fft``: the spatial gates through the FFT (:mod:`naslung.models.blocks.fft_conv`); ``folded+fft+cl``
+  is naslung's serving path on CPU (:func:`naslung.models.fast.eval_model` of a 3-D run);
 * ``onnxruntime``: the file of ``naslung export --onnx`` run by ONNX Runtime (:class:`OnnxRunner`),
   with as many threads as torch.
 
@@ -25,9 +28,18 @@ import numpy as np
 import torch
 
 from naslung.models import MODEL_1, build_model
+from naslung.models.blocks.cbam import SpatialAttention
 from naslung.models.fuse import fold_batchnorm
 
-PATHS = ("eager", "folded", "folded+cl", "onnxruntime")
+PATHS = ("eager", "folded", "folded+cl", "folded+fft", "folded+fft+cl", "onnxruntime")
+
+
+def _gates_fft(model: torch.nn.Module, on: bool) -> torch.nn.Module:
+    """``model`` with every CBAM spatial gate set to run through the FFT (``on``) or its conv module."""
+    for gate in model.modules():
+        if isinstance(gate, SpatialAttention):
+            gate.fft = on
+    return model
 
 
 def _members(n: int, kernel: int) -> list[torch.nn.Module]:
@@ -37,7 +49,7 @@ def _members(n: int, kernel: int) -> list[torch.nn.Module]:
         model = build_model(MODEL_1, cbam_kernel=kernel)
         with torch.no_grad():  # realistic BN statistics
             model.train()(torch.randn(16, 1, 32, 32, 32))
-        models.append(model.eval())
+        models.append(_gates_fft(model.eval(), False))
     return models
 
 
@@ -53,10 +65,14 @@ def make_predictors(models: list[torch.nn.Module], tmp: Path) -> dict[str, Calla
 
         return run
 
+    cl = torch.channels_last_3d
     folded = [fold_batchnorm(m) for m in models]
-    folded_cl = [fold_batchnorm(m).to(memory_format=torch.channels_last_3d) for m in models]
+    folded_cl = [fold_batchnorm(m).to(memory_format=cl) for m in models]
+    folded_fft = [_gates_fft(fold_batchnorm(m), True) for m in models]
+    folded_fft_cl = [_gates_fft(fold_batchnorm(m), True).to(memory_format=cl) for m in models]
     out = {"eager": torch_path(models, False), "folded": torch_path(folded, False),
-           "folded+cl": torch_path(folded_cl, True)}
+           "folded+cl": torch_path(folded_cl, True), "folded+fft": torch_path(folded_fft, False),
+           "folded+fft+cl": torch_path(folded_fft_cl, True)}
     try:
         from naslung.models.onnx import OnnxRunner, export_onnx
 

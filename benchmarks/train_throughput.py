@@ -1,13 +1,15 @@
 """Training throughput (samples/s) on CPU, batch 32, 32^3 crops of 36^3 stored cubes (DESIGN.md section 5).
 
 Every variant runs a full training step (batched crop+flip, forward_features, A-Softmax, backward, Adam) of
-the same architecture in the same process, and is compared with plain eager fp32 (7^3 CBAM kernel,
-contiguous memory, all threads) of that architecture. Variants are interleaved step by step (each round
+the same architecture in the same process, and is compared with plain eager fp32 (7^3 CBAM kernel run as
+a conv module, contiguous memory) of that architecture. Variants are interleaved step by step (each round
 times one step of every variant, in a rotating order), so load from other processes hits all of them alike;
 the figure is the median over the timed steps, and the ratio is taken against the eager median.
 
 A variant is ``eager`` or ``+``-joined tokens:
 
+* ``fft``: CBAM's spatial-gate conv through the FFT (:mod:`naslung.models.blocks.fft_conv`; the same
+  model and numbers; naslung's default on CPU). Without it the gate runs as a conv module;
 * ``k3``: CBAM spatial kernel 3^3 instead of 7^3 (changes the model: fewer parameters and MACs);
 * ``cl``: ``channels_last_3d`` model and input;
 * ``bf16``: ``torch.autocast("cpu", torch.bfloat16)`` around the forward (needs AVX512-BF16 or AMX to pay);
@@ -37,12 +39,14 @@ import torch
 
 from naslung.losses import build_criterion
 from naslung.models import build_model
+from naslung.models.blocks.cbam import SpatialAttention
 from naslung.models.cost import cpu_isa, device_name
 from naslung.train.augment import random_crop_flip
 
 ARCHS = ("[4,4,[4,4],[4,8],[8,8]]", "[4,4,[16,32],[32,64],[64,128]]")
-TOKENS = ("k3", "cl", "bf16", "compile")
-DEFAULT_VARIANTS = ("eager", "k3", "cl", "k3+cl", "bf16", "cl+bf16", "k3+cl+bf16")
+TOKENS = ("fft", "k3", "cl", "bf16", "compile")
+#: ``fft+cl`` is naslung's default training path on CPU (TrainConfig defaults).
+DEFAULT_VARIANTS = ("eager", "fft", "cl", "fft+cl", "k3+cl", "fft+k3+cl", "fft+cl+bf16")
 
 
 def parse_variant(name: str) -> set[str]:
@@ -68,6 +72,9 @@ def make_step(arch: str, variant: str, batch: int = 32, size: int = 32,
     tokens = parse_variant(variant)
     torch.manual_seed(0)
     model = build_model(arch, cbam_kernel=3 if "k3" in tokens else 7)
+    for gate in model.modules():
+        if isinstance(gate, SpatialAttention):
+            gate.fft = "fft" in tokens
     criterion = build_criterion("asoftmax", model)
     model.train()
     criterion.train()

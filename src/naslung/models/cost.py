@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from naslung.atomic import write_json_atomic
-from naslung.models.blocks.cbam import DEFAULT_SPATIAL_KERNEL
+from naslung.models.blocks.cbam import DEFAULT_SPATIAL_KERNEL, direct_spatial_conv
 from naslung.models.heads.angular import AngularHead
 from naslung.models.spec import ArchSpec, coerce_spec
 
@@ -91,7 +91,7 @@ def profile(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
     x = torch.zeros(shape, device=param.device if param is not None else "cpu")
     try:
         model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), direct_spatial_conv(model):  # the gate conv as a module call: hooked
             model(x)
     finally:
         model.train(was_training)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from naslung.atomic import atomic_path
+from naslung.models.blocks.cbam import direct_spatial_conv
 from naslung.models.fuse import fold_batchnorm
 
 INPUT_NAME = "image"
@@ -64,11 +65,12 @@ def export_onnx(model: nn.Module, path: str | Path, size: int = 32, opset: int =
     with atomic_path(path) as tmp:  # a unique temporary: concurrent exports of one file never mix
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
-            torch.onnx.export(
-                folded, (example,), str(tmp), dynamo=False, opset_version=opset,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            )
+            with direct_spatial_conv(folded):  # ONNX has no rfftn: export the gate as the conv it is
+                torch.onnx.export(
+                    folded, (example,), str(tmp), dynamo=False, opset_version=opset,
+                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                )
         proto = onnx.load(str(tmp))
         config = dict(getattr(model, "config", {}))
         config["input_size"] = size
