@@ -88,3 +88,20 @@ def test_a_model_training_step_with_the_fft_gates_matches_the_module_gates():
     scale = max(float(g.abs().max()) for g in grads_slow)
     for a, b in zip(grads_fast, grads_slow, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4 * scale)
+
+
+def test_train_config_switches_the_gates(tmp_path):
+    from naslung.models.blocks.cbam import set_spatial_fft
+    from naslung.train.config import TrainConfig
+    from naslung.train.engine import build
+
+    gates = lambda m: {g.fft for g in m.modules() if isinstance(g, SpatialAttention)}  # noqa: E731
+    assert TrainConfig().fft_gates is True
+    model, _ = build(TrainConfig(arch="[4,4,[4],[4],[8]]"), spatial_dims=3)
+    assert gates(model) == {True}
+    model, _ = build(TrainConfig(arch="[4,4,[4],[4],[8]]", fft_gates=False), spatial_dims=3)
+    assert gates(model) == {False}
+    assert set_spatial_fft(model, True) == [False] * 4 and gates(model) == {True}
+    saved = TrainConfig().to_dict()
+    del saved["fft_gates"], saved["embedding"]  # a run config written before both fields existed
+    assert TrainConfig.from_dict(saved).embedding == "relu" and TrainConfig.from_dict(saved).fft_gates

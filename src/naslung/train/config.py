@@ -67,6 +67,8 @@ class TrainConfig:
             Python and data, not by the GPU), its gradients differed from fp32 by up to 60 % of their scale,
             and its one development-fold run ended 5 F1 points lower (see README).
         cbam_kernel: kernel of CBAM's spatial-gate conv (3 or 7; the paper does not state it).
+        fft_gates: run CBAM's spatial-gate conv through the FFT on CPU (the same conv to float rounding,
+            several times faster; :mod:`naslung.models.blocks.fft_conv`). False: the conv module.
         embedding: ``relu`` (Fig. 2 as written: the pooled embedding is >= 0) or ``linear`` (the last
             residual block's sum before its ReLU); see :mod:`naslung.models.factory`.
         split_seed: seeds the inner train/validation split only, apart from ``seed`` (init, shuffling,
@@ -104,6 +106,7 @@ class TrainConfig:
     channels_last: bool = True
     amp: bool = False
     cbam_kernel: int = 7
+    fft_gates: bool = True
     embedding: str = "relu"
     split_seed: int = 0
     # The recipe (README, "The training recipe"): chosen on development folds 0 and 6 with
@@ -186,7 +189,7 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown TrainConfig fields {unknown}; valid: {sorted(known)}")
-        if "embedding" not in data and known - {"embedding"} <= set(data):
+        if "embedding" not in data and known - {"embedding", "fft_gates"} <= set(data):
             data = {**data, "embedding": "relu"}
         return cls(**data)
 

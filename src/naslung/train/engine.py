@@ -77,10 +77,12 @@ def build(config: TrainConfig, spatial_dims: int, total_iterations: int | None =
     (``config.lambda_schedule == "run"``); None keeps SphereFace's constants (e.g. inference only).
     """
     from naslung.losses import build_criterion
+    from naslung.models.blocks.cbam import set_spatial_fft
     from naslung.models.factory import build_model
 
     model = build_model(config.spec, attention=config.attention, head=config.head, spatial_dims=spatial_dims,
                         cbam_kernel=config.cbam_kernel, embedding=config.embedding)
+    set_spatial_fft(model, config.fft_gates)
     options: dict[str, Any] = {}
     if class_weight is not None:
         options["class_weight"] = class_weight

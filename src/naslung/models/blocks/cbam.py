@@ -142,6 +142,16 @@ class CBAM(nn.Module):
         return x * self.channel(x).view(view)
 
 
+def set_spatial_fft(model: nn.Module, on: bool) -> list[bool]:
+    """Switch every spatial gate of ``model`` to the FFT path (``on``) or its conv module, in place; returns
+    the previous settings in module order."""
+    gates = [m for m in model.modules() if isinstance(m, SpatialAttention)]
+    saved = [gate.fft for gate in gates]
+    for gate in gates:
+        gate.fft = on
+    return saved
+
+
 @contextmanager
 def direct_spatial_conv(model: nn.Module) -> Iterator[nn.Module]:
     """Run every spatial gate of ``model`` through its conv module (not the FFT) inside the block.
@@ -150,9 +160,7 @@ def direct_spatial_conv(model: nn.Module) -> Iterator[nn.Module]:
     (:func:`naslung.models.cost.profile`) and the ONNX export (which has no ``rfftn``).
     """
     gates = [m for m in model.modules() if isinstance(m, SpatialAttention)]
-    saved = [gate.fft for gate in gates]
-    for gate in gates:
-        gate.fft = False
+    saved = set_spatial_fft(model, False)
     try:
         yield model
     finally:
