@@ -36,7 +36,9 @@ from naslung.models.blocks.cbam import DEFAULT_SPATIAL_KERNEL, direct_spatial_co
 from naslung.models.heads.angular import AngularHead
 from naslung.models.spec import ArchSpec, coerce_spec
 
-LATENCY_SCHEMA = "naslung-latency/2"
+#: Version 3: on CPU, CBAM's spatial gates run through the FFT (``models/blocks/fft_conv.py``), so latencies
+#: cached by earlier versions (the gate as a conv module) are measured again.
+LATENCY_SCHEMA = "naslung-latency/3"
 #: Execution paths :func:`measure_latency` can time: the eager eval model, or the serving path
 #: (:func:`naslung.models.fast.eval_model`: BN folded, ``channels_last_3d`` in 3-D).
 LATENCY_PATHS: tuple[str, ...] = ("eager", "folded")
