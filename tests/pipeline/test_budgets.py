@@ -22,7 +22,7 @@ def test_paper_budget_is_section_4_1_3():
 
 def test_small_budget_is_the_demo_as_it_ran():
     small = BUDGETS["small"]
-    assert (small.search_trials, small.search_epochs, small.members, small.epochs) == (6, 4, 3, 8)
+    assert (small.search_trials, small.search_epochs, small.members, small.epochs) == (6, 8, 3, 8)
     assert (small.search_channels, small.search_depth, small.latency_samples) == ((4, 8, 16, 32), (3, 6), 20)
 
 
