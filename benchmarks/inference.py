@@ -28,18 +28,11 @@ import numpy as np
 import torch
 
 from naslung.models import MODEL_1, build_model
-from naslung.models.blocks.cbam import SpatialAttention
+from naslung.models.blocks.cbam import set_spatial_fft
 from naslung.models.fuse import fold_batchnorm
 
 PATHS = ("eager", "folded", "folded+cl", "folded+fft", "folded+fft+cl", "onnxruntime")
 
-
-def _gates_fft(model: torch.nn.Module, on: bool) -> torch.nn.Module:
-    """``model`` with every CBAM spatial gate set to run through the FFT (``on``) or its conv module."""
-    for gate in model.modules():
-        if isinstance(gate, SpatialAttention):
-            gate.fft = on
-    return model
 
 
 def _members(n: int, kernel: int) -> list[torch.nn.Module]:
@@ -49,7 +42,8 @@ def _members(n: int, kernel: int) -> list[torch.nn.Module]:
         model = build_model(MODEL_1, cbam_kernel=kernel)
         with torch.no_grad():  # realistic BN statistics
             model.train()(torch.randn(16, 1, 32, 32, 32))
-        models.append(_gates_fft(model.eval(), False))
+        set_spatial_fft(model, False)  # the eager baseline runs the gate as its conv module
+        models.append(model.eval())
     return models
 
 
@@ -68,8 +62,10 @@ def make_predictors(models: list[torch.nn.Module], tmp: Path) -> dict[str, Calla
     cl = torch.channels_last_3d
     folded = [fold_batchnorm(m) for m in models]
     folded_cl = [fold_batchnorm(m).to(memory_format=cl) for m in models]
-    folded_fft = [_gates_fft(fold_batchnorm(m), True) for m in models]
-    folded_fft_cl = [_gates_fft(fold_batchnorm(m), True).to(memory_format=cl) for m in models]
+    folded_fft = [fold_batchnorm(m) for m in models]
+    folded_fft_cl = [fold_batchnorm(m).to(memory_format=cl) for m in models]
+    for m in folded_fft + folded_fft_cl:
+        set_spatial_fft(m, True)
     out = {"eager": torch_path(models, False), "folded": torch_path(folded, False),
            "folded+cl": torch_path(folded_cl, True), "folded+fft": torch_path(folded_fft, False),
            "folded+fft+cl": torch_path(folded_fft_cl, True)}

@@ -39,7 +39,7 @@ import torch
 
 from naslung.losses import build_criterion
 from naslung.models import build_model
-from naslung.models.blocks.cbam import SpatialAttention
+from naslung.models.blocks.cbam import set_spatial_fft
 from naslung.models.cost import cpu_isa, device_name
 from naslung.train.augment import random_crop_flip
 
@@ -72,9 +72,7 @@ def make_step(arch: str, variant: str, batch: int = 32, size: int = 32,
     tokens = parse_variant(variant)
     torch.manual_seed(0)
     model = build_model(arch, cbam_kernel=3 if "k3" in tokens else 7)
-    for gate in model.modules():
-        if isinstance(gate, SpatialAttention):
-            gate.fft = "fft" in tokens
+    set_spatial_fft(model, "fft" in tokens)
     criterion = build_criterion("asoftmax", model)
     model.train()
     criterion.train()

@@ -19,6 +19,19 @@ from naslung.train.config import TrainConfig
 from .conftest import SMALL
 
 
+@pytest.fixture
+def asked(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The keyword arguments of every ``measure_latency`` call, which answers 1 ms without timing anything."""
+    calls: list[dict[str, Any]] = []
+
+    def fake(spec: Any, **kw: Any) -> dict[str, Any]:
+        calls.append(kw)
+        return {"median_ms": 1.0, "key": {"threads": kw["threads"]}}
+
+    monkeypatch.setattr(cost, "measure_latency", fake)
+    return calls
+
+
 def _evaluator(latency: dict[str, Any]) -> TrainEvaluator:
     # size and spatial_dims given: no dataset file is read.
     return TrainEvaluator(data_path="unused.h5", train=TrainConfig(epochs=1), latency=latency, size=16,
@@ -39,15 +52,8 @@ def test_latency_path_defaults_to_folded_and_is_validated() -> None:
     ({}, "folded"),  # an evaluator built without latency options times the serving path too
     (LatencyConfig(path="eager").measure_options(), "eager"),
 ])
-def test_the_evaluator_asks_for_the_configured_path(monkeypatch: pytest.MonkeyPatch, latency: dict[str, Any],
+def test_the_evaluator_asks_for_the_configured_path(asked: list[dict[str, Any]], latency: dict[str, Any],
                                                      want: str) -> None:
-    asked: list[dict[str, Any]] = []
-
-    def fake(spec: Any, **kw: Any) -> dict[str, Any]:
-        asked.append(kw)
-        return {"median_ms": 1.0, "key": {"threads": kw["threads"]}}
-
-    monkeypatch.setattr(cost, "measure_latency", fake)
     out = _evaluator(latency).measure(SearchSpace(**SMALL)[0])
     assert out["latency_ms"] == 1.0 and [a["path"] for a in asked] == [want]
 
@@ -101,15 +107,8 @@ def test_an_old_search_reads_as_eager_and_resumes_on_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kernel", [3, 7])
-def test_candidates_are_timed_and_costed_with_the_cbam_kernel_they_train_with(monkeypatch: pytest.MonkeyPatch,
+def test_candidates_are_timed_and_costed_with_the_cbam_kernel_they_train_with(asked: list[dict[str, Any]],
                                                                               kernel: int) -> None:
-    asked: list[dict[str, Any]] = []
-
-    def fake(spec: Any, **kw: Any) -> dict[str, Any]:
-        asked.append(kw)
-        return {"median_ms": 1.0, "key": {"threads": kw["threads"]}}
-
-    monkeypatch.setattr(cost, "measure_latency", fake)
     evaluator = TrainEvaluator(data_path="unused.h5", train=TrainConfig(epochs=1, cbam_kernel=kernel),
                                latency={}, size=16, spatial_dims=3)
     evaluator.measure(SearchSpace(**SMALL)[0])

@@ -16,7 +16,7 @@ explanations capture the maps with forward hooks when they need them
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
 
@@ -142,13 +142,17 @@ class CBAM(nn.Module):
         return x * self.channel(x).view(view)
 
 
-def set_spatial_fft(model: nn.Module, on: bool) -> list[bool]:
-    """Switch every spatial gate of ``model`` to the FFT path (``on``) or its conv module, in place; returns
-    the previous settings in module order."""
+def set_spatial_fft(model: nn.Module, on: bool | Sequence[bool]) -> list[bool]:
+    """Switch the spatial gates of ``model`` to the FFT path or to their conv module, in place.
+
+    ``on``: one setting for every gate, or one per gate in module order (what this returns: the previous
+    settings, so that a later call can restore them).
+    """
     gates = [m for m in model.modules() if isinstance(m, SpatialAttention)]
+    settings = [on] * len(gates) if isinstance(on, bool) else list(on)
     saved = [gate.fft for gate in gates]
-    for gate in gates:
-        gate.fft = on
+    for gate, fft in zip(gates, settings, strict=True):
+        gate.fft = fft
     return saved
 
 
@@ -159,10 +163,8 @@ def direct_spatial_conv(model: nn.Module) -> Iterator[nn.Module]:
     For what needs the conv as a module call: MAC counting by forward hooks
     (:func:`naslung.models.cost.profile`) and the ONNX export (which has no ``rfftn``).
     """
-    gates = [m for m in model.modules() if isinstance(m, SpatialAttention)]
     saved = set_spatial_fft(model, False)
     try:
         yield model
     finally:
-        for gate, fft in zip(gates, saved, strict=True):
-            gate.fft = fft
+        set_spatial_fft(model, saved)
