@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from naslung.models import MODEL_1, build_model
 from naslung.models.blocks.cbam import SpatialAttention, direct_spatial_conv
-from naslung.models.blocks.fft_conv import fft_conv
+from naslung.models.blocks.fft_conv import fft_conv, fft_length
 
 
 @pytest.mark.parametrize("dims", [2, 3])
@@ -33,6 +33,32 @@ def test_fft_conv_equals_the_padded_conv(dims: int, kernel: int, channels: tuple
     got = torch.autograd.grad(fft_conv(xf, wf, bf), (xf, wf, bf), grad.float())
     for g, r in zip(got, want, strict=True):
         torch.testing.assert_close(g.double(), r, rtol=1e-4, atol=1e-4 * float(r.abs().max()))
+
+
+def test_fft_length_is_smooth_and_alias_free():
+    assert fft_length(32, 7) == 36  # not 38 = 2 * 19
+    assert fft_length(16, 7) == 20 and fft_length(8, 7) == 12 and fft_length(1, 7) == 8
+    for side in range(1, 70):
+        for kernel in (1, 3, 5, 7, 9):
+            n = fft_length(side, kernel)
+            assert n >= side + kernel // 2 and n >= kernel
+            m = n
+            for f in (2, 3, 5):
+                while m % f == 0:
+                    m //= f
+            assert m == 1
+
+
+@pytest.mark.parametrize("kernel", [3, 5, 7, 9])
+def test_fft_conv_has_no_wrap_around_at_any_side(kernel: int):
+    """Every side 1..40 (a 2-D map S x 3): the shortened circular length still equals the padded conv
+    (fft_conv computes in float32, so the tolerance is float32's; a wrapped-around term would be O(1))."""
+    gen = torch.Generator().manual_seed(kernel)
+    weight = torch.randn(1, 2, kernel, kernel, generator=gen, dtype=torch.float64)
+    for side in range(1, 41):
+        x = torch.randn(2, 2, side, 3, generator=gen, dtype=torch.float64)
+        want = F.conv2d(x, weight, padding=kernel // 2)
+        torch.testing.assert_close(fft_conv(x, weight), want, rtol=1e-5, atol=1e-5)
 
 
 def test_fft_conv_keeps_the_input_dtype_and_refuses_even_kernels():

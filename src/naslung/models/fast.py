@@ -24,6 +24,7 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 from torch import nn
 
+from naslung.allocator import keep_freed_memory
 from naslung.models.cost import cpu_isa
 from naslung.models.fuse import fold_batchnorm
 
@@ -63,8 +64,10 @@ def eval_model(model: nn.Module, channels_last: bool = False) -> nn.Module:
     """The inference path: an eval-mode, BN-folded copy of ``model`` (``channels_last_3d`` in 3-D if asked).
 
     Inputs ``(B, C_in, *S)`` and outputs ``(B, num_classes)`` are those of ``model``; feed it inputs in the
-    same memory format (:func:`to_channels_last`) to avoid a reorder per call.
+    same memory format (:func:`to_channels_last`) to avoid a reorder per call. Keeps freed memory in the
+    process (:func:`naslung.allocator.keep_freed_memory`).
     """
+    keep_freed_memory()
     folded = fold_batchnorm(model)
     if channels_last:
         folded = to_channels_last(folded, int(getattr(model, "spatial_dims", 3)))  # type: ignore[assignment]

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from naslung.allocator import keep_freed_memory
 from naslung.atomic import append_jsonl, write_json_atomic
 from naslung.data.dataset import NoduleDataset
 from naslung.models.cost import count_parameters
@@ -137,6 +138,7 @@ def _fit(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None, out
     started = time.perf_counter()
     run = RunDir(out) if out is not None else None
     device = resolve_device(config.device)
+    keep_freed_memory()  # about 15 % of a CPU step was page faults (naslung.allocator)
     split = data_split(dataset, config, test_fold)
     size, dims = dataset.size, dataset.spatial_dims
     all_images = torch.from_numpy(np.ascontiguousarray(dataset.images, dtype=np.float32))

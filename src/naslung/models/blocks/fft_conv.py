@@ -6,9 +6,14 @@ the 7^3 gate on a 32^3 map took 1.55 s contiguous and 0.57 s in ``channels_last_
 the FFT (one thread, this project's 2-core CPU VM; ``benchmarks/train_throughput.py``, variant ``fft``).
 
 :func:`fft_conv` is the cross-correlation with zero padding ``k // 2`` and stride 1 that
-``nn.Conv{2,3}d(C, O, k, padding=k // 2)`` computes: both inputs are zero-padded to ``S + k - 1`` per axis (no
-wrap-around), multiplied in the frequency domain with the flipped kernel, and the centre ``S`` window of the
-linear convolution is kept. It works in float32 whatever the input dtype (torch's CPU FFT has no bf16) and
+``nn.Conv{2,3}d(C, O, k, padding=k // 2)`` computes: both inputs are zero-padded to a length ``L`` per axis,
+multiplied in the frequency domain with the flipped kernel, and the centre ``S`` window of the (circular)
+convolution is kept. ``L`` is the smallest 5-smooth length (factors 2, 3, 5 only) with ``L >= S + k // 2`` and
+``L >= k`` (:func:`fft_length`): the kept window then receives no wrap-around (the linear convolution spans
+``0 .. S + k - 2``; an alias of the window at ``n + L`` or ``n - L`` falls outside it exactly when
+``L >= S + k // 2``), and a smooth length is what pocketfft transforms fastest. For the 7^3 gate at 32^3
+that is 36 instead of the full ``S + k - 1 = 38 = 2 * 19``: forward + backward of the transforms 2.6x
+faster (one thread, this VM). It works in float32 whatever the input dtype (torch's CPU FFT has no bf16) and
 returns the input dtype. Autograd differentiates it like any other op. Outputs agree with the direct conv to
 about 1e-6 and gradients to about 1e-5 relative (``tests/models/test_fft_conv.py``).
 """
@@ -17,6 +22,19 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+
+def fft_length(side: int, kernel: int) -> int:
+    """The smallest 5-smooth ``L >= max(side + kernel // 2, kernel)``: an alias-free circular length."""
+    n = max(side + kernel // 2, kernel)
+    while True:
+        m = n
+        for f in (2, 3, 5):
+            while m % f == 0:
+                m //= f
+        if m == 1:
+            return n
+        n += 1
 
 
 def fft_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -34,7 +52,7 @@ def fft_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     sides, kernel = x.shape[2:], weight.shape[2:]
     if any(k % 2 == 0 for k in kernel):
         raise ValueError(f"fft_conv needs odd kernel sides, got {tuple(kernel)}")
-    full = [s + k - 1 for s, k in zip(sides, kernel, strict=True)]
+    full = [fft_length(s, k) for s, k in zip(sides, kernel, strict=True)]
     spectrum = torch.fft.rfftn(x.float(), s=full, dim=dims)  # (B, C, *F)
     filters = torch.fft.rfftn(torch.flip(weight.float(), dims=dims), s=full, dim=dims)  # (O, C, *F)
     product = (spectrum.unsqueeze(1) * filters.unsqueeze(0)).sum(dim=2)  # (B, O, *F)
