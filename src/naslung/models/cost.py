@@ -37,8 +37,9 @@ from naslung.models.heads.angular import AngularHead
 from naslung.models.spec import ArchSpec, coerce_spec
 
 #: Version 3: on CPU, CBAM's spatial gates run through the FFT (``models/blocks/fft_conv.py``), so latencies
-#: cached by earlier versions (the gate as a conv module) are measured again.
-LATENCY_SCHEMA = "naslung-latency/3"
+#: cached by earlier versions (the gate as a conv module) are measured again. Version 4: the FFT gate's
+#: transform length and the allocator settings (:mod:`naslung.allocator`) changed what the serving path costs.
+LATENCY_SCHEMA = "naslung-latency/4"
 #: Execution paths :func:`measure_latency` can time: the eager eval model, or the serving path
 #: (:func:`naslung.models.fast.eval_model`: BN folded, ``channels_last_3d`` in 3-D).
 LATENCY_PATHS: tuple[str, ...] = ("eager", "folded")
