@@ -51,6 +51,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "k7-linear": {"cbam_kernel": 7, "embedding": "linear"},
     "k3-relu": {"cbam_kernel": 3, "embedding": "relu"},
     "k3-linear": {"cbam_kernel": 3, "embedding": "linear"},
+    # Ensemble diversity ("bagging"): the k7-relu network with its own init/shuffle seed and its own inner
+    # train/validation split (so its own validation-picked epoch). With k7-relu (seed 0, split 0) they make
+    # five members; ``--vote k7-relu,bag1,bag2,bag3,bag4`` votes them.
+    **{f"bag{i}": {"cbam_kernel": 7, "embedding": "relu", "seed": i, "split_seed": i} for i in range(1, 5)},
+    # The same five seeds on one shared split: diversity from the seed alone.
+    **{f"seed{i}": {"cbam_kernel": 7, "embedding": "relu", "seed": i} for i in range(1, 5)},
 }
 
 
@@ -80,6 +86,40 @@ def _mean_std(values: list[float]) -> str:
     return f"{arr.mean():.2f} ± {std:.2f}"
 
 
+def print_vote(names: list[str], folds: list[int], out: str) -> None:
+    """Majority and soft vote of the ``names`` runs on each test fold, against their members.
+
+    "Best member" is the member with the highest test F1 on each fold: a reference for the goal (ensemble >=
+    best member + 1), never a selection (no member is chosen by it).
+    """
+    from naslung.ensemble.vote import agreement, majority_vote, soft_vote
+    from naslung.metrics import binary_metrics
+    from naslung.train.predictions import read_predictions
+
+    rows = []
+    for fold in folds:
+        tests = [read_predictions(Path(out) / n / f"fold_{fold}", "test") for n in names]
+        keys = [list(zip(t.seriesuid, t.nodule_id, strict=True)) for t in tests]
+        if any(k != keys[0] for k in keys):
+            raise SystemExit(f"fold {fold}: the runs {names} did not test the same nodules in the same order")
+        probs = np.stack([t.prob for t in tests])
+        label = tests[0].label
+        member_f1 = [binary_metrics(label, t.pred, t.prob)["f1"] for t in tests]
+        rows.append({"fold": fold, "majority": binary_metrics(label, majority_vote(probs))["f1"],
+                     "soft": binary_metrics(label, soft_vote(probs), probs.mean(0))["f1"],
+                     "best": max(member_f1), "mean": float(np.mean(member_f1)),
+                     "agreement": float(agreement(probs).mean())})
+        r = rows[-1]
+        print(f"vote fold {fold}: majority F1 {100 * r['majority']:.2f}, soft {100 * r['soft']:.2f}, members "
+              f"{', '.join(f'{100 * f:.1f}' for f in member_f1)}; agreement {100 * r['agreement']:.1f} %")
+    print(f"\nensemble of {len(names)} ({', '.join(names)}), F1 over folds {folds}:")
+    print("| majority | soft | best member (per fold) | member mean | agreement |")
+    print("|---:|---:|---:|---:|---:|")
+    print(f"| {_mean_std([r['majority'] for r in rows])} | {_mean_std([r['soft'] for r in rows])} | "
+          f"{_mean_std([r['best'] for r in rows])} | {_mean_std([r['mean'] for r in rows])} | "
+          f"{_mean_std([r['agreement'] for r in rows])} |\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True)
@@ -89,6 +129,8 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--jobs", type=int, default=2, help="parallel single-threaded runs")
     parser.add_argument("--out", default="runs/recipe-ablation")
+    parser.add_argument("--vote", default=None, help="comma-separated variants to vote as an ensemble (their "
+                        "runs are read from --out; each must have every fold)")
     parser.add_argument("--report", action="store_true",
                         help="report the frozen defaults on the paper's test folds (variant 'default' only)")
     args = parser.parse_args()
@@ -119,6 +161,8 @@ def main() -> None:
     kind = "TEST folds (frozen defaults)" if args.report else "DEVELOPMENT folds"
     print(f"\n{kind} {folds}, {args.arch}, {args.epochs or 'default'} epochs, data {Path(args.data).name}; "
           f"wall {time.perf_counter() - started:.0f} s")
+    if args.vote:
+        print_vote(args.vote.split(","), folds, args.out)
     print("| variant | accuracy | F1 | AUC | diameter F1 (same splits) |")
     print("|---|---:|---:|---:|---:|")
     for name in names:
