@@ -11,7 +11,8 @@ A variant is ``eager`` or ``+``-joined tokens:
 * ``fft``: CBAM's spatial-gate conv through the FFT (:mod:`naslung.models.blocks.fft_conv`; the same
   model and numbers; naslung's default on CPU). Without it the gate runs as a conv module;
 * ``k3``: CBAM spatial kernel 3^3 instead of 7^3 (changes the model: fewer parameters and MACs);
-* ``cl``: ``channels_last_3d`` model and input;
+* ``cl``: ``channels_last_3d`` model and input (batch norms below 8 channels then train through
+  :mod:`naslung.models.blocks.batchnorm`, as in naslung's training);
 * ``bf16``: ``torch.autocast("cpu", torch.bfloat16)`` around the forward (needs AVX512-BF16 or AMX to pay);
 * ``compile``: ``torch.compile(forward_features, dynamic=False)`` (inductor; needs a C++ compiler).
 
@@ -37,6 +38,7 @@ from contextlib import nullcontext
 
 import torch
 
+from naslung.allocator import keep_freed_memory
 from naslung.losses import build_criterion
 from naslung.models import build_model
 from naslung.models.blocks.cbam import set_spatial_fft
@@ -60,10 +62,16 @@ def parse_variant(name: str) -> set[str]:
 
 
 def machine_line() -> str:
-    """One line naming the machine, its instruction set, load, torch and threads."""
+    """One line naming the machine, its instruction set, load, torch, threads and allocator setting.
+
+    Like training and serving, the benchmarks keep freed memory in the process (:mod:`naslung.allocator`;
+    every variant, eager included, runs with it). ``NASLUNG_MALLOC=default`` measures glibc's defaults.
+    """
+    kept = keep_freed_memory()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"{device_name('cpu')} ({platform.machine()}, {os.cpu_count()} CPUs, ISA {cpu_isa() or '?'}), "
-            f"load {load:.2f}, torch {torch.__version__}, {torch.get_num_threads()} threads by default")
+            f"load {load:.2f}, torch {torch.__version__}, {torch.get_num_threads()} threads by default, "
+            f"allocator {'keeps freed memory' if kept else 'default'}")
 
 
 def make_step(arch: str, variant: str, batch: int = 32, size: int = 32,
