@@ -5,8 +5,11 @@ A training step of these networks allocates and frees many buffers of 1-70 MB (a
 back on free, so every step touches new pages again: about 19,000 minor page faults per Model-1 step (about
 75 MB of zeroed pages), and trimming returns heap tops to the kernel the same way. With the mmap threshold and
 the trim threshold raised to 1 GiB, freed blocks stay in the heap and the next step reuses them: about 1,500
-faults per step, and a Model-1 training step (batch 32, one thread, FFT gates, ``channels_last_3d``) went from
-408 to 345 ms on this project's 2-core CPU VM (``benchmarks/train_throughput.py``, ``--variants fft+cl``).
+faults per step. Measured on this project's 2-core CPU VM, each figure from separate processes with and
+without ``NASLUNG_MALLOC=default`` (so noisier than an interleaved ratio): Model-1 training steps (batch 32,
+one thread; ``benchmarks/train_throughput.py``) eager 21.3 -> 23.5 samples/s and on the default path (FFT
+gates, ``channels_last_3d``) 100 -> 104 on a quiet machine, 408 -> 345 ms per step on a loaded one; batched
+inference (``benchmarks/inference.py``, 2 threads) eager 178 -> 281 nodules/s, the serving path 424 -> 595.
 
 The cost is that the process keeps its peak heap until it exits (its resident size does not fall back after a
 peak), which is what a training or serving process wants anyway. :func:`keep_freed_memory` is called by
