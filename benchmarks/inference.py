@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from naslung.allocator import keep_freed_memory
 from naslung.models import MODEL_1, build_model
 from naslung.models.blocks.cbam import set_spatial_fft
+from naslung.models.fast import eval_model
 from naslung.models.fuse import fold_batchnorm
 
 PATHS = ("eager", "folded", "folded+cl", "folded+fft", "folded+fft+cl", "onnxruntime")
-
 
 
 def _members(n: int, kernel: int) -> list[torch.nn.Module]:
@@ -63,9 +64,9 @@ def make_predictors(models: list[torch.nn.Module], tmp: Path) -> dict[str, Calla
     folded = [fold_batchnorm(m) for m in models]
     folded_cl = [fold_batchnorm(m).to(memory_format=cl) for m in models]
     folded_fft = [fold_batchnorm(m) for m in models]
-    folded_fft_cl = [fold_batchnorm(m).to(memory_format=cl) for m in models]
+    folded_fft_cl = [eval_model(m, channels_last=True) for m in models]  # the serving path itself
     for m in folded_fft + folded_fft_cl:
-        set_spatial_fft(m, True)
+        set_spatial_fft(m, True)  # the members' gates were switched off for the eager baseline
     out = {"eager": torch_path(models, False), "folded": torch_path(folded, False),
            "folded+cl": torch_path(folded_cl, True), "folded+fft": torch_path(folded_fft, False),
            "folded+fft+cl": torch_path(folded_fft_cl, True)}
@@ -115,7 +116,7 @@ def main() -> None:
     args = parser.parse_args()
     from train_throughput import machine_line
 
-    print(machine_line())
+    print(machine_line(keep_freed_memory()))  # as serving does
     print(f"inference, Model-1 {MODEL_1} (CBAM kernel {args.kernel}), 32^3 inputs, fp32; ms are medians "
           f"of {args.rounds} interleaved rounds")
     print(f"{'models':12s} {'path':12s} {'batch-1 ms':>11s} {'vs eager':>9s} {'batch-32 nodules/s':>19s} "

@@ -61,17 +61,16 @@ def parse_variant(name: str) -> set[str]:
     return tokens
 
 
-def machine_line() -> str:
+def machine_line(allocator_kept: bool) -> str:
     """One line naming the machine, its instruction set, load, torch, threads and allocator setting.
 
     Like training and serving, the benchmarks keep freed memory in the process (:mod:`naslung.allocator`;
     every variant, eager included, runs with it). ``NASLUNG_MALLOC=default`` measures glibc's defaults.
     """
-    kept = keep_freed_memory()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"{device_name('cpu')} ({platform.machine()}, {os.cpu_count()} CPUs, ISA {cpu_isa() or '?'}), "
             f"load {load:.2f}, torch {torch.__version__}, {torch.get_num_threads()} threads by default, "
-            f"allocator {'keeps freed memory' if kept else 'default'}")
+            f"allocator {'keeps freed memory' if allocator_kept else 'default'}")
 
 
 def make_step(arch: str, variant: str, batch: int = 32, size: int = 32,
@@ -152,7 +151,7 @@ def main() -> None:
     args = parser.parse_args()
     for v in args.variants:
         parse_variant(v)
-    print(machine_line())
+    print(machine_line(keep_freed_memory()))  # as training does
     print(f"training step, batch 32, 32^3 crops of 36^3, A-Softmax + Adam; batched crop+flip of 32 cubes: "
           f"{augment_ms():.2f} ms")
     print(f"{'architecture':32s} {'threads':>7s} {'variant':14s} {'samples/s':>10s} {'vs eager':>9s}")

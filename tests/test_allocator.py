@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -25,8 +26,6 @@ print(int(applied), faults())
 
 
 def _probe(env_value: str | None) -> tuple[bool, int]:
-    import os
-
     env = dict(os.environ)
     env.pop("NASLUNG_MALLOC", None)
     if env_value is not None:

@@ -138,7 +138,7 @@ def _fit(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None, out
     started = time.perf_counter()
     run = RunDir(out) if out is not None else None
     device = resolve_device(config.device)
-    keep_freed_memory()  # about 15 % of a CPU step was page faults (naslung.allocator)
+    keep_freed_memory()  # page faults cost 4-15 % of a CPU step (naslung.allocator)
     split = data_split(dataset, config, test_fold)
     size, dims = dataset.size, dataset.spatial_dims
     all_images = torch.from_numpy(np.ascontiguousarray(dataset.images, dtype=np.float32))

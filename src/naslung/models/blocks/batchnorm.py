@@ -105,24 +105,24 @@ def fast_path_applies(bn: nn.modules.batchnorm._BatchNorm, x: Tensor) -> bool:
             and x.numel() > x.shape[1])
 
 
-class _FastTrainBatchNorm:
-    """Mixin: ``nn.BatchNorm``'s forward, with the channels-last training path (module docstring)."""
+class _FastTrainBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """``nn.BatchNorm``'s forward, with the channels-last training path (module docstring)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if not fast_path_applies(self, x):  # type: ignore[arg-type]
-            return super().forward(x)  # type: ignore[misc]
-        self._check_input_dim(x)  # type: ignore[attr-defined]
-        self.num_batches_tracked.add_(1)  # type: ignore[attr-defined]
-        momentum = self.momentum  # type: ignore[attr-defined]
+        if not fast_path_applies(self, x):
+            return super().forward(x)
+        self._check_input_dim(x)
+        self.num_batches_tracked.add_(1)
+        momentum = self.momentum
         if momentum is None:  # cumulative moving average, as nn.BatchNorm
-            momentum = 1.0 / float(self.num_batches_tracked)  # type: ignore[attr-defined]
+            momentum = 1.0 / float(self.num_batches_tracked)
         count = x.numel() // x.shape[1]
-        y, mean, var = _ChannelsLastBatchNorm.apply(x, self.weight, self.bias, self.eps,  # type: ignore[attr-defined]
-                                                     _fold(count, x.shape[1]))
+        k = _fold(count, x.shape[1])
+        y, mean, var = _ChannelsLastBatchNorm.apply(x, self.weight, self.bias, self.eps, k)
         with torch.no_grad():
-            self.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)  # type: ignore[attr-defined]
+            self.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
             unbiased = var * (count / max(count - 1, 1))
-            self.running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)  # type: ignore[attr-defined]
+            self.running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
         return y
 
 

@@ -20,10 +20,13 @@ about 1e-6 and gradients to about 1e-5 relative (``tests/models/test_fft_conv.py
 
 from __future__ import annotations
 
+from functools import cache
+
 import torch
 from torch import Tensor
 
 
+@cache  # a few distinct (side, kernel) pairs, asked on every gate forward
 def fft_length(side: int, kernel: int) -> int:
     """The smallest 5-smooth ``L >= max(side + kernel // 2, kernel)``: an alias-free circular length."""
     n = max(side + kernel // 2, kernel)
