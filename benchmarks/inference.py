@@ -3,12 +3,14 @@
 For Model-1 and for a 9-member ensemble (nine Model-1 weights, seeds 0-8, probabilities averaged), each path
 is compared with plain eager fp32 of the same model(s), in the same process, interleaved round by round:
 
-* ``eager``: ``model.eval()`` under ``torch.inference_mode``, CBAM's spatial gates run as conv modules
-  (the baseline);
+* ``eager``: ``model.eval()`` under ``torch.inference_mode``, CBAM's spatial gates run as conv modules and
+  every conv on torch's own kernel choice (the baseline);
 * ``folded``: batch norm folded into the convs (:func:`naslung.models.fuse.fold_batchnorm`);
 * ``folded+cl``: the same in ``channels_last_3d``;
-* ``+fft``: the spatial gates through the FFT (:mod:`naslung.models.blocks.fft_conv`); ``folded+fft+cl``
-  is naslung's serving path on CPU (:func:`naslung.models.fast.eval_model` of a 3-D run);
+* ``+fft``: the spatial gates through the FFT (:mod:`naslung.models.blocks.fft_conv`);
+* ``serving``: naslung's serving path on CPU, :func:`naslung.models.fast.eval_model` itself: ``folded+fft``,
+  contiguous, one-sample 3-D convs on oneDNN (:mod:`naslung.models.blocks.conv`), cached gate spectra;
+* the ``folded*`` rows run every conv on torch's own kernel choice, so they show what each step adds;
 * ``onnxruntime``: the file of ``naslung export --onnx`` run by ONNX Runtime (:class:`OnnxRunner`),
   with as many threads as torch.
 
@@ -30,10 +32,11 @@ import torch
 from naslung.allocator import keep_freed_memory
 from naslung.models import MODEL_1, build_model
 from naslung.models.blocks.cbam import set_spatial_fft
+from naslung.models.blocks.conv import set_onednn_at_batch1
 from naslung.models.fast import eval_model
 from naslung.models.fuse import fold_batchnorm
 
-PATHS = ("eager", "folded", "folded+cl", "folded+fft", "folded+fft+cl", "onnxruntime")
+PATHS = ("eager", "folded", "folded+cl", "folded+fft", "folded+fft+cl", "serving", "onnxruntime")
 
 
 def _members(n: int, kernel: int) -> list[torch.nn.Module]:
@@ -44,6 +47,7 @@ def _members(n: int, kernel: int) -> list[torch.nn.Module]:
         with torch.no_grad():  # realistic BN statistics
             model.train()(torch.randn(16, 1, 32, 32, 32))
         set_spatial_fft(model, False)  # the eager baseline runs the gate as its conv module
+        set_onednn_at_batch1(model, False)  # ... and every conv on torch's own kernel choice
         models.append(model.eval())
     return models
 
@@ -64,12 +68,13 @@ def make_predictors(models: list[torch.nn.Module], tmp: Path) -> dict[str, Calla
     folded = [fold_batchnorm(m) for m in models]
     folded_cl = [fold_batchnorm(m).to(memory_format=cl) for m in models]
     folded_fft = [fold_batchnorm(m) for m in models]
-    folded_fft_cl = [eval_model(m, channels_last=True) for m in models]  # the serving path itself
-    for m in folded_fft + folded_fft_cl:
+    folded_fft_cl = [fold_batchnorm(m).to(memory_format=cl) for m in models]
+    serving = [set_onednn_at_batch1(eval_model(m), True) for m in models]  # the serving path itself
+    for m in folded_fft + folded_fft_cl + serving:
         set_spatial_fft(m, True)  # the members' gates were switched off for the eager baseline
     out = {"eager": torch_path(models, False), "folded": torch_path(folded, False),
            "folded+cl": torch_path(folded_cl, True), "folded+fft": torch_path(folded_fft, False),
-           "folded+fft+cl": torch_path(folded_fft_cl, True)}
+           "folded+fft+cl": torch_path(folded_fft_cl, True), "serving": torch_path(serving, False)}
     try:
         from naslung.models.onnx import OnnxRunner, export_onnx
 

@@ -12,7 +12,7 @@ centre ``size`` window (:func:`naslung.train.augment.center_crop`). A nodule of 
 the probability that evaluation gives it.
 
 Runtimes (:data:`RUNTIMES`): ``torch`` runs each member on the serving path
-(:func:`naslung.models.fast.eval_model`, batch norm folded, in the memory format the run evaluated in);
+(:func:`naslung.models.fast.eval_model`, batch norm folded, contiguous on CPU);
 ``onnx`` exports each member's checkpoint once (:func:`naslung.models.onnx.cached_export`) and runs it with
 ONNX Runtime on the CPU (the ``onnx`` extra). Attention maps always come from the PyTorch model.
 """
@@ -186,9 +186,10 @@ def model_input(volume: Any, world: Sequence[float], settings: CropSettings) -> 
 def member_runner(member: RunModel, runtime: str = "torch") -> Runner:
     """``member`` ready to predict on ``runtime`` (:data:`RUNTIMES`).
 
-    ``torch``: a BN-folded eval copy (:func:`naslung.models.fast.eval_model`), ``channels_last_3d`` when the
-    run evaluated in it. ``onnx``: the member's ``best.pt`` exported once to the ONNX cache and run by ONNX
-    Runtime; without the ``onnx`` extra an ``ImportError`` says how to install it.
+    ``torch``: a BN-folded eval copy (:func:`naslung.models.fast.eval_model`), in the memory format
+    :func:`naslung.models.fast.serving_channels_last` gives (contiguous on CPU). ``onnx``: the member's
+    ``best.pt`` exported once to the ONNX cache and run by ONNX Runtime; without the ``onnx`` extra an
+    ``ImportError`` says how to install it.
     """
     check_option("runtime", runtime, RUNTIMES)
     if runtime == "onnx":
@@ -197,11 +198,12 @@ def member_runner(member: RunModel, runtime: str = "torch") -> Runner:
         require_onnx("--runtime onnx")
         onnx_runner = OnnxRunner(cached_export(member.model, RunDir(member.path).best, member.crop.size))
         return lambda x: torch.from_numpy(onnx_runner(x))
-    from naslung.models.fast import eval_model
+    from naslung.models.fast import eval_model, serving_channels_last
     from naslung.train.inference import channels_last_applies, format_input
 
     channels_last = bool((member.config.get("config") or {}).get("channels_last", False))
-    channels_last = channels_last_applies(channels_last, member.crop.dims)
+    channels_last = serving_channels_last(channels_last_applies(channels_last, member.crop.dims),
+                                          member.crop.dims, next(member.model.parameters()).device)
     net = eval_model(member.model, channels_last=channels_last)
     return lambda x: net(format_input(x, channels_last))
 

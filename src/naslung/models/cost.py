@@ -39,9 +39,11 @@ from naslung.models.spec import ArchSpec, coerce_spec
 #: Version 3: on CPU, CBAM's spatial gates run through the FFT (``models/blocks/fft_conv.py``), so latencies
 #: cached by earlier versions (the gate as a conv module) are measured again. Version 4: the FFT gate's
 #: transform length and the allocator settings (:mod:`naslung.allocator`) changed what the serving path costs.
-LATENCY_SCHEMA = "naslung-latency/4"
+#: Version 5: the serving path runs contiguous on CPU, one-sample 3-D convs on oneDNN
+#: (:mod:`naslung.models.blocks.conv`), and eval gates keep their kernel's spectrum.
+LATENCY_SCHEMA = "naslung-latency/5"
 #: Execution paths :func:`measure_latency` can time: the eager eval model, or the serving path
-#: (:func:`naslung.models.fast.eval_model`: BN folded, ``channels_last_3d`` in 3-D).
+#: (:func:`naslung.models.fast.eval_model`: BN folded; contiguous on CPU, ``channels_last_3d`` on a GPU).
 LATENCY_PATHS: tuple[str, ...] = ("eager", "folded")
 #: CPU flags that decide which kernels oneDNN / the ONNX Runtime pick (part of the latency cache key).
 ISA_FLAGS: tuple[str, ...] = (
@@ -338,10 +340,12 @@ def measure_latency(
             ).to(dev)
             x = torch.randn(batch_size, 1, *([input_size] * spatial_dims)).to(dev)
         if path == "folded":
-            from naslung.models.fast import eval_model, to_channels_last
+            from naslung.models.fast import eval_model, serving_channels_last, to_channels_last
 
-            model = eval_model(model, channels_last=True)
-            x = to_channels_last(x, spatial_dims)  # type: ignore[assignment]
+            channels_last = serving_channels_last(True, spatial_dims, dev)
+            model = eval_model(model, channels_last=channels_last)
+            if channels_last:
+                x = to_channels_last(x, spatial_dims)  # type: ignore[assignment]
         load = load_average()
         timing = time_forward(model, x, warmup=warmup, repeats=repeats)
     finally:

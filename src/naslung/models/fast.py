@@ -8,9 +8,9 @@
   ``naslung.train.engine.channels_last_applies``: oneDNN's 2-D channels-last backward corrupts the heap on
   AVX2-only CPUs with torch 2.13).
 * :func:`eval_model`: the inference path, a BN-folded eval copy (:func:`naslung.models.fuse.fold_batchnorm`),
-  in ``channels_last_3d`` for 3-D when asked. Every prediction runs on it (validation and test in
-  ``naslung.train.inference.predict_proba``, ``naslung predict --runtime torch``), and the search times it
-  (``LatencyConfig.path = "folded"``).
+  in ``channels_last_3d`` for 3-D when asked (:func:`serving_channels_last`: on a GPU, not on CPU). Every
+  prediction runs on it (validation and test in ``naslung.train.inference.predict_proba``, ``naslung predict
+  --runtime torch``), and the search times it (``LatencyConfig.path = "folded"``).
 
 On CPU, bf16 must be used together with ``channels_last_3d`` in 3-D: with contiguous tensors oneDNN reorders
 every bf16 activation and the step is about half as fast as fp32 (``benchmarks/train_throughput.py``).
@@ -58,6 +58,19 @@ def to_channels_last(t: nn.Module | torch.Tensor, spatial_dims: int) -> nn.Modul
     if isinstance(t, nn.Module):
         return t.to(memory_format=torch.channels_last_3d)
     return t.contiguous(memory_format=torch.channels_last_3d)
+
+
+def serving_channels_last(channels_last: bool, spatial_dims: int, device: str | torch.device) -> bool:
+    """Whether the serving path (:func:`eval_model`) runs in ``channels_last_3d``: only for a 3-D run that
+    trains in it, and never on CPU.
+
+    On CPU the folded model infers faster contiguous, although channels-last trains faster (2 threads, this
+    project's 2-core VM, memory kept by the allocator, FFT gates). Batch 32, ms per nodule, contiguous vs
+    ``channels_last_3d``: Model-1 1.24 vs 1.53, ``[8,8,[8,16],[16,32],[32,64]]`` 2.30 vs 2.72,
+    ``[4,4,[16,32],[32,64],[64,128]]`` 3.10 vs 3.14; at batch 1, 2.47 vs 3.02, 3.76 vs 5.08 and 4.87 vs 5.38
+    ms. On a GPU the run's own setting is kept.
+    """
+    return bool(channels_last) and spatial_dims == 3 and torch.device(device).type != "cpu"
 
 
 def eval_model(model: nn.Module, channels_last: bool = False) -> nn.Module:

@@ -18,6 +18,7 @@ import copy
 import torch
 from torch import nn
 
+from naslung.models.blocks.conv import Conv3d
 from naslung.models.blocks.residual import ResidualBlock
 
 _BN = (nn.BatchNorm2d, nn.BatchNorm3d)
@@ -48,6 +49,8 @@ def fold_conv_bn(conv: nn.Module, bn: nn.Module) -> nn.Module:
         conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
         dilation=conv.dilation, groups=conv.groups, bias=True, padding_mode=conv.padding_mode,
     ).to(device=w.device, dtype=w.dtype)
+    if isinstance(conv, Conv3d):
+        fused.onednn_at_batch1 = conv.onednn_at_batch1
     fused.weight.copy_(w * scale.view(-1, *([1] * (w.dim() - 1))))
     fused.bias.copy_((bias - bn.running_mean) * scale + shift)
     return fused

@@ -2,8 +2,9 @@
 
 Used for the validation split after every epoch, for the single look at the test fold, and by explain and
 predict, so that every consumer feeds the model exactly what evaluation does. Predictions run on the serving
-path, :func:`naslung.models.fast.eval_model` (batch norm folded; ``channels_last_3d`` in 3-D when the run
-trains in it): the eval-mode model's function up to float rounding, and what the search times.
+path, :func:`naslung.models.fast.eval_model` (batch norm folded; contiguous on CPU, ``channels_last_3d`` on a
+GPU for a 3-D run that trains in it, :func:`naslung.models.fast.serving_channels_last`): the eval-mode
+model's function up to float rounding, and what the search times.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from naslung.data.dataset import NoduleDataset
-from naslung.models.fast import eval_model
+from naslung.models.fast import eval_model, serving_channels_last
 from naslung.train.augment import center_crop, flip_views
 from naslung.train.predictions import Predictions
 
@@ -33,7 +34,9 @@ def predict_proba(model: nn.Module, images: torch.Tensor, size: int, batch_size:
     (:func:`naslung.models.fast.eval_model`) runs every view of every batch, TTA included.
     """
     dims = int(getattr(model, "spatial_dims", images.dim() - 1))
-    net = eval_model(model, channels_last=channels_last_applies(channels_last, dims))
+    device = next(model.parameters()).device
+    channels_last = serving_channels_last(channels_last_applies(channels_last, dims), dims, device)
+    net = eval_model(model, channels_last=channels_last)
     out = []
     for start in range(0, images.shape[0], batch_size):
         crop = center_crop(images[start:start + batch_size], size)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from naslung.models.blocks.counting import LayerCost, conv_cost, linear_cost
-from naslung.models.blocks.fft_conv import fft_conv
+from naslung.models.blocks.fft_conv import fft_conv, fft_length, weight_spectrum
 from naslung.models.blocks.nd import check_dims, conv_nd
 
 #: Default MLP reduction ratio. The original CBAM uses 16, but NAS-Lung's widths are as small as 4
@@ -79,6 +79,11 @@ class SpatialAttention(nn.Module):
     the same cross-correlation several times faster for this 2 -> 1 channel conv (measured; see that
     module). On other devices, and with ``fft=False`` (the ONNX export sets it), ``self.conv`` runs as a
     module. The parameters are ``self.conv``'s either way, so checkpoints do not depend on it.
+
+    When no gradient is needed (eval, inference), the FFT path keeps the kernel's spectrum
+    (:func:`~naslung.models.blocks.fft_conv.weight_spectrum`) with a copy of the weights it came from, and
+    reuses it while the weights are equal to that copy (a comparison of ``2 k^3`` numbers): half of the gate's
+    forward transforms at batch 1. Training computes it in the graph on every forward.
     """
 
     def __init__(self, spatial_dims: int = 3, kernel_size: int = DEFAULT_SPATIAL_KERNEL,
@@ -88,11 +93,29 @@ class SpatialAttention(nn.Module):
             raise ValueError(f"spatial kernel_size must be a positive odd integer, got {kernel_size}")
         self.conv = conv_nd(spatial_dims)(2, 1, kernel_size, padding=kernel_size // 2, bias=True)
         self.fft = fft
+        # (FFT lengths, the weights they came from, their spectrum): see _spectrum. Not state: a cache.
+        self._spectrum_cache: tuple[tuple[int, ...], Tensor, Tensor] | None = None
+
+    def _spectrum(self, sides: Sequence[int]) -> Tensor | None:
+        """The kernel's spectrum for maps of ``sides`` when no gradient flows to the weights, else None."""
+        weight = self.conv.weight
+        if torch.is_grad_enabled() and weight.requires_grad:
+            return None
+        full = tuple(fft_length(s, k) for s, k in zip(sides, weight.shape[2:], strict=True))
+        cached = self._spectrum_cache
+        if (cached is not None and cached[0] == full and cached[1].device == weight.device
+                and cached[1].shape == weight.shape and torch.equal(cached[1], weight)):
+            return cached[2]
+        # Made outside inference mode so that the module can still be copied and used with autograd later.
+        with torch.inference_mode(False), torch.no_grad():
+            self._spectrum_cache = (full, weight.detach().clone(), weight_spectrum(weight, full))
+        return self._spectrum_cache[2]
 
     def forward(self, x: Tensor) -> Tensor:
         desc = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
         if self.fft and desc.device.type == "cpu":
-            return torch.sigmoid(fft_conv(desc, self.conv.weight, self.conv.bias))
+            filters = self._spectrum(desc.shape[2:])
+            return torch.sigmoid(fft_conv(desc, self.conv.weight, self.conv.bias, filters))
         return torch.sigmoid(self.conv(desc))
 
 

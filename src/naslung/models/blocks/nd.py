@@ -5,8 +5,10 @@ from __future__ import annotations
 from torch import nn
 
 from naslung.models.blocks.batchnorm import BatchNorm2d, BatchNorm3d
+from naslung.models.blocks.conv import Conv3d
 
-_CONV: dict[int, type[nn.Module]] = {2: nn.Conv2d, 3: nn.Conv3d}
+#: ``nn.Conv2d``, and ``nn.Conv3d`` with oneDNN for one-sample CPU inputs (:mod:`.conv`).
+_CONV: dict[int, type[nn.Module]] = {2: nn.Conv2d, 3: Conv3d}
 #: ``nn.BatchNorm{2,3}d`` with a faster channels-last CPU training path (:mod:`.batchnorm`).
 _BN: dict[int, type[nn.Module]] = {2: BatchNorm2d, 3: BatchNorm3d}
 
@@ -19,7 +21,7 @@ def check_dims(spatial_dims: int) -> int:
 
 
 def conv_nd(spatial_dims: int) -> type[nn.Module]:
-    """``nn.Conv2d`` or ``nn.Conv3d``."""
+    """``nn.Conv2d`` or :class:`~naslung.models.blocks.conv.Conv3d` (an ``nn.Conv3d``)."""
     return _CONV[check_dims(spatial_dims)]
 
 
