@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from naslung.models import capture_attention
 from naslung.models.blocks import CBAM
+from naslung.models.blocks.cbam import spatial_max
 
 
 def _reference(block: CBAM, x: torch.Tensor, order: str) -> torch.Tensor:
@@ -88,3 +89,24 @@ def test_cbam_bad_arguments():
         CBAM(4, spatial_dims=1)
     with pytest.raises(ValueError, match="odd"):
         CBAM(4, spatial_kernel=4)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_spatial_max_is_the_channel_maps_maximum_with_max_pooling_gradients(dims: int, channels_last: bool):
+    torch.manual_seed(dims)
+    x = torch.randn(3, 5, *([6] * dims), dtype=torch.float64)
+    x[1, 2] = 0.0  # an all-zero map: every position ties
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last if dims == 2 else torch.channels_last_3d)
+    x.requires_grad_(True)
+    out = spatial_max(x)
+    assert torch.equal(out, x.amax(dim=tuple(range(2, x.dim()))))
+    grad = torch.randn(3, 5, dtype=torch.float64)
+    (got,) = torch.autograd.grad(out, x, grad)
+    (want,) = torch.autograd.grad(x.amax(dim=tuple(range(2, x.dim()))), x, grad)
+    untied = torch.ones(3, 5, dtype=torch.bool)
+    untied[1, 2] = False
+    assert torch.equal(got[untied], want[untied])  # one maximum per map: the same gradient
+    tied = got[1, 2].flatten()  # max pooling sends it to one position; amax would share it
+    assert int((tied != 0).sum()) == 1 and float(tied.sum()) == pytest.approx(float(grad[1, 2]))

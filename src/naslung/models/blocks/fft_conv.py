@@ -14,8 +14,10 @@ convolution is kept. ``L`` is the smallest 5-smooth length (factors 2, 3, 5 only
 ``L >= S + k // 2``), and a smooth length is what pocketfft transforms fastest. For the 7^3 gate at 32^3
 that is 36 instead of the full ``S + k - 1 = 38 = 2 * 19``: forward + backward of the transforms 2.6x
 faster (one thread, this VM). It works in float32 whatever the input dtype (torch's CPU FFT has no bf16) and
-returns the input dtype. Autograd differentiates it like any other op. Outputs agree with the direct conv to
-about 1e-6 and gradients to about 1e-5 relative (``tests/models/test_fft_conv.py``).
+returns the input dtype. Its backward is written out (:class:`_FFTConv`, real transforms only): the gate's
+forward + backward at batch 32 and 32^3 took 32.5 ms against 40.8 ms with autograd's backward of the
+transforms (one thread). Outputs agree with the direct conv to about 1e-6 and gradients to about 1e-5
+relative (``tests/models/test_fft_conv.py``).
 """
 
 from __future__ import annotations
@@ -57,29 +59,94 @@ def fft_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, filters: Ten
         x: ``(B, C, *S)`` with 2 or 3 spatial axes.
         weight: ``(O, C, *K)``, odd ``K`` (same padding).
         bias: ``(O,)`` or None.
-        filters: ``weight_spectrum(weight, [fft_length(s, k) ...])`` if the caller has it; computed otherwise.
+        filters: ``weight_spectrum(weight, [fft_length(s, k) ...])`` if the caller has it (then no gradient
+            reaches ``weight``); computed otherwise.
 
     Returns:
         ``(B, O, *S)`` in ``x``'s dtype.
     """
-    dims = tuple(range(2, x.dim()))
-    sides, kernel = x.shape[2:], weight.shape[2:]
+    kernel = tuple(weight.shape[2:])
     if any(k % 2 == 0 for k in kernel):
-        raise ValueError(f"fft_conv needs odd kernel sides, got {tuple(kernel)}")
-    full = [fft_length(s, k) for s, k in zip(sides, kernel, strict=True)]
-    spectrum = torch.fft.rfftn(x.float(), s=full, dim=dims)  # (B, C, *F)
+        raise ValueError(f"fft_conv needs odd kernel sides, got {kernel}")
+    full = tuple(fft_length(s, k) for s, k in zip(x.shape[2:], kernel, strict=True))
     if filters is None:
-        filters = weight_spectrum(weight, full)  # (O, C, *F)
-    # sum_c spectrum[:, c] * filters[:, c], one input channel at a time: (B, 1, *F) * (O, *F) -> (B, O, *F).
-    # Broadcasting (B, 1, C, *F) * (1, O, C, *F) and summing over C wrote a (B, O, C, *F) temporary: the
-    # gate's forward at batch 32 and 32^3 is 6 % faster this way (8.1 -> 7.7 ms, 2 threads); training is
-    # unchanged.
-    product = spectrum[:, :1] * filters[:, 0]
-    for c in range(1, spectrum.shape[1]):
-        product = product + spectrum[:, c : c + 1] * filters[:, c]
-    out = torch.fft.irfftn(product, s=full, dim=dims)
-    window = tuple(slice(k // 2, k // 2 + s) for s, k in zip(sides, kernel, strict=True))
-    out = out[(slice(None), slice(None), *window)]
+        out = _FFTConv.apply(x, weight, full)
+    else:
+        out, _ = _correlate(x, filters, full, kernel)
     if bias is not None:
-        out = out + bias.float().view(1, -1, *([1] * len(dims)))
+        out = out + bias.float().view(1, -1, *([1] * (x.dim() - 2)))
     return out.to(x.dtype)
+
+
+def _mix(spectra: Tensor, filters: Tensor, conjugate: bool = False) -> Tensor:
+    """``out[b, o] = sum_c spectra[b, c] * filters[o, c]`` (``(B, C, *F)``, ``(O, C, *F)`` -> ``(B, O, *F)``).
+
+    One input channel at a time: broadcasting ``(B, 1, C, *F) * (1, O, C, *F)`` and summing over ``C`` wrote
+    a ``(B, O, C, *F)`` temporary; the gate's forward at batch 32 and 32^3 is 6 % faster this way (8.1 -> 7.7
+    ms, 2 threads). ``conjugate`` uses ``conj(filters)``.
+    """
+    if conjugate:
+        filters = filters.conj()
+    out = spectra[:, :1] * filters[:, 0]
+    for c in range(1, spectra.shape[1]):
+        out = out + spectra[:, c : c + 1] * filters[:, c]
+    return out
+
+
+def _correlate(x: Tensor, filters: Tensor, full: Sequence[int],
+               kernel: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """The forward: ``(B, C, *S)`` and the spectrum -> float32 ``(B, O, *S)``, and ``x``'s spectrum."""
+    dims = tuple(range(2, x.dim()))
+    spectrum = torch.fft.rfftn(x.float(), s=list(full), dim=dims)  # (B, C, *F)
+    out = torch.fft.irfftn(_mix(spectrum, filters), s=list(full), dim=dims)
+    window = tuple(slice(k // 2, k // 2 + s) for s, k in zip(x.shape[2:], kernel, strict=True))
+    return out[(slice(None), slice(None), *window)], spectrum
+
+
+class _FFTConv(torch.autograd.Function):
+    """:func:`fft_conv` without bias, with its adjoint written out.
+
+    With ``h`` the flipped kernel zero-padded to ``L`` and ``g`` the output gradient placed at offset ``k//2``
+    in a zero array of length ``L`` (the adjoint of keeping that window), the forward is the circular
+    convolution ``h * x``, so ``dx`` is the circular correlation of ``g`` with ``h`` (spectrum ``G conj(H)``,
+    first ``S`` values) and ``dh`` is that of ``g`` with ``x`` (``sum_b G conj(X)``, first ``k`` values,
+    flipped back into ``dw``). These are exact adjoints of the forward, which equals the zero-padded conv, so
+    they are that conv's gradients. Autograd's own backward of ``rfftn`` / ``irfftn`` went through
+    complex-to-complex transforms: this one uses real transforms only, and keeps ``x``'s spectrum from the
+    forward.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, full: tuple[int, ...]) -> Tensor:  # type: ignore[override]
+        kernel = tuple(weight.shape[2:])
+        filters = weight_spectrum(weight, full)
+        out, spectrum = _correlate(x, filters, full, kernel)
+        ctx.full, ctx.kernel, ctx.sides = full, kernel, tuple(x.shape[2:])
+        ctx.dtypes = (x.dtype, weight.dtype)
+        ctx.save_for_backward(spectrum if ctx.needs_input_grad[1] else None,
+                              filters if ctx.needs_input_grad[0] else None)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        spectrum, filters = ctx.saved_tensors
+        full, kernel, sides = ctx.full, ctx.kernel, ctx.sides
+        dims = tuple(range(2, grad.dim()))
+        pad: list[int] = []
+        for s, k, n in reversed(list(zip(sides, kernel, full, strict=True))):
+            pad += [k // 2, n - s - k // 2]
+        placed = torch.fft.rfftn(torch.nn.functional.pad(grad.float(), pad), dim=dims)  # (B, O, *F)
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            # sum_o G[b, o] conj(H[o, c]): the (C, O) transpose of the filters, conjugated
+            mixed = _mix(placed, filters.transpose(0, 1), conjugate=True)
+            full_x = torch.fft.irfftn(mixed, s=list(full), dim=dims)
+            grad_x = full_x[(slice(None), slice(None), *(slice(0, s) for s in sides))].to(ctx.dtypes[0])
+        if ctx.needs_input_grad[1]:
+            # sum_b G[b, o] conj(X[b, c]) -> (O, C, *F)
+            cross = _mix(placed.transpose(0, 1), spectrum.transpose(0, 1), conjugate=True)
+            full_h = torch.fft.irfftn(cross, s=list(full), dim=dims)
+            grad_h = full_h[(slice(None), slice(None), *(slice(0, k) for k in kernel))]
+            grad_w = torch.flip(grad_h, dims=dims).to(ctx.dtypes[1])
+        return grad_x, grad_w, None
