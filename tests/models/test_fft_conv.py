@@ -131,3 +131,21 @@ def test_train_config_switches_the_gates(tmp_path):
     saved = TrainConfig().to_dict()
     del saved["fft_gates"], saved["embedding"]  # a run config written before both fields existed
     assert TrainConfig.from_dict(saved).embedding == "relu" and TrainConfig.from_dict(saved).fft_gates
+
+
+def test_the_written_out_backward_serves_either_input_alone_and_keeps_dtypes():
+    torch.manual_seed(3)
+    x = torch.randn(2, 2, 5, 6, 7, dtype=torch.float64)
+    w = torch.randn(1, 2, 3, 3, 3, dtype=torch.float64)
+    grad = torch.randn(2, 1, 5, 6, 7, dtype=torch.float64)
+    xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+    want_x, want_w = torch.autograd.grad(F.conv3d(xr, wr, padding=1), (xr, wr), grad)
+    xf = x.float().requires_grad_()
+    (got_x,) = torch.autograd.grad(fft_conv(xf, w.float()), xf, grad.float())  # the weight needs none
+    torch.testing.assert_close(got_x.double(), want_x, rtol=1e-4, atol=1e-4)
+    wf = w.float().requires_grad_()
+    (got_w,) = torch.autograd.grad(fft_conv(x.float(), wf), wf, grad.float())  # the input needs none
+    torch.testing.assert_close(got_w.double(), want_w, rtol=1e-4, atol=1e-4)
+    xb, wb = x.bfloat16().requires_grad_(), w.bfloat16().requires_grad_()
+    gx, gw = torch.autograd.grad(fft_conv(xb, wb), (xb, wb), grad.bfloat16())
+    assert gx.dtype == torch.bfloat16 and gw.dtype == torch.bfloat16
