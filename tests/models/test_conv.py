@@ -11,7 +11,7 @@ from torch.profiler import profile
 
 from naslung.models import MODEL_1, build_model
 from naslung.models.blocks.cbam import SpatialAttention
-from naslung.models.blocks.conv import Conv3d, onednn_applies, set_onednn_at_batch1
+from naslung.models.blocks.conv import Conv3d, conv_macs, onednn_applies, set_onednn_at_batch1
 from naslung.models.fast import eval_model
 from naslung.models.fuse import fold_batchnorm
 
@@ -31,12 +31,14 @@ def test_batch1_runs_on_onednn_and_equals_the_float64_conv(channels_last: bool, 
     torch.manual_seed(c_in + kernel)
     conv = Conv3d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=bias)
     ref = copy.deepcopy(conv).double()
-    x = torch.randn(1, c_in, 9, 12, 10)
+    x = torch.randn(1, c_in, 24, 20, 22)  # every case above MIN_ONEDNN_MACS
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last_3d)
         conv = conv.to(memory_format=torch.channels_last_3d)
     x.requires_grad_(True)
-    assert onednn_applies(x, conv.weight)
+    assert onednn_applies(x, conv.weight) and conv.runs_onednn(x)
+    assert conv_macs(x, conv.weight, conv.stride, conv.padding, conv.dilation) == F.conv3d(
+        x, conv.weight, None, stride, kernel // 2).numel() * c_in * kernel**3
     assert "aten::mkldnn_convolution" in _kernels(lambda: conv(x))
     out = conv(x)
     x64 = x.detach().double().requires_grad_(True)
@@ -51,10 +53,13 @@ def test_batch1_runs_on_onednn_and_equals_the_float64_conv(channels_last: bool, 
 
 def test_every_other_case_keeps_torchs_own_choice() -> None:
     conv = Conv3d(4, 4, 3, padding=1)
-    one = torch.randn(1, 4, 8, 8, 8)
+    one = torch.randn(1, 4, 16, 16, 16)
     assert not onednn_applies(torch.randn(2, 4, 8, 8, 8), conv.weight)  # torch picks oneDNN itself there
     assert not onednn_applies(one.double(), conv.weight.double())
     assert not onednn_applies(one, Conv3d(4, 4, 1).weight)  # 1^3: torch's kernel was as fast or faster
+    small = Conv3d(8, 8, 3, padding=1)  # 8 -> 8 on 4^3: 110 k multiply-adds, oneDNN's call cost dominates
+    assert not small.runs_onednn(torch.randn(1, 8, 4, 4, 4)) and small.runs_onednn(torch.randn(1, 8, 8, 8, 8))
+    assert "aten::mkldnn_convolution" not in _kernels(lambda: small(torch.randn(1, 8, 4, 4, 4)))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not onednn_applies(one, conv.weight) and conv(one).dtype == torch.bfloat16
     assert "aten::mkldnn_convolution" not in _kernels(lambda: set_onednn_at_batch1(conv, False)(one))

@@ -9,16 +9,19 @@ of a 4 -> 4 channel 3^3 conv on one 32^3 map took 2.68 ms native against 0.33 ms
 ms. At batch 2 and more torch already picks oneDNN, so nothing changes there.
 
 :class:`Conv3d` is ``nn.Conv3d`` (same parameters, state dict, BN folding, ONNX export) whose forward calls
-oneDNN's conv for a one-sample float32 CPU input with a kernel larger than 1 (for ``1^3`` kernels the native
-kernel was as fast or faster: 0.020 against 0.068 ms for the stride-2 shortcut at 32^3). Every other case, and
-any forward under tracing, ONNX export, ``torch.compile`` or CPU autocast, is ``nn.Conv3d``'s own: the
-exporters then see the usual conv, and autocast keeps its dtype policy (it casts at ``aten::conv3d``, which
-the direct call would bypass). Outputs and gradients agree with ``F.conv3d`` to float rounding
-(``tests/models/test_conv.py``). 2-D convs keep torch's choice: its heuristic was tuned for 2-D, and oneDNN's
-2-D paths are where this torch version crashed on AVX2-only CPUs (``naslung.train.engine``).
+oneDNN's conv for a one-sample float32 CPU input with a kernel larger than 1 and at least
+:data:`MIN_ONEDNN_MACS` multiply-adds (for ``1^3`` kernels and for small maps the native kernel was as fast or
+faster: 0.020 against 0.068 ms for the stride-2 shortcut at 32^3). Every other case, and any forward under
+tracing, ONNX export, ``torch.compile`` or CPU autocast, is ``nn.Conv3d``'s own: the exporters then see the
+usual conv, and autocast keeps its dtype policy (it casts at ``aten::conv3d``, which the direct call would
+bypass). Outputs and gradients agree with ``F.conv3d`` to float rounding (``tests/models/test_conv.py``). 2-D
+convs keep torch's choice: its heuristic was tuned for 2-D, and oneDNN's 2-D paths are where this torch
+version crashed on AVX2-only CPUs (``naslung.train.engine``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -43,6 +46,22 @@ def onednn_applies(x: Tensor, weight: Tensor) -> bool:
     )
 
 
+#: Below this many multiply-adds a one-sample conv stays on torch's native kernel: oneDNN costs about 35-45 us
+#: per call whatever the size. Measured at batch 1, 2 threads (native against oneDNN, us): 8 -> 8 on 4^3 12 vs
+#: 37, 16 -> 16 on 4^3 21 vs 46 (442 k MACs), 4 -> 8 on 8^3 36 vs 41 (442 k), 4 -> 4 stride 2 from 16^3 33 vs
+#: 42; 8 -> 8 on 8^3 64 vs 44 (885 k), 4 -> 4 on 16^3 236 vs 73, 64 -> 128 on 4^3 191 vs 147.
+MIN_ONEDNN_MACS = 500_000
+
+
+def conv_macs(x: Tensor, weight: Tensor, stride: Sequence[int], padding: Sequence[int],
+              dilation: Sequence[int]) -> int:
+    """Multiply-adds of a conv of ``weight`` ``(O, C / groups, *K)`` on ``x`` ``(N, C, *S)``."""
+    out = 1
+    for side, k, st, pad, dil in zip(x.shape[2:], weight.shape[2:], stride, padding, dilation, strict=True):
+        out *= max(0, (side + 2 * pad - dil * (k - 1) - 1) // st + 1)
+    return x.shape[0] * out * weight[0].numel() * weight.shape[0]
+
+
 class Conv3d(nn.Conv3d):
     """``nn.Conv3d`` whose one-sample CPU float32 forward runs on oneDNN (see the module docstring).
 
@@ -51,9 +70,16 @@ class Conv3d(nn.Conv3d):
 
     onednn_at_batch1: bool = True
 
+    def runs_onednn(self, x: Tensor, weight: Tensor | None = None) -> bool:
+        """Whether this conv sends ``x`` to oneDNN: :func:`onednn_applies`, zero padding given as sizes,
+        and at least :data:`MIN_ONEDNN_MACS` multiply-adds."""
+        weight = self.weight if weight is None else weight
+        return (self.onednn_at_batch1 and self.padding_mode == "zeros" and not isinstance(self.padding, str)
+                and onednn_applies(x, weight)
+                and conv_macs(x, weight, self.stride, self.padding, self.dilation) >= MIN_ONEDNN_MACS)
+
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        if (self.onednn_at_batch1 and self.padding_mode == "zeros" and not isinstance(self.padding, str)
-                and onednn_applies(input, weight)):
+        if self.runs_onednn(input, weight):
             return torch.ops.aten.mkldnn_convolution(
                 input, weight, bias, list(self.padding), list(self.stride), list(self.dilation), self.groups
             )
