@@ -50,3 +50,11 @@ def test_cbam_kernel_option():
     assert k7["cbam_kernel"] == 7 and k3["cbam_kernel"] == 3
     assert k7["params"] - k3["params"] == 4 * (7**2 - 3**2) * 2
     assert not k3["cached"]
+
+
+def test_the_serving_path_is_timed_by_default_and_eager_on_request():
+    served, eager = _info(), _info("--path", "eager")
+    assert served["path"] == "folded" and eager["path"] == "eager"
+    assert not eager["cached"]  # another cache key
+    result = runner.invoke(app, [*ARGS, "--path", "fast"])
+    assert result.exit_code != 0 and "unknown path" in result.output

@@ -32,6 +32,12 @@ def info(
     threads: int | None = typer.Option(None, help="CPU threads for the timing (default: torch's current)."),
     device: str = typer.Option("cpu", help="cpu | cuda."),
     repeats: int = typer.Option(20, help="Timed runs per latency figure (after warm-up)."),
+    path: str = typer.Option(
+        "folded",
+        "--path",
+        help="What is timed: folded (the serving path that predictions run and the search times: batch norm "
+        "folded, FFT gates, contiguous on CPU) or eager (the unfolded eval model).",
+    ),
     refresh: bool = typer.Option(
         False,
         "--refresh",
@@ -42,7 +48,7 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Parameters, MACs, activation bytes, batch-1 latency and batch-32 throughput of SPEC."""
-    from naslung.models.cost import measure_latency, profile
+    from naslung.models.cost import LATENCY_PATHS, measure_latency, profile
     from naslung.models.factory import build_model
     from naslung.models.spec import space_violations
 
@@ -64,7 +70,10 @@ def info(
         "input_size": size,
         "device": device,
     }
-    timing = {"threads": threads, "repeats": repeats, "refresh": refresh}
+    if path not in LATENCY_PATHS:
+        valid = ", ".join(LATENCY_PATHS)
+        raise typer.BadParameter(f"unknown path {path!r}; valid: {valid}", param_hint="--path")
+    timing = {"threads": threads, "repeats": repeats, "refresh": refresh, "path": path}
     try:
         b1 = measure_latency(arch, batch_size=1, **options, **timing)
         b32 = measure_latency(arch, batch_size=32, **options, **timing)
@@ -77,6 +86,7 @@ def info(
         "params": cost["params"],
         "macs": cost["macs"],
         "activation_bytes": cost["activation_bytes"],
+        "path": path,
         "latency_ms_b1": b1["median_ms"],
         "throughput_per_s": b32["throughput_per_s"],
         "latency_ms_b32": b32["median_ms"],
@@ -102,6 +112,7 @@ def info(
     table.add_row("parameters", f"{cost['params']:,}")
     table.add_row("MACs (batch 1)", f"{cost['macs']:,}")
     table.add_row("conv activations (batch 1)", f"{cost['activation_bytes'] / 2**20:.2f} MiB")
+    table.add_row("timed path", "serving (folded)" if path == "folded" else "eager")
     table.add_row("latency, batch 1 (median)", f"{b1['median_ms']:.2f} ms")
     table.add_row("throughput, batch 32", f"{b32['throughput_per_s']:.1f} samples/s")
     table.add_row("device", f"{record['device_name']}, {record['threads']} threads, torch {record['torch']}")
