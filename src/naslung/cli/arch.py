@@ -51,6 +51,7 @@ def info(
     from naslung.models.cost import LATENCY_PATHS, measure_latency, profile
     from naslung.models.factory import build_model
     from naslung.models.spec import space_violations
+    from naslung.options import check_option
 
     arch = _parse_spec(spec)
     if size < 8 or size % 8:
@@ -70,9 +71,10 @@ def info(
         "input_size": size,
         "device": device,
     }
-    if path not in LATENCY_PATHS:
-        valid = ", ".join(LATENCY_PATHS)
-        raise typer.BadParameter(f"unknown path {path!r}; valid: {valid}", param_hint="--path")
+    try:
+        check_option("path", path, LATENCY_PATHS)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--path") from None
     timing = {"threads": threads, "repeats": repeats, "refresh": refresh, "path": path}
     try:
         b1 = measure_latency(arch, batch_size=1, **options, **timing)

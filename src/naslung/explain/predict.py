@@ -199,11 +199,11 @@ def member_runner(member: RunModel, runtime: str = "torch") -> Runner:
         onnx_runner = OnnxRunner(cached_export(member.model, RunDir(member.path).best, member.crop.size))
         return lambda x: torch.from_numpy(onnx_runner(x))
     from naslung.models.fast import eval_model, serving_channels_last
-    from naslung.train.inference import channels_last_applies, format_input
+    from naslung.train.inference import format_input
 
-    channels_last = bool((member.config.get("config") or {}).get("channels_last", False))
-    channels_last = serving_channels_last(channels_last_applies(channels_last, member.crop.dims),
-                                          member.crop.dims, next(member.model.parameters()).device)
+    trained_channels_last = bool((member.config.get("config") or {}).get("channels_last", False))
+    channels_last = serving_channels_last(trained_channels_last, member.crop.dims,
+                                          next(member.model.parameters()).device)
     net = eval_model(member.model, channels_last=channels_last)
     return lambda x: net(format_input(x, channels_last))
 

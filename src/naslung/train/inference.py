@@ -35,7 +35,7 @@ def predict_proba(model: nn.Module, images: torch.Tensor, size: int, batch_size:
     """
     dims = int(getattr(model, "spatial_dims", images.dim() - 1))
     device = next(model.parameters()).device
-    channels_last = serving_channels_last(channels_last_applies(channels_last, dims), dims, device)
+    channels_last = serving_channels_last(channels_last, dims, device)
     net = eval_model(model, channels_last=channels_last)
     out = []
     for start in range(0, images.shape[0], batch_size):
