@@ -12,8 +12,10 @@ Layout (N nodules; ``S = size + 2 * margin``)::
     /malignancy_mean, /malignancy_median  float32 (N,)
     /ratings       float32 (N, R) extra per-nodule ratings, names in attrs["rating_names"]
     /padded        bool   (N,)   the crop reached past the scan border and was padded with air
+    /coverage      float32 (N,)  optional: share of the crop's samples inside the source volume (1.0 = all
+                                 real CT); written by ``prepare --vois``, whose volumes cover the nodule only
     attrs: schema, schema_version, spatial_dims, size, margin, spacing_mm, window (lo, hi),
-           rating_names, source_kind ("luna16", "phantom" or "other"),
+           rating_names, source_kind ("luna16", "lidc-voi", "phantom" or "other"),
            provenance (JSON: source, command, naslung version, date)
 
 Image axes are world-aligned, ``(z, y, x)`` for 3-D and ``(y, x)`` (an axial slice) for 2-D, whatever the
@@ -42,8 +44,9 @@ from naslung.data.errors import DataError
 
 SCHEMA = "naslung-crops"
 SCHEMA_VERSION = 1
-#: Where the crops come from: real LUNA16 scans, the LIDC phantom (synthetic CT), or anything else.
-SourceKind = Literal["luna16", "phantom", "other"]
+#: Where the crops come from: real LUNA16 scans, real LIDC nodule volumes (VOIs, ``prepare --vois``), the
+#: LIDC phantom (synthetic CT), or anything else.
+SourceKind = Literal["luna16", "lidc-voi", "phantom", "other"]
 SOURCE_KINDS: tuple[str, ...] = get_args(SourceKind)
 
 
@@ -96,6 +99,8 @@ _ARRAY_FIELDS = (
     "malignancy_mean", "malignancy_median", "ratings", "padded",
 )
 _ROW_FIELDS = _ARRAY_FIELDS[1:]  # everything but images: small, held in memory while streaming
+#: Per-row arrays a writer may add (all rows or none); readers that do not know them ignore them.
+OPTIONAL_FIELDS = ("coverage",)
 _STR_FIELDS = ("seriesuid", "nodule_id")
 _DTYPES = {
     "labels": np.uint8, "fold": np.int8, "world_center": np.float64, "diameter_mm": np.float32,
@@ -126,7 +131,7 @@ class DatasetWriter:
         self.path = Path(path)
         self.crop_shape = tuple(int(s) for s in crop_shape)
         self.attrs = {"spatial_dims": len(self.crop_shape), **attrs}
-        self._rows: dict[str, list[np.ndarray]] = {name: [] for name in _ROW_FIELDS}
+        self._rows: dict[str, list[np.ndarray]] = {name: [] for name in (*_ROW_FIELDS, *OPTIONAL_FIELDS)}
         self._stack = ExitStack()
         self._images: Any = None
         self.n = 0
@@ -162,12 +167,21 @@ class DatasetWriter:
         for name in _ROW_FIELDS:
             if len(rows[name]) != n:
                 raise ValueError(f"{self.path}: array {name!r} has {len(rows[name])} rows, images has {n}")
+        unknown = sorted(set(rows) - set(_ROW_FIELDS) - set(OPTIONAL_FIELDS))
+        if unknown:
+            raise ValueError(f"{self.path}: unknown dataset arrays {unknown}")
+        for name in OPTIONAL_FIELDS:
+            if (name in rows) != bool(self._rows[name]) and self.n:
+                raise ValueError(f"{self.path}: optional array {name!r} must be given for all rows or none")
+            if name in rows and len(rows[name]) != n:
+                raise ValueError(f"{self.path}: array {name!r} has {len(rows[name])} rows, images has {n}")
         if n == 0:
             return
         self._images.resize(self.n + n, axis=0)
         self._images[self.n:] = np.asarray(images, dtype=np.int16)
-        for name in _ROW_FIELDS:
-            self._rows[name].append(np.asarray(rows[name]))
+        for name in (*_ROW_FIELDS, *OPTIONAL_FIELDS):
+            if name in rows:
+                self._rows[name].append(np.asarray(rows[name]))
         self.n += n
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -199,6 +213,9 @@ class DatasetWriter:
                 data = np.zeros({"world_center": (0, 3), "ratings": (0, n_ratings)}.get(name, (0,)),
                                 dtype=_DTYPES[name])
             self._h5.create_dataset(name, data=data)
+        for name in OPTIONAL_FIELDS:
+            if self._rows[name]:
+                self._h5.create_dataset(name, data=np.concatenate(self._rows[name]).astype(np.float32))
         self._h5.attrs["schema"] = SCHEMA
         self._h5.attrs["schema_version"] = SCHEMA_VERSION
         for key, value in self.attrs.items():
@@ -404,6 +421,7 @@ def describe_dataset(path: str | Path) -> dict[str, Any]:
         padded = h5["padded"][()]
         shape = list(h5["images"].shape)
         n_scans = len(set(_strings(h5["seriesuid"][()])))
+        coverage = h5["coverage"][()] if "coverage" in h5 else None
     by_fold = {}
     for k in sorted(set(fold.tolist())):
         sel = fold == k
@@ -417,11 +435,19 @@ def describe_dataset(path: str | Path) -> dict[str, Any]:
         "malignant": int(np.sum(labels == 1)),
         "scans": n_scans,
         "padded": int(np.sum(padded)),
+        "coverage": _coverage_summary(coverage),
         "image_shape": shape,
         "by_fold": by_fold,
         "attrs": attrs,
         "provenance": provenance,
     }
+
+
+def _coverage_summary(coverage: np.ndarray | None) -> dict[str, float] | None:
+    """Median and minimum share of real CT per crop (None when the file has no ``/coverage``)."""
+    if coverage is None or not len(coverage):
+        return None
+    return {"median": round(float(np.median(coverage)), 3), "min": round(float(np.min(coverage)), 3)}
 
 
 def _strings(values: np.ndarray) -> np.ndarray:

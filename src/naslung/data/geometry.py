@@ -116,6 +116,14 @@ def extract_crop(volume: CTVolume, center: Any, side: int, spacing: float = 1.0,
     ``(side, side)`` as ``(y, x)`` through the centre for ``dims=2``, and whether any sample fell outside
     the scan (those samples are ``pad_value``). Trilinear interpolation on a sub-block of the scan.
     """
+    crop, coverage = extract_crop_coverage(volume, center, side, spacing, dims, pad_value)
+    return crop, bool(coverage < 1.0)
+
+
+def extract_crop_coverage(volume: CTVolume, center: Any, side: int, spacing: float = 1.0, dims: int = 3,
+                          pad_value: float = AIR_HU) -> tuple[np.ndarray, float]:
+    """:func:`extract_crop`, returning the share of samples inside the volume (1.0: nothing padded)
+    instead of the padded flag; a nodule VOI covers only part of a crop, and this says how much."""
     from scipy.ndimage import map_coordinates
 
     g = volume.geometry
@@ -146,7 +154,7 @@ def extract_crop(volume: CTVolume, center: Any, side: int, spacing: float = 1.0,
         crop = map_coordinates(block, flat - lo[:, None], order=1, mode="nearest", prefilter=False)
         crop = crop.reshape(grid_shape)
         crop[outside] = pad_value
-    return (crop if dims == 3 else crop[0]), bool(outside.any())
+    return (crop if dims == 3 else crop[0]), float(1.0 - outside.mean())
 
 
 def window_hu(crop: np.ndarray, window: tuple[float, float]) -> np.ndarray:

