@@ -301,7 +301,7 @@ def test_kill_9_during_prepare_then_rerun(tree: Tree, tmp_path: Path) -> None:
     prepare(tree, out)  # an existing dataset, with other settings
     before = out.read_bytes()
     args = ["data", "prepare", "--luna", str(tree.root), "--out", str(out), "--size", str(SIZE),
-            "--margin", str(MARGIN + 1), "--json"]
+            "--margin", str(MARGIN + 1), "--json", "--overwrite"]
     proc = subprocess.Popen([sys.executable, "-c", KILLABLE, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

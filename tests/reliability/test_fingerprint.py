@@ -65,7 +65,8 @@ def test_train_resume_and_cv_refuse_other_data(tmp_path: Path) -> None:
     # cv into a folder made with other data: refused before any fold trains
     cv_dir = tmp_path / "cv"
     (cv_dir / "fold_1").mkdir(parents=True)
-    (cv_dir / "fold_1" / "config.json").write_text(json.dumps({"dataset": {"fingerprint": recorded}}))
+    (cv_dir / "fold_1" / "config.json").write_text(json.dumps({"schema": "naslung-train-config",
+                                                                    "dataset": {"fingerprint": recorded}}))
     line = error_line(cli("cv", "--data", two, "--folds", "1,2", "--out", cv_dir, *TRAIN_FAST))
     assert "another dataset" in line
     assert not (cv_dir / "fold_2").exists()

@@ -10,6 +10,7 @@ import typer
 
 from naslung.cli.common import check_threads, fail
 from naslung.cli.train_options import BUDGET_HELP
+from naslung.outputs import ABLATION, check_folder_output
 
 ARCHS_HELP = ("architectures, paper notation; repeat the option or list them after it: "
               "--archs '[4,4,[4],[4],[8]]' '[4,4,[4,4],[4,8],[8,8]]'")
@@ -43,6 +44,7 @@ def ablate(
         fold_list = parse_folds(folds)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--folds") from exc
+    check_folder_output(out, ABLATION, "--out", inputs=[("--data", data)])
 
     def log(message: str) -> None:
         typer.echo(message, err=True)

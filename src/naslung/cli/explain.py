@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from naslung.cli.common import fail
+from naslung.cli.common import check_threads, fail
+from naslung.outputs import EXPLAIN, check_folder_output
 
 
 def register(app: typer.Typer) -> None:
@@ -31,6 +32,9 @@ def explain(
 
     from naslung.explain.pipeline import run_explain
 
+    check_threads(threads)
+    check_folder_output(out, EXPLAIN, "--out",
+                        inputs=[("RUN", run), ("--data", data), *(("--compare", c) for c in compare or [])])
     if threads:
         torch.set_num_threads(threads)
     try:

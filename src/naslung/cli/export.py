@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from naslung.cli.common import fail
+from naslung.outputs import ONNX, check_file_output
 
 
 def register(app: typer.Typer) -> None:
@@ -17,6 +18,7 @@ def register(app: typer.Typer) -> None:
 def export(
     source: Path = typer.Argument(..., help="A run folder (its best.pt) or a checkpoint file (.pt)."),
     onnx: Path = typer.Option(..., "--onnx", help="The ONNX file to write."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing naslung ONNX file."),
     size: int = typer.Option(32, help="Input side the graph is traced with (divisible by 8)."),
     check: bool = typer.Option(True, "--check/--no-check", help="Compare ONNX Runtime with PyTorch."),
 ) -> None:
@@ -26,6 +28,7 @@ def export(
         raise typer.BadParameter(f"must be a positive multiple of 8, got {size}", param_hint="--size")
     if not source.exists():
         fail(f"{source}: no such run folder or checkpoint")
+    check_file_output(onnx, ONNX, "--onnx", overwrite=overwrite, inputs=[("SOURCE", source)])
     try:
         import onnx as _onnx  # noqa: F401
         import onnxruntime as _ort  # noqa: F401

@@ -9,6 +9,7 @@ import typer
 
 from naslung.cli.common import fail
 from naslung.options import check_option
+from naslung.outputs import PNG, check_file_output
 
 
 def register(app: typer.Typer) -> None:
@@ -24,6 +25,7 @@ def predict(
     spacing: float | None = typer.Option(None, "--spacing", help="crop mm, if the run lacks it"),
     window: str | None = typer.Option(None, "--window", help="HU lo,hi, if the run lacks it"),
     overlay: Path | None = typer.Option(None, "--overlay", help="attention overlay PNG"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing overlay PNG"),
     runtime: str = typer.Option("torch", "--runtime",
                                 help="torch, or onnx: ONNX Runtime on an export cached per checkpoint"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
@@ -33,6 +35,7 @@ def predict(
     from naslung.explain.predict import (
         RUNTIMES,
         load_members,
+        overlay_paths,
         parse_coords,
         predict_nodules,
         read_coords_file,
@@ -46,6 +49,10 @@ def predict(
     try:
         check_option("runtime", runtime, RUNTIMES)
         points = [("0", parse_coords(coords))] if coords is not None else read_coords_file(coords_file)
+        if overlay is not None:
+            inputs = [("--model", model), ("--image", image), ("--coords-file", coords_file)]
+            for target in overlay_paths(overlay, [pid for pid, _ in points]):
+                check_file_output(target, PNG, "--overlay", overwrite=overwrite, inputs=inputs)
         members = load_members(model)
         settings, notes = resolve_settings(members, spacing, parse_window(window) if window else None)
         results = predict_nodules(image, points, members, settings, runtime=runtime,

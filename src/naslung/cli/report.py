@@ -18,14 +18,18 @@ def register(app: typer.Typer) -> None:
 def report(
     experiment: Path = typer.Argument(..., help="folder with runs, cv folders, search and explain outputs"),
     out: Path = typer.Option(Path("report.html"), "--out", help="HTML file to write"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing naslung report"),
     data: Path | None = typer.Option(None, "--data", help="dataset file, if the runs' one has moved"),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=100, help="bootstrap replicates"),
     seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
     as_json: bool = typer.Option(False, "--json", help="print a JSON summary"),
 ) -> None:
     """Tables with 95 % CIs beside the diameter baseline, calibration, figures, protocol and provenance."""
+    from naslung.outputs import REPORT, check_file_output
     from naslung.report.build import build_report
 
+    check_file_output(out, REPORT, "--out", overwrite=overwrite,
+                      inputs=[("EXPERIMENT", experiment), ("--data", data)])
     try:
         summary = build_report(experiment, out, data, bootstrap, seed)
     except (FileNotFoundError, ValueError) as exc:

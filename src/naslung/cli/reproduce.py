@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from naslung.cli.common import pct
+from naslung.outputs import REPRODUCE, check_folder_output
 from naslung.pipeline.budgets import BUDGETS
 
 BUDGET_HELP = (f"how much work: {', '.join(BUDGETS)} (paper: section 4.1.3, 10 epochs per candidate, "
@@ -45,6 +46,7 @@ def reproduce(
                                  executor=executor, seed=seed, device=device, threads=threads, jobs=jobs)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    check_folder_output(out, REPRODUCE, "--out", inputs=[("--data", data)])
 
     def log(message: str) -> None:
         typer.echo(message, err=as_json)

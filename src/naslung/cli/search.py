@@ -12,6 +12,7 @@ import typer
 from naslung.cli.common import fail, pct
 from naslung.models.cost import LATENCY_PATHS
 from naslung.options import ATTENTIONS, DEVICES, EXECUTORS, LOSSES, METRICS, choices
+from naslung.outputs import SEARCH, check_folder_output
 from naslung.search.config import SearchConfig
 from naslung.search.select import DEFAULT_WEIGHT
 from naslung.train.config import RECIPES
@@ -166,6 +167,10 @@ def search(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    check_folder_output(out, SEARCH, "--out", inputs=[("--data", data)])
+    if resume and not (out / "trials.jsonl").is_file() and not (out / "search_config.json").is_file():
+        fail(f"--resume: nothing to resume in {out} (no trials.jsonl or search_config.json); run without "
+             f"--resume to start a new search")
     note = _data_note(data)
     try:
         result = _run_with_progress(config, resume, quiet=as_json, note=note)

@@ -19,7 +19,8 @@ from naslung.cli.train_options import (
     resolve_config,
     slug,
 )
-from naslung.train.rundir import CVDir
+from naslung.outputs import TRAIN_RUN, check_folder_output
+from naslung.train.rundir import CVDir, RunDir
 
 
 def register(app: typer.Typer) -> None:
@@ -61,10 +62,14 @@ def train(
                             arch=arch, epochs=epochs, batch_size=batch, loss=loss, attention=attention,
                             seed=seed, split_seed=split_seed, device=device, val_fraction=val_fraction,
                             select_metric=select, lr=lr, channels_last=channels_last)
-    dataset = load_data(data)
     if out is None:
         base = Path("runs") / slug(config)
         out = CVDir(base).run(fold).path if fold is not None else base / "dev"
+    check_folder_output(out, TRAIN_RUN, "--out", inputs=[("--data", data), ("--config", config_file)])
+    if resume and RunDir(out).state() == "new":
+        fail(f"--resume: nothing to resume in {out} (no last.pt or result.json); run without --resume to "
+             f"start a new run")
+    dataset = load_data(data)
     try:
         result = fit(dataset, config, test_fold=fold, out_dir=out, resume=resume,
                      progress=progress_bar(as_json), source=str(data))

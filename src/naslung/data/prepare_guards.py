@@ -31,12 +31,15 @@ PEAK_BUDGET = 2 << 30
 
 
 def check_output(out: Path) -> None:
-    """Refuse an output that cannot be written, before any work: a directory, or an unwritable folder."""
+    """Refuse an output that cannot be written, before any work: a directory, a file that is not a naslung
+    crop dataset (:mod:`naslung.outputs`), or an unwritable folder."""
     if out.is_dir():
         raise DataError(f"{out}: is a directory; --out must name the dataset file to write "
                         f"(e.g. {out / 'crops.h5'})")
+    from naslung.outputs import CROP_DATASET, refuse_foreign_file
     from naslung.paths import check_creatable
 
+    refuse_foreign_file(out, CROP_DATASET)  # never over a scan, a label table or any file not a dataset
     check_creatable(out.parent, str(out))
 
 

@@ -241,17 +241,23 @@ def predict_nodules(image: str | Path, coords: Sequence[tuple[str, Sequence[floa
     return out
 
 
+def overlay_paths(path: str | Path, ids: Sequence[str]) -> list[Path]:
+    """Where :func:`save_overlays` writes: ``path`` for one nodule, ``<stem>_<id><suffix>`` for several."""
+    path = Path(path)
+    if len(ids) == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}_{i}{path.suffix or '.png'}") for i in ids]
+
+
 def save_overlays(predictions: Sequence[NodulePrediction], path: str | Path) -> list[Path]:
     """CT | attention | overlay PNG per prediction: ``path`` for one, ``<stem>_<id><suffix>`` for several."""
     from naslung.explain.attention import save_pair_png
 
-    path = Path(path)
+    targets = overlay_paths(path, [p.id for p in predictions])
     written = []
-    for p in predictions:
+    for p, target in zip(predictions, targets, strict=True):
         if p.attention is None:
             continue
-        name = f"{path.stem}_{p.id}{path.suffix or '.png'}"
-        target = path if len(predictions) == 1 else path.with_name(name)
         verdict = "malignant" if p.majority else "benign"
         title = f"p={p.mean_prob:.2f} ({verdict}, agreement {p.agreement:.2f})"
         save_pair_png(target, p.ct, p.attention, title, overlay=True)
