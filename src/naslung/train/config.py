@@ -28,6 +28,10 @@ PAPER_RECIPE: dict[str, Any] = {
 #: Recipes by name (``--recipe``): ``naslung`` is the TrainConfig defaults.
 RECIPES: dict[str, dict[str, Any]] = {"naslung": {}, "paper": PAPER_RECIPE}
 
+#: The default architecture by the data's dimensionality (``TrainConfig.resolve(spatial_dims=...)``),
+#: chosen on real LIDC development folds (README, "Real LIDC CT"); 3-D is also the dataclass default.
+DEFAULT_ARCHS: dict[int, str] = {3: "[4,4,[4,4],[4,8],[8,8]]", 2: "[4,4,[4,4],[4,8],[8,8]]"}
+
 #: Loss -> classifier head (docs/CONTRACTS.md): A-Softmax needs the angular (normalised, bias-free) head.
 HEAD_FOR_LOSS = {"asoftmax": "angular", "softmax": "linear"}
 
@@ -88,7 +92,7 @@ class TrainConfig:
             many epochs (None: train all epochs). Selection still picks the best validation epoch.
     """
 
-    arch: str = "[4,4,[4,4],[4,8],[8,8]]"
+    arch: str = DEFAULT_ARCHS[3]
     epochs: int = 16
     batch_size: int = 32
     lr: float = 1e-3
@@ -196,14 +200,19 @@ class TrainConfig:
 
     @classmethod
     def resolve(cls, base: dict[str, Any] | None = None, budget: str | None = None,
-                recipe: str | None = None, **given: Any) -> TrainConfig:
+                recipe: str | None = None, spatial_dims: int | None = None, **given: Any) -> TrainConfig:
         """``base`` fields (e.g. a saved config), then the ``recipe``'s and the ``budget``'s fields, then
         every non-None ``given``.
 
         This is how the CLI builds a config: options left unset are None and keep the dataclass default,
-        so no default is restated outside this class.
+        so no default is restated outside this class. ``spatial_dims`` (the data's, 2 or 3): an ``arch``
+        that neither ``base`` nor ``given`` sets is :data:`DEFAULT_ARCHS` of it.
         """
         data = dict(base or {})
+        if spatial_dims is not None and "arch" not in data and given.get("arch") is None:
+            if spatial_dims not in DEFAULT_ARCHS:
+                raise ValueError(f"spatial_dims must be one of {sorted(DEFAULT_ARCHS)}, got {spatial_dims}")
+            data["arch"] = DEFAULT_ARCHS[spatial_dims]
         if recipe is not None:
             if recipe not in RECIPES:
                 raise ValueError(f"unknown recipe {recipe!r}; valid: {', '.join(RECIPES)}")
