@@ -57,7 +57,7 @@ def test_two_d_and_empty(tmp_path: Path) -> None:
     data["images"] = data["images"][:, 0]
     write_dataset(tmp_path / "d2.h5", data, {**ATTRS, "spatial_dims": 2})
     assert load_dataset(tmp_path / "d2.h5").spatial_dims == 2
-    with DatasetWriter(tmp_path / "e.h5", (6, 6), ATTRS):
+    with DatasetWriter(tmp_path / "e.h5", (6, 6), {**ATTRS, "spatial_dims": 2}):
         pass
     empty = load_dataset(tmp_path / "e.h5")
     assert len(empty) == 0 and empty.images.shape == (0, 6, 6) and empty.ratings.shape == (0, 2)

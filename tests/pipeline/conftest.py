@@ -37,7 +37,8 @@ def write_phantom_like(path: Path, n: int = 120, size: int = 16, margin: int = 2
         "seriesuid": np.array([f"1.2.3.{i // 2}" for i in range(n)]),
         "nodule_id": np.array([f"n{i:04d}" for i in range(n)]),
         "world_center": np.zeros((n, 3)),
-        "diameter_mm": (np.where(labels == 1, 10.0, 4.0) + rng.normal(0, 2.5, n)).astype(np.float32),
+        # A diameter is never negative (the dataset validator refuses one): the noise is folded at 0.
+        "diameter_mm": np.abs(np.where(labels == 1, 10.0, 4.0) + rng.normal(0, 2.5, n)).astype(np.float32),
         "malignancy_mean": np.where(labels == 1, 4.0, 2.0).astype(np.float32),
         "malignancy_median": np.where(labels == 1, 4.0, 2.0).astype(np.float32),
         "ratings": np.zeros((n, 0), dtype=np.float32),

@@ -53,6 +53,7 @@ def write_synthetic(path: Path, **kwargs) -> Path:
         "labels", "fold", "seriesuid", "nodule_id", "world_center", "diameter_mm", "malignancy_mean",
         "malignancy_median", "ratings", "padded")}
     arrays["images"] = np.round(lo + ds.images * (hi - lo)).astype(np.int16)
+    arrays["diameter_mm"] = np.abs(arrays["diameter_mm"])  # a file never holds a negative diameter
     attrs = {"spatial_dims": ds.spatial_dims, "size": ds.size, "margin": ds.margin, "spacing_mm": 1.0,
              "window": list(WINDOW), "rating_names": [], "provenance": {"source": "synthetic test"}}
     return write_dataset(path, arrays, attrs)

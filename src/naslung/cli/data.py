@@ -11,12 +11,11 @@ app = typer.Typer(help="data commands", no_args_is_help=True)
 
 # ---- prepare, info, preview: LUNA16 ingestion and the dataset file (naslung.data.prepare, dataset, preview)
 def _data_error(exc: Exception) -> typer.Exit:
-    """Print a data error without a traceback; the caller raises the returned exit (status 2)."""
-    from rich.console import Console
-    from rich.markup import escape
+    """Print a data error as one line without a traceback; the caller raises the returned exit (status 2)."""
+    from naslung.cli.common import EXIT_ERROR, print_error
 
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}")
-    return typer.Exit(2)
+    print_error(str(exc))
+    return typer.Exit(EXIT_ERROR)
 
 
 @app.command("prepare")
@@ -78,6 +77,8 @@ def prepare(
 def info(
     dataset: Path = typer.Argument(..., help="dataset file (HDF5)"),
     json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
+    check: bool = typer.Option(False, "--check", help="also read every crop: non-finite values, values "
+                               "outside the HU window, constant crops, repeated nodules (exit 2 on any)"),
 ) -> None:
     """Counts by fold and label, totals, attributes and provenance of a dataset file."""
     import json
@@ -87,9 +88,12 @@ def info(
 
     from naslung.data.dataset import describe_dataset
     from naslung.data.errors import DataError
+    from naslung.data.validate import check_pixels
 
     try:
         summary = describe_dataset(dataset)
+        if check:
+            summary["check"] = check_pixels(dataset)
     except (DataError, FileNotFoundError) as exc:
         raise _data_error(exc) from None
     if json_out:
@@ -112,6 +116,8 @@ def info(
     console.print(attrs)
     console.print("provenance:")
     console.print_json(json.dumps(summary["provenance"], default=str))
+    if check:
+        console.print(f"check: all {summary['check']['crops_read']} crops read, no problem found")
 
 
 @app.command("preview")

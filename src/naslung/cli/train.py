@@ -70,6 +70,7 @@ def train(
         fail(f"--resume: nothing to resume in {out} (no last.pt or result.json); run without --resume to "
              f"start a new run")
     dataset = load_data(data)
+    check_classes(dataset, config, fold, data)
     try:
         result = fit(dataset, config, test_fold=fold, out_dir=out, resume=resume,
                      progress=progress_bar(as_json), source=str(data))
@@ -81,6 +82,22 @@ def train(
     print_metrics(f"{config.arch}  fold {fold}  epoch {result.epoch}  ({result.params:,} parameters)",
                   {"val (chosen epoch)": result.val_metrics, "test": result.test_metrics})
     typer.echo(f"run folder: {out}")
+
+
+def check_classes(dataset: Any, config: Any, fold: int | None, data: Path) -> None:
+    """Refuse a dataset, training split or validation split that holds a single class (a DataError naming
+    ``data``); a split that cannot be made at all is left to ``fit``'s own message."""
+    from naslung.data.validate import check_trainable
+    from naslung.train.engine import data_split
+
+    check_trainable(dataset.labels, data)
+    try:
+        split = data_split(dataset, config, fold)
+    except ValueError:
+        return
+    where = f" (test fold {fold})" if fold is not None else ""
+    for name, rows in (("the training split", split.train), ("the validation split", split.val)):
+        check_trainable(dataset.labels[rows], data, f"{name}{where}")
 
 
 def print_metrics(title: str, rows: dict[str, dict[str, Any] | None]) -> None:

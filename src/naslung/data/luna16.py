@@ -112,7 +112,8 @@ def find_annotations(root: str | Path) -> Path | None:
 
 def read_annotations(path: str | Path) -> Any:
     """LUNA16 ``annotations.csv`` (seriesuid, coordX, coordY, coordZ in world mm, diameter_mm)."""
-    return read_csv_checked(path, ANNOTATION_COLUMNS, numeric=ANNOTATION_COLUMNS[1:])
+    return read_csv_checked(path, ANNOTATION_COLUMNS, numeric=ANNOTATION_COLUMNS[1:],
+                            nonnegative=("diameter_mm",))
 
 
 def read_candidates(path: str | Path) -> Any:

@@ -12,9 +12,10 @@ from naslung.data.errors import DataError
 
 
 def read_csv_checked(path: str | Path, required: Iterable[str], numeric: Iterable[str] = (),
-                     str_columns: Iterable[str] = ("seriesuid",)) -> Any:
-    """Read a CSV as a DataFrame; a missing file or column, or a non-numeric / NaN value in a ``numeric``
-    column, is a :class:`DataError` naming the file, the column and the first bad row."""
+                     str_columns: Iterable[str] = ("seriesuid",), nonnegative: Iterable[str] = ()) -> Any:
+    """Read a CSV as a DataFrame; a missing file or column, a non-numeric, NaN or infinite value in a
+    ``numeric`` column, or a negative value in a ``nonnegative`` one, is a :class:`DataError` naming the
+    file, the column and the first bad row."""
     import pandas as pd
 
     path = Path(path)
@@ -39,7 +40,19 @@ def read_csv_checked(path: str | Path, required: Iterable[str], numeric: Iterabl
             raise DataError(f"{path}: column {col!r} has {len(bad)} missing or non-numeric value(s), "
                             f"first at data row {row + 1} ({df[col].iloc[row]!r})")
         df[col] = values.astype(np.float64)
+        _check_values(path, df, col, ~np.isfinite(df[col].to_numpy()), "infinite")
+    for col in nonnegative:
+        _check_values(path, df, col, df[col].to_numpy(np.float64) < 0, "negative")
     for col in str_columns:
         if col in df.columns:
             df[col] = df[col].astype(str).str.strip()
     return df
+
+
+def _check_values(path: Path, df: Any, col: str, bad: np.ndarray, what: str) -> None:
+    """Refuse the ``bad`` rows of column ``col``, naming the file, the first such data row and its value."""
+    rows = np.flatnonzero(bad)
+    if len(rows):
+        row = int(rows[0])
+        raise DataError(f"{path}: column {col!r} has {len(rows)} {what} value(s), first at data row "
+                        f"{row + 1} ({df[col].iloc[row]})")
