@@ -6,6 +6,7 @@ here, so that adding a value is one edit and every error lists the same valid va
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -40,3 +41,15 @@ def choices(valid: Sequence[str]) -> str:
     """``"a, b or c"``: the valid values for a help text."""
     names = list(valid)
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+#: Seeds (``--seed``, ``--split-seed``, ``--set seed=``): 0 .. 2**32 - 1, what numpy, torch and Python's
+#: ``random`` all accept.
+SEED_MAX = 2**32 - 1
+
+
+def check_seed(name: str, value: object) -> int:
+    """``value`` as a seed in ``0..SEED_MAX``, else a ``ValueError`` naming the option ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= int(value) <= SEED_MAX:
+        raise ValueError(f"{name} must be a whole number in 0..{SEED_MAX}, got {value!r}")
+    return int(value)

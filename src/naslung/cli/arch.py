@@ -7,6 +7,8 @@ from typing import Any
 
 import typer
 
+from naslung.cli.common import check_threads
+
 app = typer.Typer(
     help="Inspect NAS-Lung architectures: cost, latency, search-space membership.", no_args_is_help=True
 )
@@ -31,7 +33,7 @@ def info(
     size: int = typer.Option(32, help="Input side (divisible by 8)."),
     threads: int | None = typer.Option(None, help="CPU threads for the timing (default: torch's current)."),
     device: str = typer.Option("cpu", help="cpu | cuda."),
-    repeats: int = typer.Option(20, help="Timed runs per latency figure (after warm-up)."),
+    repeats: int = typer.Option(20, min=1, help="Timed runs per latency figure (after warm-up)."),
     path: str = typer.Option(
         "folded",
         "--path",
@@ -54,6 +56,8 @@ def info(
     from naslung.options import check_option
 
     arch = _parse_spec(spec)
+    check_threads(threads)
+    _check_device(device)
     if size < 8 or size % 8:
         raise typer.BadParameter(
             f"the input side must be a positive multiple of 8, got {size}", param_hint="--size"
@@ -122,6 +126,21 @@ def info(
     table.add_row("timings", _provenance(b1))
     table.add_row("in search space (eq. 5-6)", "yes" if not violations else "no: " + "; ".join(violations))
     Console().print(table)
+
+
+def _check_device(device: str) -> None:
+    """``--device`` is cpu, or cuda where a CUDA device is present (a ``typer.BadParameter`` otherwise)."""
+    from naslung.options import check_option
+
+    try:
+        check_option("device", device, ("cpu", "cuda"))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--device") from None
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise typer.BadParameter("cuda: no CUDA device is available here", param_hint="--device")
 
 
 def _provenance(result: dict[str, Any]) -> str:

@@ -16,11 +16,13 @@ from naslung.cli.train_options import (
     MEMBERS_HELP,
     RECIPE_HELP,
     SET_HELP,
+    check_for_data,
     dump_json,
     load_data,
     resolve_config,
     slug,
 )
+from naslung.options import SEED_MAX
 from naslung.outputs import CV_FOLDER, MEMBERS_CV, check_folder_output
 
 
@@ -40,8 +42,8 @@ def cv(
     batch: int | None = typer.Option(None, "--batch", help=HELP["batch"]),
     loss: str | None = typer.Option(None, "--loss", help=HELP["loss"]),
     attention: str | None = typer.Option(None, "--attention", help=HELP["attention"]),
-    seed: int | None = typer.Option(None, "--seed", help=HELP["seed"]),
-    split_seed: int | None = typer.Option(None, "--split-seed", help=HELP["split_seed"]),
+    seed: int | None = typer.Option(None, "--seed", min=0, max=SEED_MAX, help=HELP["seed"]),
+    split_seed: int | None = typer.Option(None, "--split-seed", min=0, max=SEED_MAX, help=HELP["split_seed"]),
     device: str | None = typer.Option(None, "--device", help=HELP["device"]),
     val_fraction: float | None = typer.Option(None, "--val-fraction", help=HELP["val_fraction"]),
     select: str | None = typer.Option(None, "--select", help=HELP["select"]),
@@ -79,6 +81,7 @@ def cv(
     out = out or Path("runs") / f"cv_{slug(config)}"
     check_folder_output(out, CV_FOLDER, "--out", inputs=[("--data", data), ("--config", config_file)])
     dataset = load_data(data)
+    check_for_data(config, dataset, data, max_shift=max_shift, channels_last=channels_last, sets=sets)
     try:
         result = run_cv(dataset, config, fold_list, out, progress=progress_bar(as_json), source=str(data),
                         jobs=jobs)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from naslung.options import SEED_MAX
+
 app = typer.Typer(help="data commands", no_args_is_help=True)
 
 
@@ -125,7 +127,7 @@ def preview(
     dataset: Path = typer.Argument(..., help="dataset file (HDF5)"),
     out: Path = typer.Option(..., "--out", help="montage PNG to write"),
     n: int = typer.Option(24, "--n", min=1, help="number of crops shown"),
-    seed: int = typer.Option(0, "--seed", help="which random crops"),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="which random crops"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing PNG"),
 ) -> None:
     """A montage of central slices (label, diameter, fold per tile) to check crops by eye."""
@@ -173,7 +175,7 @@ def labels_command(
 def phantom_command(
     out: Path | None = typer.Option(None, "--out", help="directory to write (default: the cache only)"),
     limit: int | None = typer.Option(None, "--limit", min=1, help="only N nodules, round-robin over subsets"),
-    seed: int = typer.Option(0, "--seed", help="phantom seed (same seed -> same bytes)"),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="phantom seed (same seed -> same bytes)"),
     workers: int | None = typer.Option(None, "--workers", min=1, help="processes (default min(2, CPUs))"),
     json_out: bool = typer.Option(False, "--json", help="print the manifest summary as JSON"),
 ) -> None:

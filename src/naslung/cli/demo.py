@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from naslung.cli.common import pct
+from naslung.options import SEED_MAX
 from naslung.outputs import DEMO, check_folder_output
 from naslung.pipeline.budgets import BUDGETS
 
@@ -23,7 +24,7 @@ def register(app: typer.Typer) -> None:
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Output folder (search, members, ensemble summary)."),
     budget: str = typer.Option("small", "--budget", help=BUDGET_HELP),
-    seed: int = typer.Option(0, help="Phantom and training seed."),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Phantom and training seed."),
     limit: Optional[int] = typer.Option(None, help="Phantom nodules to render (default: all ~1,010)."),  # noqa: UP045
     search_trials: Optional[int] = typer.Option(None, help="POP trials (default: the budget's)."),  # noqa: UP045
     search_epochs: Optional[int] = typer.Option(  # noqa: UP045

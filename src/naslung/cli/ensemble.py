@@ -9,6 +9,7 @@ import typer
 
 from naslung.cli.common import fail, pct
 from naslung.cli.train_options import dump_json
+from naslung.options import SEED_MAX
 
 
 def register(app: typer.Typer) -> None:
@@ -164,7 +165,7 @@ def ensemble_size(
     fold: int = typer.Option(..., "--fold", help="test fold"),
     sizes: str = typer.Option("1,3,5,7,9", "--sizes", help="ensemble sizes n (n <= number of runs)"),
     repeats: int = typer.Option(10, "--repeats"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX),
     vote: str = typer.Option("majority", "--vote"),
     plot: Path | None = typer.Option(None, "--plot", help="PNG path (default ensemble_size_fold<K>.png); "
                                      "its study is written beside it as JSON"),

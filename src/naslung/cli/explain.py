@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from naslung.cli.common import check_threads, fail
+from naslung.options import SEED_MAX
 from naslung.outputs import EXPLAIN, check_folder_output
 
 
@@ -23,7 +24,7 @@ def explain(
     out: Path = typer.Option(..., "--out", help="output folder for PNGs, dbi.csv and explain.json"),
     compare: list[Path] | None = typer.Option(None, "--compare", help="another run, e.g. the Softmax twin"),
     per_group: int = typer.Option(4, "--per-group", min=1, help="montage examples per group"),
-    seed: int = typer.Option(0, "--seed", help="t-SNE seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="t-SNE seed"),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads"),
     as_json: bool = typer.Option(False, "--json", help="print explain.json"),
 ) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from naslung.cli.common import fail
+from naslung.options import SEED_MAX
 
 
 def register(app: typer.Typer) -> None:
@@ -21,7 +22,7 @@ def report(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing naslung report"),
     data: Path | None = typer.Option(None, "--data", help="dataset file, if the runs' one has moved"),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=100, help="bootstrap replicates"),
-    seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="bootstrap seed"),
     as_json: bool = typer.Option(False, "--json", help="print a JSON summary"),
 ) -> None:
     """Tables with 95 % CIs beside the diameter baseline, calibration, figures, protocol and provenance."""

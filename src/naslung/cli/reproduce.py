@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from naslung.cli.common import pct
+from naslung.options import SEED_MAX
 from naslung.outputs import REPRODUCE, check_folder_output
 from naslung.pipeline.budgets import BUDGETS
 
@@ -27,7 +28,7 @@ def reproduce(
     budget: str = typer.Option("small", "--budget", help=BUDGET_HELP),
     executor: str = typer.Option("local", "--executor", help="search trials: local (in turn) or ray"),
     folds: str = typer.Option("1-5", "--folds", help="test folds reported (the search never sees them)"),
-    seed: int = typer.Option(0, "--seed", help="search, split and bootstrap seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="search, split and bootstrap seed"),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda"),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads for training"),
     jobs: int = typer.Option(1, "--jobs", min=1, help="ablation cv folders trained at once"),

@@ -11,7 +11,7 @@ import typer
 
 from naslung.cli.common import fail, pct
 from naslung.models.cost import LATENCY_PATHS
-from naslung.options import ATTENTIONS, DEVICES, EXECUTORS, LOSSES, METRICS, choices
+from naslung.options import ATTENTIONS, DEVICES, EXECUTORS, LOSSES, METRICS, SEED_MAX, choices
 from naslung.outputs import SEARCH, check_folder_output
 from naslung.search.config import SearchConfig
 from naslung.search.select import DEFAULT_WEIGHT
@@ -104,7 +104,7 @@ def search(
     ),
     attention: str | None = typer.Option(None, "--attention", help=HELP["attention"]),
     loss: str | None = typer.Option(None, "--loss", help=HELP["loss"]),
-    seed: int | None = typer.Option(None, "--seed", help=HELP["seed"]),
+    seed: int | None = typer.Option(None, "--seed", min=0, max=SEED_MAX, help=HELP["seed"]),
     resume: bool = typer.Option(False, "--resume", help="continue the search in --out from trials.jsonl"),
     exclude_folds: str | None = typer.Option(None, "--exclude-folds", help=HELP["exclude_folds"]),
     executor: str | None = typer.Option(None, "--executor", help=HELP["executor"]),
@@ -168,6 +168,12 @@ def search(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     check_folder_output(out, SEARCH, "--out", inputs=[("--data", data)])
+    if gpus_per_trial:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise typer.BadParameter(f"{gpus_per_trial:g}: no CUDA device is available here, so trials "
+                                     f"cannot hold GPUs", param_hint="--gpus-per-trial")
     if resume and not (out / "trials.jsonl").is_file() and not (out / "search_config.json").is_file():
         fail(f"--resume: nothing to resume in {out} (no trials.jsonl or search_config.json); run without "
              f"--resume to start a new search")

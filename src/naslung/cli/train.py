@@ -14,11 +14,13 @@ from naslung.cli.train_options import (
     HELP,
     RECIPE_HELP,
     SET_HELP,
+    check_for_data,
     dump_json,
     load_data,
     resolve_config,
     slug,
 )
+from naslung.options import SEED_MAX
 from naslung.outputs import TRAIN_RUN, check_folder_output
 from naslung.train.rundir import CVDir, RunDir
 
@@ -38,8 +40,8 @@ def train(
     batch: int | None = typer.Option(None, "--batch", help=HELP["batch"]),
     loss: str | None = typer.Option(None, "--loss", help=HELP["loss"]),
     attention: str | None = typer.Option(None, "--attention", help=HELP["attention"]),
-    seed: int | None = typer.Option(None, "--seed", help=HELP["seed"]),
-    split_seed: int | None = typer.Option(None, "--split-seed", help=HELP["split_seed"]),
+    seed: int | None = typer.Option(None, "--seed", min=0, max=SEED_MAX, help=HELP["seed"]),
+    split_seed: int | None = typer.Option(None, "--split-seed", min=0, max=SEED_MAX, help=HELP["split_seed"]),
     device: str | None = typer.Option(None, "--device", help=HELP["device"]),
     val_fraction: float | None = typer.Option(None, "--val-fraction", help=HELP["val_fraction"]),
     select: str | None = typer.Option(None, "--select", help=HELP["select"]),
@@ -71,6 +73,7 @@ def train(
              f"start a new run")
     dataset = load_data(data)
     check_classes(dataset, config, fold, data)
+    check_for_data(config, dataset, data, max_shift=max_shift, channels_last=channels_last, sets=sets)
     try:
         result = fit(dataset, config, test_fold=fold, out_dir=out, resume=resume,
                      progress=progress_bar(as_json), source=str(data))

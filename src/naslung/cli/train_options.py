@@ -57,9 +57,37 @@ def resolve_config(*, config_file: Path | None = None, budget: str | None = None
         given["max_shift"] = None if max_shift < 0 else max_shift
     try:
         config = TrainConfig.resolve(base, budget, recipe, **given)
-        return config.replace(**_parse_sets(sets)) if sets else config
+        parsed = _parse_sets(sets) if sets else {}
     except (TypeError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
+    for key, value in parsed.items():
+        if given.get(key) is not None and given[key] != value:
+            option = OPTION_OF.get(key, "--" + key.replace("_", "-"))
+            raise typer.BadParameter(f"{key}={value!r} conflicts with {option} {given[key]!r}; give one of "
+                                     f"them", param_hint="--set")
+    try:
+        return config.replace(**parsed) if parsed else config
+    except (TypeError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--set") from exc
+
+
+#: The option of a TrainConfig field whose name differs from ``--<field>``.
+OPTION_OF = {"batch_size": "--batch", "select_metric": "--select", "num_threads": "--threads"}
+
+
+def check_for_data(config: TrainConfig, dataset: Any, data: Path, *, max_shift: int | None = None,
+                   channels_last: bool | None = None, sets: list[str] | None = None) -> None:
+    """Refuse options the dataset cannot honour, given explicitly: ``--max-shift`` beyond the stored margin,
+    ``--channels-last`` on 2-D crops (a ``typer.BadParameter`` naming the option and the file)."""
+    parsed = _parse_sets(sets) if sets else {}
+    shift_given = (max_shift is not None and max_shift >= 0) or parsed.get("max_shift") is not None
+    if shift_given and config.max_shift is not None and config.max_shift > dataset.margin:
+        raise typer.BadParameter(f"{config.max_shift} is beyond the margin {dataset.margin} stored in "
+                                 f"{data}; use 0..{dataset.margin}, or -1 for anywhere in the margin",
+                                 param_hint="--max-shift")
+    if (channels_last or parsed.get("channels_last") is True) and dataset.spatial_dims != 3:
+        raise typer.BadParameter(f"applies to 3-D crops only; {data} holds {dataset.spatial_dims}-D crops",
+                                 param_hint="--channels-last")
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
@@ -70,6 +98,12 @@ def _read_config_file(path: Path) -> dict[str, Any]:
         data = read_json(path, "training config")
     except (OSError, ValueError) as exc:
         raise typer.BadParameter(str(exc), param_hint="--config") from exc
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if schema is not None and schema != "naslung-train-config":
+        from naslung.outputs import describe
+
+        raise typer.BadParameter(f"{path}: holds {describe(path)}, not a TrainConfig (give a JSON object of "
+                                 f"TrainConfig fields or a run's config.json)", param_hint="--config")
     if isinstance(data, dict) and isinstance(data.get("config"), dict):
         data = data["config"]
     if not isinstance(data, dict):

@@ -201,6 +201,11 @@ def _run_search(
     predicted = np.maximum(latency_model.predict(costs), 1e-6)
 
     state = PopState(space, predicted, config.latency_budget_ms, config.seed)
+    if config.latency_budget_ms is not None and not state.in_budget.any():
+        fastest = float(predicted.min())
+        raise ValueError(f"--latency-budget-ms {config.latency_budget_ms:g}: no architecture of the space is "
+                         f"predicted at or under it (the fastest is predicted at {fastest:.3g} ms on this "
+                         f"device); raise the budget")
     retry = replay(state, existing)
     rec.write_config(
         out,

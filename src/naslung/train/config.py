@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from naslung.models.blocks.cbam import SPATIAL_KERNELS
 from naslung.models.spec import ArchSpec, coerce_spec
-from naslung.options import ATTENTIONS, DEVICES, EMBEDDINGS, LOSSES, check_option
+from naslung.options import ATTENTIONS, DEVICES, EMBEDDINGS, LOSSES, check_option, check_seed
 from naslung.options import METRICS as SELECT_METRICS
 from naslung.train.augment import ExtraAugment
 from naslung.train.schedule import LAMBDA_SCHEDULES, LR_SCHEDULES
@@ -134,6 +135,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "arch", str(coerce_spec(self.arch)))
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        _check_types(self)
+        for name in ("seed", "split_seed"):
+            check_seed(name, getattr(self, name))
         _choice("loss", self.loss, LOSSES)
         _choice("attention", self.attention, ATTENTIONS)
         _choice("device", self.device, DEVICES)
@@ -237,6 +241,34 @@ class TrainConfig:
         """The options that must match between a checkpoint and a resumed run."""
         return {"arch": self.arch, "loss": self.loss, "head": self.head, "attention": self.attention,
                 "cbam_kernel": self.cbam_kernel, "embedding": self.embedding}
+
+
+def _check_types(config: TrainConfig) -> None:
+    """Refuse a field whose value is not of its declared type (``--set tta=maybe``, a JSON string for a
+    number, ...): bool fields take true/false only, int fields whole numbers, float fields numbers."""
+    for f in fields(config):
+        if f.name in ("arch", "betas"):
+            continue
+        value = getattr(config, f.name)
+        declared = str(f.type).replace(" ", "")
+        optional = declared.endswith("|None")
+        base = declared.removesuffix("|None")
+        if value is None:
+            if not optional:
+                raise ValueError(f"{f.name} must be set (a {base}), got null")
+            continue
+        if base == "bool":
+            ok, want = isinstance(value, bool), "true or false"
+        elif base == "int":
+            ok, want = isinstance(value, numbers.Integral) and not isinstance(value, bool), "a whole number"
+        elif base == "float":
+            ok, want = isinstance(value, numbers.Real) and not isinstance(value, bool), "a number"
+        elif base == "str":
+            ok, want = isinstance(value, str), "a string"
+        else:
+            continue
+        if not ok:
+            raise ValueError(f"{f.name} must be {want}{' or null' if optional else ''}, got {value!r}")
 
 
 def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
