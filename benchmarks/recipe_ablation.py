@@ -137,6 +137,9 @@ def main() -> None:
     parser.add_argument("--arch", default=None, help="default: TrainConfig.DEFAULT_ARCHS of the data's dims")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--jobs", type=int, default=2, help="parallel single-threaded runs")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a TrainConfig field (JSON value) set on top of every variant, e.g. "
+                             "--set select_metric='\"auc\"' --set epochs=32; use its own --out")
     parser.add_argument("--out", default="runs/recipe-ablation")
     parser.add_argument("--vote", default=None, help="comma-separated variants to vote as an ensemble (their "
                         "runs are read from --out; each must have every fold)")
@@ -152,7 +155,15 @@ def main() -> None:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; valid: {', '.join(VARIANTS)}")
-    tasks = [(n, VARIANTS[n], f, args.data, args.out, args.epochs, args.arch) for n in names for f in folds]
+    common = {}
+    for item in args.set:
+        key, _, raw = item.partition("=")
+        try:
+            common[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            common[key.strip()] = raw  # a bare word: a string field such as select_metric=auc
+    tasks = [(n, {**VARIANTS[n], **common}, f, args.data, args.out, args.epochs, args.arch)
+             for n in names for f in folds]
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     from naslung.data.phantom.build import die_with_parent
@@ -169,16 +180,18 @@ def main() -> None:
                   f"{row['epoch']}/{row['epochs']}, {row['seconds']:.0f} s", flush=True)
     kind = "TEST folds (frozen defaults)" if args.report else "DEVELOPMENT folds"
     print(f"\n{kind} {folds}, {args.arch or 'default arch'}, {args.epochs or 'default'} epochs, "
+          f"set {common or 'nothing'}, "
           f"data {Path(args.data).name}; "
           f"wall {time.perf_counter() - started:.0f} s")
     if args.vote:
         print_vote(args.vote.split(","), folds, args.out)
-    print("| variant | accuracy | F1 | AUC | diameter F1 (same splits) |")
-    print("|---|---:|---:|---:|---:|")
+    print("| variant | accuracy | F1 | AUC | diameter acc (same splits) | diameter F1 |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name in names:
         sel = [r for r in rows if r["variant"] == name]
         print(f"| {name} | {_mean_std([r['test']['accuracy'] for r in sel])} | "
               f"{_mean_std([r['test']['f1'] for r in sel])} | {_mean_std([r['test']['auc'] for r in sel])} | "
+              f"{_mean_std([r['diameter']['accuracy'] for r in sel])} | "
               f"{_mean_std([r['diameter']['f1'] for r in sel])} |")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "ablation.json").write_text(json.dumps(rows, indent=1, default=float))

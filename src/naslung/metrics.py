@@ -66,6 +66,8 @@ def binary_metrics(
         "sensitivity": _ratio(tp, tp + fn),
         "specificity": _ratio(tn, tn + fp),
         "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        # Mean of sensitivity and specificity: 0.5 for any constant prediction, whatever the class shares.
+        "balanced_accuracy": (_ratio(tp, tp + fn) + _ratio(tn, tn + fp)) / 2,
         "auc": auc,
         **c,
     }

@@ -74,7 +74,7 @@ def cv(
                     threads=threads, device=device, jobs=jobs, others=others)
         return
     config = resolve_config(config_file=config_file, budget=budget, recipe=recipe, sets=sets,
-                            max_shift=max_shift, threads=threads,
+                            max_shift=max_shift, threads=threads, data=data,
                             arch=arch, epochs=epochs, batch_size=batch, loss=loss, attention=attention,
                             seed=seed, split_seed=split_seed, device=device, val_fraction=val_fraction,
                             select_metric=select, lr=lr, channels_last=channels_last)

