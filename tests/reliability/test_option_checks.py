@@ -14,6 +14,7 @@ import h5py
 import pytest
 import torch
 
+from naslung.models.cost import analytic_cost, check_memory, memory_estimate
 from naslung.options import SEED_MAX, check_seed
 from naslung.train.config import TrainConfig
 
@@ -21,6 +22,7 @@ from .runtime_support import SEARCH_FAST, TRAIN_FAST, cli, error_line, write_tin
 
 HUGE = "99999999999999999999"
 SPEC = "[4,4,[4],[4],[4]]"
+BIG = "[4,4,[16384],[16384],[16384]]"  # about 37 G parameters: never fits
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="probes a machine without CUDA")
 
 
@@ -82,6 +84,9 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
                           "--channels-last"], ("--channels-last", "3-D")),
     ("set-channels-last-2d", ["cv", "--data", "FLAT", "--folds", "1", "--out", "TMP/cv", *TRAIN_FAST,
                               "--set", "channels_last=true"], ("--channels-last",)),
+    ("train-arch-too-large", [*TRAIN, "--arch", BIG], ("--arch", "of memory", "available")),
+    ("cv-arch-too-large", [*CV, "--arch", BIG], ("--arch", "of memory")),
+    ("arch-info-too-large", ["arch", "info", BIG, "--size", "8"], (BIG, "of memory", "available")),
     ("latency-budget-nothing-fits", [*SEARCH, "--latency-budget-ms", "1e-6"],
      ("--latency-budget-ms", "no architecture")),
 ]
@@ -137,3 +142,12 @@ def test_seed_range() -> None:
     for bad in (-1, SEED_MAX + 1, 1.0, True, "3"):
         with pytest.raises(ValueError, match="--seed"):
             check_seed("--seed", bad)
+
+
+def test_memory_estimate_refuses_only_above_what_is_available() -> None:
+    cost = analytic_cost(SPEC, size=8)
+    need = memory_estimate(cost, 16, 128)
+    check_memory(cost, SPEC, 16, 128, available=need)
+    with pytest.raises(ValueError, match=r"training it needs about .* more than the"):
+        check_memory(cost, SPEC, 16, 128, available=need - 1)
+    assert memory_estimate(cost, 32) > memory_estimate(cost, 16) > memory_estimate(cost, 16, train=False)

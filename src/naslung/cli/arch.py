@@ -50,7 +50,7 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Parameters, MACs, activation bytes, batch-1 latency and batch-32 throughput of SPEC."""
-    from naslung.models.cost import LATENCY_PATHS, measure_latency, profile
+    from naslung.models.cost import LATENCY_PATHS, analytic_cost, check_memory, measure_latency, profile
     from naslung.models.factory import build_model
     from naslung.models.spec import space_violations
     from naslung.options import check_option
@@ -63,6 +63,10 @@ def info(
             f"the input side must be a positive multiple of 8, got {size}", param_hint="--size"
         )
     try:
+        if device == "cpu":  # refuse a model too large for memory before building it
+            cost = analytic_cost(arch, size=size, spatial_dims=dims, attention=attention, head=head,
+                                 cbam_kernel=cbam_kernel)
+            check_memory(cost, str(arch), 32, train=False)
         model = build_model(arch, attention=attention, head=head, spatial_dims=dims, cbam_kernel=cbam_kernel)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

@@ -90,6 +90,25 @@ def check_for_data(config: TrainConfig, dataset: Any, data: Path, *, max_shift: 
     if (channels_last or parsed.get("channels_last") is True) and dataset.spatial_dims != 3:
         raise typer.BadParameter(f"applies to 3-D crops only; {data} holds {dataset.spatial_dims}-D crops",
                                  param_hint="--channels-last")
+    check_train_memory(config, dataset.size, dataset.spatial_dims)
+
+
+def check_train_memory(config: TrainConfig, size: int, dims: int) -> None:
+    """Refuse, before building it, an architecture whose training would not fit in the memory available
+    (CPU runs; :func:`naslung.models.cost.check_memory`), naming ``--arch`` and the estimate."""
+    import torch
+
+    from naslung.models.cost import analytic_cost, check_memory
+
+    if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()):
+        return
+    cost = analytic_cost(config.arch, size=size, spatial_dims=dims, attention=config.attention,
+                         head=config.head, cbam_kernel=config.cbam_kernel)
+    try:
+        check_memory(cost, config.arch, config.batch_size, config.eval_batch_size)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--arch") from None
+
 
 
 def _spatial_dims(data: Path | None) -> int | None:

@@ -167,6 +167,39 @@ def analytic_cost(
                 depth=spec.depth)
 
 
+#: Copies of the parameters a training run holds (weights, gradients, two Adam moments, EMA, best state).
+TRAIN_PARAM_COPIES = 6
+#: Bytes kept per conv-output byte through a training step (the output, BN and ReLU results kept for the
+#: backward, and their gradients); a measured 3-4x on Model-1 and mid-size models, rounded up.
+TRAIN_ACTIVATION_FACTOR = 4
+
+
+def memory_estimate(cost: Cost, batch_size: int, eval_batch_size: int = 0, train: bool = True) -> int:
+    """Bytes a model of ``cost`` needs at its peak: training steps of ``batch_size`` (parameters in
+    :data:`TRAIN_PARAM_COPIES` copies) or, with ``train=False``, forwards of ``batch_size``; and forwards
+    of ``eval_batch_size``. A floor, not a bound: the allocator and the framework add to it."""
+    params = 4 * cost.params * (TRAIN_PARAM_COPIES if train else 2)
+    step = cost.activation_bytes * batch_size * (TRAIN_ACTIVATION_FACTOR if train else 2)
+    evaluation = cost.activation_bytes * eval_batch_size * 2
+    return int(params + max(step, evaluation))
+
+
+def check_memory(cost: Cost, what: str, batch_size: int, eval_batch_size: int = 0, train: bool = True,
+                 available: int | None = None) -> None:
+    """Refuse (``ValueError`` starting with ``what``) a model whose :func:`memory_estimate` exceeds the
+    memory available now; no check where that is unknown."""
+    from naslung.data.prepare_guards import _human, available_memory
+
+    available = available_memory() if available is None else available
+    need = memory_estimate(cost, batch_size, eval_batch_size, train)
+    if available and need > available:
+        doing = "training" if train else "running"
+        raise ValueError(f"{what}: {doing} it needs about {_human(need)} of memory ({cost.params:,} "
+                         f"parameters, {_human(cost.activation_bytes)} of activations per sample, batch "
+                         f"{batch_size}), more than the {_human(available)} available; choose a smaller "
+                         f"architecture or batch")
+
+
 # ---------------------------------------------------------------------------------------------- latency
 def device_name(device: str | torch.device) -> str:
     """A readable name of the device that runs the timing: the GPU model or the CPU model."""
