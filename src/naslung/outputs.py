@@ -288,7 +288,8 @@ ABLATION = FolderKind(
 DEMO = FolderKind(
     "demo folder",
     files={"demo_summary.json": _any_json, "report.html": is_report},
-    folders={"search": SEARCH, "members": MEMBERS_CV, "explain": EXPLAIN})
+    folders={"search": SEARCH, "members": MEMBERS_CV, "explain": EXPLAIN},
+    marker=_has("demo_summary.json", _any_json))
 REPRODUCE = FolderKind(
     "reproduce folder",
     files={"reproduce.json": json_schema("naslung-reproduce"),

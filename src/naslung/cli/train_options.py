@@ -110,7 +110,6 @@ def check_train_memory(config: TrainConfig, size: int, dims: int) -> None:
         raise typer.BadParameter(str(exc), param_hint="--arch") from None
 
 
-
 def _spatial_dims(data: Path | None) -> int | None:
     """The dataset's ``spatial_dims`` attribute (None without a readable file: the load reports it)."""
     if data is None:
