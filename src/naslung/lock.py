@@ -50,21 +50,27 @@ def pid_alive(pid: int) -> bool:
 
 
 def read_lock(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The holder recorded in a lock file (``None`` when there is no lock; ``{}`` when unreadable)."""
+    """The holder recorded in a lock file (``None`` when there is no lock; ``{}`` when unreadable).
+
+    Unreadable means anything but naslung's JSON record: garbage bytes, text that is not JSON, a folder or a
+    file this user may not read. Its holder cannot be checked, so callers refuse it and name the file.
+    """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError):
+        return {}
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
         return {}
-    return data if isinstance(data, dict) else {}
+    # a record without an integer pid names no holder that could be checked
+    ok = isinstance(data, dict) and isinstance(data.get("pid"), int) and not isinstance(data["pid"], bool)
+    return data if ok else {}
 
 
 def _holder(info: dict[str, Any]) -> str:
-    if not info:
-        return "an unknown process (unreadable lock file)"
     what = f" ({info['what']})" if info.get("what") else ""
     return f"pid {info.get('pid')} on {info.get('host')}{what} since {info.get('since')}"
 
@@ -104,7 +110,10 @@ def acquire(folder: str | os.PathLike[str], what: str = "",
         held = read_lock(path)
         if held is None:  # released between our two calls: try again
             continue
-        stale = bool(held) and held.get("host") == host and not pid_alive(int(held.get("pid", -1)))
+        if not held:
+            raise LockError(f"{folder}: the lock file {path} is unreadable (not naslung's lock record); "
+                            f"delete it if no naslung command is writing to {folder}")
+        stale = held.get("host") == host and not pid_alive(held["pid"])
         if not stale:
             raise LockError(f"{folder}: in use by {_holder(held)}; wait for it to finish, or delete "
                             f"{path} if no such process is running")

@@ -96,3 +96,38 @@ def test_two_train_processes_on_one_out(tmp_path: Path) -> None:
     assert "stale lock" in resumed.stderr and f"pid {first.pid}" in resumed.stderr
     assert json.loads((out / "result.json").read_text())["epochs"] == done + 1
     assert not (out / LOCK_NAME).exists()
+
+
+#: (id, bytes of a damaged lock file): none names a holder that could be checked.
+GARBAGE_LOCKS = [
+    ("binary", b"\xff\xfe\x00garbage\x9c"),
+    ("not-json", b"locked by me\n"),
+    ("json-list", b"[1, 2]\n"),
+    ("pid-not-int", b'{"pid": "abc", "host": "h"}\n'),
+    ("empty", b""),
+]
+
+
+@pytest.mark.parametrize("command", ["train", "prepare"])
+@pytest.mark.parametrize("content", [g[1] for g in GARBAGE_LOCKS], ids=[g[0] for g in GARBAGE_LOCKS])
+def test_garbage_lock_is_named(tmp_path: Path, command: str, content: bytes) -> None:
+    """A lock file holding garbage: one line naming the lock file and what to do; nothing else touched."""
+    data = write_tiny(tmp_path / "d.h5")
+    if command == "train":
+        out = tmp_path / "run"
+        out.mkdir()
+        lock = out / LOCK_NAME
+        args = ["train", "--data", data, "--fold", 1, "--out", out, *TRAIN_FAST]
+    else:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+        from luna_synth import make_tree
+
+        tree = make_tree(tmp_path / "luna")
+        out = tmp_path / "crops.h5"
+        lock = tmp_path / f".{out.name}.lock"
+        args = ["data", "prepare", "--luna", tree.root, "--out", out, "--size", 8, "--margin", 1]
+    lock.write_bytes(content)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    line = error_line(cli(*args))
+    assert str(lock) in line and "unreadable" in line and "delete it" in line, line
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before

@@ -122,10 +122,13 @@ def writer_lock(out: Path, on_warning: Callable[[str], None] | None = None) -> I
             held = read_lock(path)
             if held is None:
                 continue
-            if held and held.get("host") == host and not pid_alive(int(held.get("pid", -1))):
+            if not held:
+                raise DataError(f"{out}: the lock file {path} is unreadable (not naslung's lock record); "
+                                f"delete it if no naslung data prepare is writing {out.name}") from None
+            if held.get("host") == host and not pid_alive(held["pid"]):
                 path.unlink(missing_ok=True)  # a killed writer's lock
                 continue
-            who = f"pid {held.get('pid')} on {held.get('host')}" if held else "an unknown process"
+            who = f"pid {held.get('pid')} on {held.get('host')}"
             raise DataError(f"{out}: being written by {who} (lock {path}); wait for it, or delete the lock "
                             f"if no such process runs") from None
         except OSError as exc:
