@@ -26,9 +26,16 @@ def explain(
     per_group: int = typer.Option(4, "--per-group", min=1, help="montage examples per group"),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="t-SNE seed"),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads"),
+    allow_seen_fold: bool = typer.Option(
+        False, "--allow-seen-fold", help="explain a fold the run trained or validated on (refused by "
+                                         "default; explain.json notes it)"),
     as_json: bool = typer.Option(False, "--json", help="print explain.json"),
 ) -> None:
-    """Explain runs on one fold: stage-2 attention montage, t-SNE of features, Davies-Bouldin index."""
+    """Explain runs on one fold: stage-2 attention montage, t-SNE of features, Davies-Bouldin index.
+
+    Each run must have been trained on --data (its recorded dataset fingerprint) and have --fold as its
+    test fold; another dataset is refused, and so is a fold the run saw unless --allow-seen-fold.
+    """
     import torch
 
     from naslung.explain.pipeline import run_explain
@@ -39,7 +46,7 @@ def explain(
     if threads:
         torch.set_num_threads(threads)
     try:
-        summary = run_explain(run, data, fold, out, compare or [], per_group, seed)
+        summary = run_explain(run, data, fold, out, compare or [], per_group, seed, allow_seen_fold)
     except (FileNotFoundError, ValueError) as exc:
         fail(exc)
     if as_json:

@@ -32,19 +32,23 @@ def _check_crops(run: Any, dataset: Any, data: Path) -> None:
 
 
 def run_explain(run: str | Path, data: str | Path, fold: int, out: str | Path,
-                compare: Sequence[str | Path] = (), per_group: int = 4, seed: int = 0) -> dict[str, Any]:
+                compare: Sequence[str | Path] = (), per_group: int = 4, seed: int = 0,
+                allow_seen_fold: bool = False) -> dict[str, Any]:
     """Explain ``run`` (a run or cv folder) on the nodules of ``fold`` in dataset ``data``; see module doc.
 
     ``compare``: more runs (e.g. the Softmax twin of an A-Softmax run) for the t-SNE and DBI table. The
-    montage uses the first run. Raises ``ValueError``/``FileNotFoundError`` naming the file or option.
+    montage uses the first run. Every run must have been trained on ``data`` (its recorded fingerprint) and
+    have ``fold`` as its test fold, unless ``allow_seen_fold`` (:mod:`naslung.explain.guards`). Raises
+    ``ValueError``/``FileNotFoundError`` naming the file or option.
     """
     from naslung.atomic import write_json_atomic, write_text_atomic
-    from naslung.data.dataset import load_dataset
     from naslung.explain.dbi import davies_bouldin
     from naslung.explain.features import extract_features
+    from naslung.explain.guards import check_same_data, check_unseen_fold
     from naslung.explain.montage import explain_examples, save_montage
     from naslung.explain.runs import load_run_model
     from naslung.explain.tsne import Panel, embed, plot_panels
+    from naslung.fingerprint import load_dataset
 
     data, out = Path(data), Path(out)
     dataset = load_dataset(data)
@@ -55,13 +59,12 @@ def run_explain(run: str | Path, data: str | Path, fold: int, out: str | Path,
     runs = [load_run_model(r, fold) for r in (run, *compare)]
     for r in runs:
         _check_crops(r, dataset, data)
+        check_same_data(r, dataset, data)
+    seen = [check_unseen_fold(r, fold, allow_seen_fold) for r in runs]
     phantom = dataset.source_kind == "phantom"
     note = PHANTOM_NOTE if phantom else ""
     notes = [note] if note else []
-    for r in runs:
-        if r.test_fold != fold:
-            notes.append(f"{r.path}: test fold is {r.test_fold}, so fold {fold} may be training or "
-                         f"validation data for it")
+    notes += [n for n in seen if n]
 
     panels, dbi_rows, per_run = [], [], []
     for r in runs:
