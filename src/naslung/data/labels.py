@@ -228,6 +228,11 @@ def cache_path() -> Path:
     return cache_dir("labels") / name
 
 
+def clusters_cache_path() -> Path:
+    """Cache file of every cluster's table (:func:`cluster_table`), keyed like :func:`cache_path`."""
+    return cache_dir("labels") / cache_path().name.replace("luna16-labels", "luna16-clusters")
+
+
 def full_label_table(use_cache: bool = True, progress: Progress | None = None) -> pd.DataFrame:
     """The full table with the internal ``annotation_ids`` column, cached (about 2 minutes to build)."""
     path = cache_path()
@@ -255,7 +260,7 @@ def cluster_table(seriesuids: Iterable[str], use_cache: bool = True,
     Up to :data:`DIRECT_SERIES` series without a cache are clustered directly (about 0.1 s each).
     """
     wanted = set(seriesuids)
-    path = cache_dir("labels") / cache_path().name.replace("luna16-labels", "luna16-clusters")
+    path = clusters_cache_path()
     if use_cache and path.exists():
         table = read_label_table(path, keep_internal=True)
     elif len(wanted) <= DIRECT_SERIES:

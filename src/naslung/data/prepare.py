@@ -234,7 +234,7 @@ def prepare_dataset(config: PrepareConfig, progress: Progress | None = None,
     index = discover_scans(config.luna_dir, extra_subsets=manifest_subsets(manifest) if manifest else None)
     for message in index.warnings:
         warn(message)
-    labels = resolve_labels(config.labels, config.luna_dir, progress)
+    labels = resolve_labels(config.labels, config.luna_dir, progress, warn)
     kept, n_excluded = labelled_rows(labels.table, labels.description)
     present = _check_uids(kept["seriesuid"], index, labels.description)
     not_in_tree = int((~kept["seriesuid"].isin(present)).sum())
