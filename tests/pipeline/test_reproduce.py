@@ -19,7 +19,7 @@ from naslung.pipeline.reproduce import STAGES
 TINY = ["--folds", "1,2", "--device", "cpu", "--threads", "1",
         "--set", "search_trials=2", "--set", "search_epochs=1", "--set", "members=2", "--set", "epochs=1",
         "--set", "ablation_epochs=1", "--set", "latency_samples=6", "--set", "latency_repeats=2",
-        "--set", "bootstrap=50"]
+        "--set", "bootstrap=50", "--set", "min_auc=0", "--set", "min_balanced_accuracy=0"]
 #: Every table of the report page, by id prefix.
 REPORT_TABLES = ("table-models", "table-paired", "table-cv-", "table-ablation-table2-",
                  "table-ablation-table3-", "table-dbi", "table-calibration", "table-protocol",

@@ -54,18 +54,20 @@ def test_configs_are_frozen() -> None:
 def test_defaults_and_derived_training_fields() -> None:
     config = SearchConfig(out="s", seed=7, metric="f1")
     # The recipe is TrainConfig's, with the paper's 10 epochs per candidate.
-    assert config.train == TrainConfig(epochs=10, split_seed=7, select_metric="f1")
+    # Candidates keep their epoch by TrainConfig's select_metric (AUC), not by the objective metric.
+    assert config.train == TrainConfig(epochs=10, split_seed=7) and config.train.select_metric == "auc"
     assert config.exclude_folds == (1, 2, 3, 4, 5) and config.executor.concurrency == 1
     assert ExecutorConfig(name="ray").concurrency == 2
     member = config.candidate("[4,4,[8],[8],[16]]", 11)
     assert member == config.train.replace(arch="[4,4,[8],[8],[16]]", seed=11)
-    assert member.split_seed == 7 and member.select_metric == "f1"
+    assert member.split_seed == 7 and member.select_metric == "auc"
 
 
 @pytest.mark.parametrize(
     ("build", "fragment"),
     [
-        (lambda: SearchConfig(out="s", metric="auc"), "unknown metric 'auc'; valid: f1, accuracy"),
+        (lambda: SearchConfig(out="s", metric="recall"),
+         "unknown metric 'recall'; valid: f1, accuracy, balanced_accuracy, auc"),
         (lambda: SearchConfig(out="s", exclude_folds=(3, 11)), r"exclude_folds \[11\] are outside"),
         (lambda: SearchConfig(out="s", budget_trials=0), "budget_trials must be >= 1"),
         (lambda: SearchConfig(out="s", patience=0), "patience must be >= 1"),
@@ -145,7 +147,7 @@ def test_resolve_reads_none_as_the_default() -> None:
     assert SearchConfig.resolve(out="s", epochs=None, metric=None, channels=None) == SearchConfig(out="s")
     config = SearchConfig.resolve(out="s", max_depth=5, recipe="paper", epochs=2, executor="ray")
     assert config.space.depth_range == (SpaceConfig().depth_range[0], 5)
-    assert config.train == TrainConfig(**{**PAPER_RECIPE, "epochs": 2, "select_metric": "accuracy"})
+    assert config.train == TrainConfig(**{**PAPER_RECIPE, "epochs": 2})
     assert config.executor.name == "ray" and config.executor.concurrency == 2
 
 
@@ -191,12 +193,15 @@ def test_resume_of_an_old_flat_folder_and_the_identity_rule(tmp_path: Path) -> N
     run_search(small(out, budget_trials=2), SyntheticEvaluator())
     _to_old_flat(out)
     # Budgets, the executor's resources, the device and threads may change on resume.
-    resumed = small(out, budget_trials=3, train=TrainConfig(epochs=10, device="cpu", num_threads=1),
+    # The old flat search kept each candidate's epoch by its objective (accuracy); resuming it needs that.
+    old = {"select_metric": "accuracy"}
+    resumed = small(out, budget_trials=3, train=TrainConfig(epochs=10, device="cpu", num_threads=1, **old),
                     executor=ExecutorConfig(cpus_per_trial=2.0))
     assert run_search(resumed, SyntheticEvaluator(), resume=True).new_trials == 1
     # The recipe may not: any TrainConfig field that changes the numbers is named.
-    for train, named in ((TrainConfig(epochs=10, lr=1e-4), "train.lr: 0.001 -> 0.0001"),
-                         (TrainConfig(epochs=9), "train.epochs: 10 -> 9")):
+    for train, named in ((TrainConfig(epochs=10, lr=1e-4, **old), "train.lr: 0.001 -> 0.0001"),
+                         (TrainConfig(epochs=9, **old), "train.epochs: 10 -> 9"),
+                         (TrainConfig(epochs=10), "train.select_metric: 'accuracy' -> 'auc'")):
         with pytest.raises(ValueError, match=f"changed settings \\({named}\\)"):
             run_search(small(out, budget_trials=4, train=train), SyntheticEvaluator(), resume=True)
     with pytest.raises(ValueError, match=r"space.channels"):

@@ -28,6 +28,9 @@ TINY = [
     "1",
 ]
 
+#: ``search select`` without its floor against members at the class prior.
+NO_FLOOR = ["--min-auc", "0", "--min-balanced-accuracy", "0"]
+
 
 def _check_records(out: Path, executor: str, n: int) -> list[dict]:
     records = rec.read_trials(out)
@@ -54,7 +57,9 @@ def test_cli_local_search_and_select(tiny_dataset: Path, tmp_path: Path) -> None
     _check_records(out, "local", 2)
     config = rec.read_config(out)["config"]
     assert config["exclude_folds"] == [1, 2, 3, 4, 5] and config["train"]["attention"] == "cbam"
-    res = runner.invoke(app, ["search", "select", "--out", str(out), "--top", "2", "--json"])
+    # One epoch on 40 blobs leaves the candidates at the class prior, which the selection floor drops
+    # (tests/search/test_select.py); turned off here, the wiring is what is checked.
+    res = runner.invoke(app, ["search", "select", "--out", str(out), "--top", "2", "--json", *NO_FLOOR])
     assert res.exit_code == 0, res.output
     assert len(json.loads(res.stdout)) == 2
     # the same folder without --resume is refused; with it, the finished budget trains nothing
@@ -84,7 +89,7 @@ def test_cli_errors(tmp_path: Path) -> None:
     runner = CliRunner()
     res = runner.invoke(app, ["search", "--budget-trials", "2"])
     assert res.exit_code == 2 and "--data" in res.output
-    res = runner.invoke(app, ["search", "--data", "x.h5", "--metric", "auc"])
+    res = runner.invoke(app, ["search", "--data", "x.h5", "--metric", "recall"])
     assert res.exit_code == 2 and "unknown metric" in res.output
     res = runner.invoke(app, ["search", "--data", str(tmp_path / "missing.h5")])
     assert res.exit_code != 0

@@ -35,6 +35,10 @@ def demo(
         None, help="Ensemble members selected from the search (default: the budget's)."),
     epochs: Optional[int] = typer.Option(  # noqa: UP045
         None, help="Training epochs per member (default: the budget's)."),
+    min_auc: Optional[float] = typer.Option(  # noqa: UP045
+        None, help="search select's floor on a member's inner-validation AUC (default: the budget's)."),
+    min_balanced_accuracy: Optional[float] = typer.Option(  # noqa: UP045
+        None, help="the floor on its balanced accuracy (default: the budget's)."),
     test_fold: int = typer.Option(
         1, help="LUNA16 fold held out for the final test: one the search never sees (1-5)."),
     workers: Optional[int] = typer.Option(None, help="Phantom rendering processes."),  # noqa: UP045
@@ -50,7 +54,7 @@ def demo(
 
     console = Console()
     given = {"search_trials": search_trials, "search_epochs": search_epochs, "members": members,
-             "epochs": epochs}
+             "epochs": epochs, "min_auc": min_auc, "min_balanced_accuracy": min_balanced_accuracy}
     try:
         chosen = budget_for(budget, {k: v for k, v in given.items() if v is not None})
         cfg = DemoConfig(out=str(out), seed=seed, limit=limit, budget=chosen,

@@ -14,7 +14,7 @@ from naslung.models.cost import LATENCY_PATHS
 from naslung.options import ATTENTIONS, DEVICES, EXECUTORS, LOSSES, METRICS, SEED_MAX, choices
 from naslung.outputs import SEARCH, check_folder_output
 from naslung.search.config import SearchConfig
-from naslung.search.select import DEFAULT_WEIGHT
+from naslung.search.select import DEFAULT_WEIGHT, MIN_AUC, MIN_BALANCED_ACCURACY
 from naslung.train.config import RECIPES
 
 app = typer.Typer(
@@ -295,17 +295,30 @@ def select(
     weight: float = typer.Option(DEFAULT_WEIGHT, "--weight", help="latency weight w in score - w*ln(ms)"),
     epochs: int | None = typer.Option(None, "--epochs", help="final training epochs written into each member "
                                       "(default: the search's per-candidate epochs)"),
-    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    min_auc: float = typer.Option(MIN_AUC, "--min-auc", help="drop trials whose inner-validation AUC is "
+                                  "under it (0.5: chance; 0 turns the floor off)"),
+    min_balanced_accuracy: float = typer.Option(
+        MIN_BALANCED_ACCURACY, "--min-balanced-accuracy",
+        help="drop trials whose inner-validation (sensitivity + specificity) / 2 is under it (0.5: the "
+             "majority class; 0 turns the floor off)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON (the chosen members; notes on stderr)"),
 ) -> None:
-    """Pick ensemble members (Pareto front by score, then score - w*ln(latency)); writes OUT/members.json."""
+    """Pick ensemble members: drop trials at the class prior (--min-auc, --min-balanced-accuracy), then the
+    Pareto front of the rest by score, then score - w*ln(latency), scores inside the 95% bootstrap interval
+    of a better one tied (fewer parameters first); writes OUT/members.json."""
     from naslung.search.members import write_members
-    from naslung.search.select import select_from_dir
+    from naslung.search.select import check_selected, selection_from_dir
 
     if epochs is not None and epochs < 1:
         raise typer.BadParameter(f"must be >= 1, got {epochs}", param_hint="--epochs")
     try:
-        chosen = select_from_dir(out, top, weight)
-        members_path = write_members(out, chosen, top=top, weight=weight, epochs=epochs)
+        selection = selection_from_dir(out, top, weight, min_auc, min_balanced_accuracy)
+        for line in selection.messages():
+            typer.echo(line, err=True)
+        check_selected(selection)
+        chosen = selection.chosen
+        members_path = write_members(out, chosen, top=top, weight=weight, epochs=epochs,
+                                     selection=selection.to_dict())
     except (FileNotFoundError, ValueError) as exc:
         fail(exc)
         return
@@ -315,17 +328,26 @@ def select(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"Selected members ({len(chosen)} of --top {top}; inner-validation numbers)")
-    for col in ("rank", "spec", "score %", "latency ms", "params", "front"):
+    table = Table(title=f"Selected members ({len(chosen)} of --top {top}; inner-validation numbers; floor "
+                        f"{selection.floor_text()})")
+    for col in ("rank", "spec", "score %", "95% interval", "AUC %", "bal. acc %", "latency ms", "params",
+                "front", "tier"):
         table.add_column(col)
     for r in chosen:
+        interval = "-" if r["score_ci"] is None else f"{pct(r['score_lo'])}-{pct(r['score_hi'])}"
         table.add_row(
             str(r["rank"]),
             r["spec"],
             pct(r["score"]),
+            interval,
+            pct(r["auc"]),
+            pct(r["balanced_accuracy"]),
             f"{r['latency_ms']:.2f}",
             "-" if r["params"] is None else f"{r['params']:,}",
             "yes" if r["on_front"] else "",
+            str(r["tier"]),
         )
     Console().print(table)
+    typer.echo("tier: members of one tier score inside the 95% bootstrap interval of its best; they are "
+               "ordered by fewer parameters, then lower latency")
     typer.echo(f"members file: {members_path}  (train them: naslung cv --members {members_path} --data ...)")

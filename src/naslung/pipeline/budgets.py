@@ -57,6 +57,10 @@ class Budget:
     ablation_epochs: int
     bootstrap: int
     overrides: tuple[str, ...] = ()
+    #: ``search select``'s floor (naslung.search.select): a member must beat chance on its inner validation.
+    #: Settable for tests whose tiny searches cannot learn (``--set min_auc=0``).
+    min_auc: float = 0.6
+    min_balanced_accuracy: float = 0.6
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "search_channels", tuple(int(c) for c in self.search_channels))
@@ -85,6 +89,10 @@ class Budget:
         for key in ("search_channels", "search_depth", "overrides"):
             data[key] = list(data[key])
         return data
+
+    def floor(self) -> dict[str, float]:
+        """``search select``'s floor as :func:`naslung.search.select.selection_from_dir` takes it."""
+        return {"min_auc": float(self.min_auc), "min_balanced_accuracy": float(self.min_balanced_accuracy)}
 
     def search_stop(self) -> str:
         """The search's stops in words, e.g. ``"6 trials"`` or ``"480 min, or 10 trials without ..."``."""

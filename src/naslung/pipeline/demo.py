@@ -122,7 +122,8 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print,
                                           exclude_folds=config.search_exclude_folds,
                                           latency_budget_ms=config.latency_budget_ms)
     search = stages.pop_search(search_cfg, [config.test_fold], note="phantom data", log=log)
-    members = stages.select_members_file(search_dir, budget.members, budget.epochs)
+    members = stages.select_members_file(search_dir, budget.members, budget.epochs, log=log,
+                                         floor=budget.floor())
     timings["search_s"] = time.perf_counter() - t
 
     log(f"[4/7] training {len(members.members)} members (members.json) for {budget.epochs} epochs, "

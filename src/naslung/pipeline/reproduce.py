@@ -143,7 +143,8 @@ def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print,
                  lambda: stages.pop_search(search_cfg, config.folds, note=note, log=log))
     runner.stage("members", {"members": budget.members, "epochs": budget.epochs},
                  lambda: _members_result(stages.select_members_file(paths["search"], budget.members,
-                                                                    budget.epochs)))
+                                                                    budget.epochs, log=log,
+                                                                    floor=budget.floor())))
     members = _read_members(paths["search"])
     runner.stage("train", {"folds": list(config.folds), "train_budget": budget.train_budget},
                  lambda: _train(dataset, members, config, progress))

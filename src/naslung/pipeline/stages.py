@@ -85,13 +85,23 @@ def pop_search(config: SearchConfig, test_folds: Sequence[int], *, note: str = "
     return jsonable(result.summary)
 
 
-def select_members_file(search_dir: str | Path, top: int, epochs: int) -> Members:
-    """The ``top`` members of a finished search written to ``members.json`` (final ``epochs``), read back."""
-    from naslung.search.members import read_members, write_members
-    from naslung.search.select import DEFAULT_WEIGHT, select_from_dir
+def select_members_file(search_dir: str | Path, top: int, epochs: int,
+                        log: Callable[[str], None] | None = None, floor: dict[str, float] | None = None
+                        ) -> Members:
+    """The ``top`` members of a finished search written to ``members.json`` (final ``epochs``), read back.
 
-    chosen = select_from_dir(search_dir, top=top)
-    return read_members(write_members(search_dir, chosen, top=top, weight=DEFAULT_WEIGHT, epochs=epochs))
+    Trials under the selection floor (:mod:`naslung.search.select`) are dropped, each with a line to ``log``;
+    fewer than ``top`` members are selected when fewer pass, and none passing raises ``ValueError``.
+    """
+    from naslung.search.members import read_members, write_members
+    from naslung.search.select import DEFAULT_WEIGHT, check_selected, selection_from_dir
+
+    selection = selection_from_dir(search_dir, top=top, **(floor or {}))
+    for line in selection.messages():
+        (log or print)(line)
+    check_selected(selection)
+    return read_members(write_members(search_dir, selection.chosen, top=top, weight=DEFAULT_WEIGHT,
+                                      epochs=epochs, selection=selection.to_dict()))
 
 
 def member_dirs(members: Members, root: str | Path) -> list[Path]:

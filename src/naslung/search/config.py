@@ -148,14 +148,15 @@ class SearchConfig:
         data: the crop dataset file (None only with an evaluator that needs no data, in tests).
         train: the recipe every candidate trains with, the same :class:`TrainConfig` that ``naslung
             train``/``cv`` use (default: its defaults with the paper's 10 epochs per candidate). ``arch`` and
-            ``seed`` are set per trial; ``split_seed`` and ``select_metric`` follow ``seed`` and ``metric``,
-            so that every candidate validates on the same nodules and keeps its best epoch by the objective.
+            ``seed`` are set per trial; ``split_seed`` follows ``seed``, so that every candidate validates on
+            the same nodules; each keeps its epoch by ``train.select_metric`` (AUC; see ``__post_init__``).
         space, latency, executor: see :class:`SpaceConfig`, :class:`LatencyConfig`, :class:`ExecutorConfig`.
         budget_trials, budget_minutes, patience: stop after that many trained candidates, stop starting trials
             after that many minutes (running ones finish and are recorded), stop when the front is unchanged
             for that many trials; None disables that stop.
         latency_budget_ms: sample only candidates predicted at or under it (None: all).
-        metric: the inner-validation objective, ``accuracy`` or ``f1``.
+        metric: the inner-validation objective (``naslung.options.METRICS``): it ranks trials and picks each
+            trial's checkpoint; a 95 % bootstrap interval is stored for accuracy and f1.
         seed: seeds POP's sampling, the latency calibration sample, the trial seeds and the inner split.
         exclude_folds: folds the search never sees (default: the paper's test folds 1-5).
     """
@@ -196,8 +197,12 @@ class SearchConfig:
             raise ValueError(f"budget_minutes must be positive, got {self.budget_minutes}")
         if self.latency_budget_ms is not None and not self.latency_budget_ms > 0:
             raise ValueError(f"latency_budget_ms must be positive, got {self.latency_budget_ms}")
-        train = self.train.replace(split_seed=int(self.seed), select_metric=self.metric)
-        object.__setattr__(self, "train", train)
+        # Each candidate keeps its checkpoint by the training config's select_metric (default AUC), not by the
+        # objective: a model still at the class prior scores the benign share in accuracy (2p/(1+p) in F1),
+        # which a short trial that has only begun to learn does not beat yet, so selecting by the objective
+        # kept epochs at the prior (the demo's member at sensitivity 0 and AUC 0.41). AUC has no threshold and
+        # is 0.5 at the prior, so the epoch that ranks best is kept; the objective then ranks the trials.
+        object.__setattr__(self, "train", self.train.replace(split_seed=int(self.seed)))
 
     def candidate(self, spec: ArchSpec | str, seed: int) -> TrainConfig:
         """The TrainConfig one candidate trains with: the recipe with its architecture and seed."""
@@ -257,7 +262,9 @@ class SearchConfig:
             if isinstance(latency, dict):
                 data = {**data, "latency": {"path": LEGACY_LATENCY_PATH, **latency}}
             return cls._from_nested(data)
-        return cls._from_flat({"latency_path": LEGACY_LATENCY_PATH, **data})
+        # Searches that saved the flat form kept each candidate's epoch by the objective metric.
+        legacy_train = {"select_metric": data.get("metric", "accuracy")}
+        return cls._from_flat({"latency_path": LEGACY_LATENCY_PATH, **data}, legacy_train)
 
     @classmethod
     def _from_nested(cls, data: dict[str, Any]) -> SearchConfig:

@@ -18,7 +18,7 @@ import numpy as np
 from naslung.models.spec import ArchSpec
 from naslung.search import records as rec
 from naslung.search.config import SearchConfig
-from naslung.search.objective import Evaluator
+from naslung.search.objective import Evaluator, score_ci_record
 from naslung.search.pop import PopState
 
 #: Consecutive failures at the start of a search that mean the set-up itself is broken.
@@ -116,6 +116,7 @@ class SearchDriver:
         changed = self.state.complete(trial.index, score, latency if score is not None else None)
         i = trial.index
         outcome = outcome or {}
+        score_ci = None if score is None else score_ci_record(outcome.get("metrics_ci"), self.config.metric)
         record = rec.trial_record(
             trial=len(self.records),
             index=i,
@@ -124,6 +125,7 @@ class SearchDriver:
             error=error,
             metric=self.config.metric,
             score=score,
+            score_ci=score_ci,
             val_metrics=outcome.get("metrics"),
             epochs=outcome.get("epochs"),
             epoch=outcome.get("epoch"),

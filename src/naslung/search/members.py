@@ -4,7 +4,7 @@
 
     {"schema": "naslung-members", "schema_version": 1,
      "search": "<search folder>", "exclude_folds": [1, 2, 3, 4, 5], "dataset_fingerprint": "...",
-     "selection": {"top": 9, "weight": 0.02},
+     "selection": {"top": 9, "weight": 0.02, "min_auc": 0.6, "dropped": [...], ...},
      "members": [{"name": "m01-...", "config": {<full TrainConfig>}, "record": {<selection record>}}, ...]}
 
 Each member's ``config`` is the full :class:`~naslung.train.config.TrainConfig` the search trained that
@@ -59,11 +59,13 @@ def member_name(rank: int, spec: str) -> str:
 
 
 def write_members(search_dir: str | Path, chosen: list[dict[str, Any]], *, top: int, weight: float,
-                  epochs: int | None = None) -> Path:
+                  epochs: int | None = None, selection: dict[str, Any] | None = None) -> Path:
     """Write ``search_dir/members.json`` for the ``chosen`` selection records (``select_members``).
 
     Reads the search's settings in either form of ``search_config.json`` (nested, or the flat form of older
-    searches, whose unrecorded training fields take today's TrainConfig defaults).
+    searches, whose unrecorded training fields take today's TrainConfig defaults). ``selection``
+    (:meth:`naslung.search.select.Selection.to_dict`: the floor and the trials it dropped) joins the file's
+    ``selection`` entry.
     """
     from naslung.search.records import read_config, read_trials
     from naslung.search.resume import saved_config
@@ -83,7 +85,7 @@ def write_members(search_dir: str | Path, chosen: list[dict[str, Any]], *, top: 
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "search": str(search_dir),
         "exclude_folds": list(search.exclude_folds),
         "dataset_fingerprint": (saved.get("dataset") or {}).get("fingerprint"),
-        "selection": {"top": int(top), "weight": float(weight), "epochs": epochs},
+        "selection": {**(selection or {}), "top": int(top), "weight": float(weight), "epochs": epochs},
         "members": members,
     }
     return write_json_atomic(search_dir / MEMBERS, payload)

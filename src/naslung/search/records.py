@@ -28,7 +28,9 @@ SCHEMA_VERSION = 1
 #: ``search_config.json``: 1 wrote the flat config, 2 the nested frozen :class:`SearchConfig` (both read).
 CONFIG_SCHEMA_VERSION = 2
 
-#: Keys every trial record carries (tests check both executors write the same set).
+#: Keys every trial record carries (tests check both executors write the same set). ``score_ci`` (the
+#: score's bootstrap interval on the inner validation split, :func:`naslung.search.objective.score_intervals`)
+#: came later within schema v1: :func:`read_trials` gives older records ``None`` for every key they lack.
 TRIAL_KEYS: tuple[str, ...] = (
     "schema",
     "schema_version",
@@ -39,6 +41,7 @@ TRIAL_KEYS: tuple[str, ...] = (
     "error",
     "metric",
     "score",
+    "score_ci",
     "val_metrics",
     "epochs",
     "epoch",
@@ -76,7 +79,10 @@ def trial_record(**fields: Any) -> dict[str, Any]:
 
 
 def read_trials(out: str | Path) -> list[dict[str, Any]]:
-    """The trial log of a search folder (empty when there is none); validates the schema."""
+    """The trial log of a search folder (empty when there is none); validates the schema.
+
+    A key of :data:`TRIAL_KEYS` that an older record lacks reads as ``None``.
+    """
     path = Path(out) / TRIALS
     records = read_jsonl(path)
     for i, rec in enumerate(records):
@@ -86,6 +92,8 @@ def read_trials(out: str | Path) -> list[dict[str, Any]]:
             raise ValueError(
                 f"{path}: trial schema version {rec['schema_version']} is newer than this naslung"
             )
+        for key in TRIAL_KEYS:
+            rec.setdefault(key, None)
     return records
 
 
