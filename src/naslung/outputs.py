@@ -185,7 +185,10 @@ REPORT = FileKind("naslung HTML report", (".html", ".htm"), is_report)
 LABEL_TABLE = FileKind("naslung label table (CSV)", (".csv",), is_label_table)
 ENSEMBLE_SIZE_JSON = FileKind("naslung ensemble-size study (JSON)", (".json",),
                               json_schema("naslung-ensemble-size", keys=("fold", "runs", "vote", "rows")))
-FILE_KINDS: tuple[FileKind, ...] = (CROP_DATASET, PNG, ONNX, REPORT, LABEL_TABLE, ENSEMBLE_SIZE_JSON)
+PREPARE_ERRORS = FileKind("naslung list of scans prepare refused (JSON)", (".json",),
+                          json_schema("naslung-prepare-errors", keys=("dataset", "refused")))
+FILE_KINDS: tuple[FileKind, ...] = (CROP_DATASET, PNG, ONNX, REPORT, LABEL_TABLE, ENSEMBLE_SIZE_JSON,
+                                    PREPARE_ERRORS)
 
 
 @dataclass(frozen=True)

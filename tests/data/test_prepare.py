@@ -206,9 +206,24 @@ def _outside_volume(tree: Tree) -> str:
     return "lies outside its volume"
 
 
+@pytest.mark.parametrize("breaker", [_missing_raw, _truncated_raw, _nan_voxels],
+                         ids=lambda f: f.__name__.strip("_"))
+def test_bad_scan_is_skipped_and_listed(tree: Tree, tmp_path: Path, breaker) -> None:
+    """A bad scan is left out with its reason in OUT.errors.json; the other scans are cut."""
+    import json
+
+    out = tmp_path / "out" / "d.h5"
+    expected = breaker(tree)
+    report = run(tree, out)
+    assert len(report.refused) == 1 and expected in report.refused[0]["reason"]
+    assert report.skipped["refused_scans"] == 1 and report.n_scans == 2
+    assert json.loads((tmp_path / "out" / "d.h5.errors.json").read_text())["refused"] == report.refused
+    assert read_attrs(out)["provenance"]["refused_scans"] == report.refused
+
+
 @pytest.mark.parametrize("breaker", [
-    _missing_raw, _truncated_raw, _labels_missing_column, _labels_not_numeric, _annotations_missing_column,
-    _unknown_uid_in_labels, _unknown_uid_in_annotations, _nan_voxels, _outside_volume,
+    _labels_missing_column, _labels_not_numeric, _annotations_missing_column,
+    _unknown_uid_in_labels, _unknown_uid_in_annotations, _outside_volume,
 ], ids=lambda f: f.__name__.strip("_"))
 def test_bad_input_is_a_clear_error_and_keeps_the_old_dataset(tree: Tree, tmp_path: Path, breaker) -> None:
     out = tmp_path / "out" / "d.h5"
@@ -249,14 +264,23 @@ def test_cli_prepare_info_preview(tree: Tree, tmp_path: Path) -> None:
 
 
 def test_cli_data_error_exits_2_without_traceback(tree: Tree, tmp_path: Path) -> None:
+    import json
+
     from naslung.cli.app import app
 
     (tree.root / "subset0" / f"{tree.scans[0].uid}.raw").unlink()
     result = CliRunner().invoke(app, ["data", "prepare", "--luna", str(tree.root), "--out",
-                                      str(tmp_path / "d.h5")])
+                                      str(tmp_path / "d.h5"), "--json"])
+    text = " ".join(result.stderr.split())
+    assert result.exit_code == 0, result.output  # the scan is skipped, named, and counted
+    assert ".raw" in text and "scan skipped" in text
+    assert json.loads(result.stdout)["skipped"]["refused_scans"] == 1
+    tree.labels.drop(columns=["coordZ"]).to_csv(tree.root / "labels.csv", index=False)
+    result = CliRunner().invoke(app, ["data", "prepare", "--luna", str(tree.root), "--out",
+                                      str(tmp_path / "e.h5")])
     text = result.output + (result.stderr if result.stderr_bytes is not None else "")
     assert result.exit_code == 2
-    assert "error:" in text and ".raw" in text and "Traceback" not in text
+    assert "error:" in text and "labels.csv" in text and "Traceback" not in text
     result = CliRunner().invoke(app, ["data", "info", str(tmp_path / "nothing.h5")])
     assert result.exit_code == 2
 

@@ -117,14 +117,19 @@ def test_truncated_raw_is_refused(tree: Tree) -> None:
 )
 def test_bad_geometry_is_blamed_on_the_mhd(tree: Tree, tmp_path: Path, key: str, value: str,
                                            fragment: str) -> None:
+    """The bad scan is skipped and listed with its reason beside the dataset; the others are cut."""
+    import json
+
     mhd = first_mhd(tree)
     edit_header(mhd, key, value)
-    with pytest.raises(DataError) as err:
-        prepare(tree, tmp_path / "out.h5")
-    message = str(err.value)
+    report = prepare(tree, tmp_path / "out.h5")
+    assert len(report.refused) == 1 and report.skipped["refused_scans"] == 1
+    message = report.refused[0]["reason"]
     assert message.startswith(f"{mhd}: "), message  # the .mhd, never labels.csv
     assert fragment in message and "labels.csv" not in message
-    assert not (tmp_path / "out.h5").exists()
+    assert report.errors_file == tmp_path / "out.h5.errors.json"
+    assert json.loads(report.errors_file.read_text())["refused"] == report.refused
+    assert report.n_scans == 3 - 1 and (tmp_path / "out.h5").exists()  # 3 scans with nodules, one refused
 
 
 # ---------------------------------------------------------------------------------------------- datasets

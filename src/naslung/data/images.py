@@ -2,7 +2,10 @@
 
 Array and geometry conventions are those of :mod:`naslung.data.geometry`: the array is ``(z, y, x)`` as
 SimpleITK returns it, the geometry is ITK's ``(x, y, z)`` origin, spacing and direction (LPS), for every
-format alike. MetaImage headers are checked first (:func:`naslung.data.metaimage.check_metaimage`).
+format alike. MetaImage headers are checked first (:func:`naslung.data.metaimage.check_metaimage`); every
+geometry passes :func:`naslung.data.scan_check.check_geometry`, and what ITK prints while reading is an error
+(:func:`naslung.data.scan_check.itk_warnings_as_errors`). The HU range is the callers' check
+(:func:`naslung.data.scan_check.check_scan`).
 
 Non-finite voxels are refused. SimpleITK keeps them for most formats, so the returned array is checked;
 its NIfTI reader (niftilib) silently turns NaN and inf into 0, i.e. water, so for a float NIfTI file the
@@ -20,6 +23,7 @@ import numpy as np
 from naslung.data.errors import DataError
 from naslung.data.geometry import Geometry
 from naslung.data.metaimage import check_metaimage
+from naslung.data.scan_check import check_geometry, check_slice_positions, itk_warnings_as_errors
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 # NIfTI voxels are counted in slabs of about this many bytes, so the check holds no second full volume.
@@ -45,12 +49,13 @@ def read_geometry(path: str | Path) -> Geometry:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
+        with itk_warnings_as_errors(path):
+            reader.ReadImageInformation()
     except RuntimeError as exc:
         raise DataError(f"{path}: SimpleITK cannot read the header ({_first_line(exc)})") from exc
     if reader.GetDimension() != 3:
         raise DataError(f"{path}: expected a 3-D image, got {reader.GetDimension()}-D")
-    return Geometry.from_sitk(reader).checked(path)
+    return check_geometry(Geometry.from_sitk(reader), path)
 
 
 def read_nifti_geometry(path: str | Path) -> Geometry:
@@ -63,12 +68,13 @@ def read_nifti_geometry(path: str | Path) -> Geometry:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
+        with itk_warnings_as_errors(path):
+            reader.ReadImageInformation()
     except RuntimeError as exc:
         raise DataError(f"{path}: SimpleITK cannot read the header ({_first_line(exc)})") from exc
     if reader.GetDimension() != 3:
         raise DataError(f"{path}: expected a 3-D image, got {reader.GetDimension()}-D")
-    return Geometry.from_sitk(reader).checked(path)
+    return check_geometry(Geometry.from_sitk(reader), path)
 
 
 def read_scan(path: str | Path) -> CTVolume:
@@ -119,10 +125,13 @@ def read_dicom_series(folder: str | Path, series_id: str | None = None) -> CTVol
         series_id = ids[0]
     elif series_id not in ids:
         raise DataError(f"{folder}: no DICOM series {series_id!r}; found {ids}")
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id)
+    check_slice_positions(folder, files)
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id))
+    reader.SetFileNames(files)
     try:
-        image = reader.Execute()
+        with itk_warnings_as_errors(folder):
+            image = reader.Execute()
     except RuntimeError as exc:
         raise DataError(f"{folder}: cannot read DICOM series {series_id} ({_first_line(exc)})") from exc
     return _volume_from_image(image, folder)
@@ -169,7 +178,8 @@ def _read_file(path: Path) -> CTVolume:
     if path.name.lower().endswith(NIFTI_SUFFIXES):
         check_nifti_payload(path)
     try:
-        image = sitk.ReadImage(str(path))
+        with itk_warnings_as_errors(path):
+            image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise DataError(f"{path}: SimpleITK cannot read it ({_first_line(exc)})") from exc
     float_nifti = path.name.lower().endswith(NIFTI_SUFFIXES) and image.GetPixelID() in (sitk.sitkFloat32,
@@ -218,7 +228,8 @@ def _volume_from_image(image: Any, path: Path) -> CTVolume:
     if array.dtype.kind == "f" and not (np.isfinite(array.min()) and np.isfinite(array.max())):
         n_bad = int(np.count_nonzero(~np.isfinite(array)))
         raise DataError(f"{path}: {n_bad} NaN or infinite voxel(s); fix or mask the image first")
-    return CTVolume(array=array, geometry=Geometry.from_sitk(image).checked(path), path=path, image=image)
+    geometry = check_geometry(Geometry.from_sitk(image), path)
+    return CTVolume(array=array, geometry=geometry, path=path, image=image)
 
 
 def _first_line(exc: BaseException) -> str:

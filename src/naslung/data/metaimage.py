@@ -69,8 +69,6 @@ def check_metaimage(path: str | Path) -> dict[str, str]:
     raw = path.parent / data_file
     if not raw.is_file():
         raise DataError(f"{raw}: pixel data file missing (named by {path.name})")
-    if header.get("CompressedData", "False").lower() == "true":
-        return header
     nbytes = _MET_BYTES.get(header["ElementType"])
     if nbytes is None:
         raise DataError(f"{path}: unknown ElementType = {header['ElementType']} (expected one of "
@@ -80,10 +78,13 @@ def check_metaimage(path: str | Path) -> dict[str, str]:
         raise DataError(f"{path}: ElementNumberOfChannels = {channels} is below 1")
     offset = _header_ints(path, header, "HeaderSize", 1, default="0")[0]
     pixels = int(np.prod(dims, dtype=object)) * nbytes * channels
-    actual = raw.stat().st_size
     fields = (f"DimSize = {header['DimSize']}, ElementType = {header['ElementType']}"
               + (f", ElementNumberOfChannels = {channels}" if channels != 1 else "")
               + (f", HeaderSize = {offset}" if offset else ""))
+    if header.get("CompressedData", "False").lower() == "true":
+        _check_compressed(path, raw, max(offset, 0), pixels, fields)
+        return header
+    actual = raw.stat().st_size
     if offset < 0:  # HeaderSize = -1: the pixels are the last bytes of the file, whatever precedes them
         if actual < pixels:
             raise DataError(f"{raw}: truncated, {actual} bytes but {path.name} ({fields}) needs at least "
@@ -96,6 +97,34 @@ def check_metaimage(path: str | Path) -> dict[str, str]:
         raise DataError(f"{raw}: {actual} bytes but {path.name} ({fields}) implies {expected}; the header's "
                         f"DimSize or ElementType does not match the pixel file")
     return header
+
+
+def _check_compressed(path: Path, raw: Path, offset: int, pixels: int, fields: str) -> None:
+    """``CompressedData = True``: the pixel file must be a zlib (or gzip) stream that inflates to exactly
+    ``pixels`` bytes. ITK prints "Uncompress failed" on a raw payload and returns garbage or zeros."""
+    import zlib
+
+    inflater = zlib.decompressobj(47)  # 32 + 15: a zlib or a gzip header, as MetaIO accepts
+    have = 0
+    try:
+        with open(raw, "rb") as fh:
+            fh.seek(offset)
+            while (block := fh.read(1 << 20)) and not inflater.eof:
+                have += len(inflater.decompress(block))
+                if have > pixels:
+                    break
+            done = inflater.eof
+    except zlib.error as exc:
+        raise DataError(f"{raw}: {path.name} says CompressedData = True, but the pixel file is not a zlib "
+                        f"stream ({exc}); set CompressedData = False for raw pixels") from None
+    except OSError as exc:
+        raise DataError(f"{raw}: cannot read the pixel data file ({exc.strerror or exc})") from exc
+    if have > pixels or (done and have < pixels):
+        raise DataError(f"{raw}: inflates to {'more than ' if have > pixels else ''}{have} bytes but "
+                        f"{path.name} ({fields}) needs {pixels}")
+    if not done:
+        raise DataError(f"{raw}: truncated zlib stream, {have} of the {pixels} bytes {path.name} ({fields}) "
+                        f"needs")
 
 
 def _header_ints(path: Path, header: dict[str, str], key: str, count: int,

@@ -52,7 +52,8 @@ from naslung.data.luna16 import (
     read_annotations,
 )
 from naslung.data.phantom.manifest import manifest_subsets, provenance_entry, read_manifest
-from naslung.data.prepare_guards import check_memory, check_output, writer_lock
+from naslung.data.prepare_guards import check_memory, check_output, errors_path, writer_lock
+from naslung.data.scan_check import check_scan
 from naslung.progress import Progress, tracked
 
 DEFAULT_WINDOW = (-1200.0, 600.0)
@@ -110,6 +111,8 @@ class PrepareReport:
     skipped: dict[str, int]
     crosscheck: dict[str, Any] | None
     warnings: list[str] = field(default_factory=list)
+    refused: list[dict[str, Any]] = field(default_factory=list)  # scans skipped, with their reason
+    errors_file: Path | None = None  # where ``refused`` was written (None: no scan refused)
 
 
 def parse_window(text: str) -> tuple[float, float]:
@@ -142,8 +145,18 @@ class _ScanPlan:
     centers: np.ndarray  # (n, 3) world mm
 
 
-def _plan(index: ScanIndex, table: Any, name: str) -> list[_ScanPlan]:
-    """Per scan with nodules: its rows and their world centres; checks headers, raw files and extents."""
+def _refusal(ref: Any, exc: DataError) -> dict[str, Any]:
+    """One entry of the errors file: the scan, its series and fold, and why it was skipped."""
+    return {"scan": str(ref.path), "seriesuid": ref.seriesuid, "subset": ref.subset, "reason": str(exc)}
+
+
+def _plan(index: ScanIndex, table: Any, name: str,
+          refused: list[dict[str, Any]] | None = None) -> list[_ScanPlan]:
+    """Per scan with nodules: its rows and their world centres; checks headers, raw files and extents.
+
+    A scan whose header or pixel file is bad is appended to ``refused`` and left out (with ``refused``
+    None it raises); a nodule outside its scan is the table's fault and always raises.
+    """
     import pandas as pd
 
     table = table.copy()
@@ -156,7 +169,13 @@ def _plan(index: ScanIndex, table: Any, name: str) -> list[_ScanPlan]:
     refs = sorted((index.scans[uid] for uid in groups), key=lambda r: (r.subset, r.seriesuid))
     for ref in refs:
         rows = groups[ref.seriesuid].sort_values("nodule_id", kind="stable").reset_index(drop=True)
-        geometry = read_geometry(ref.path)
+        try:
+            geometry = read_geometry(ref.path)
+        except DataError as exc:
+            if refused is None:
+                raise
+            refused.append(_refusal(ref, exc))
+            continue
         centers = np.empty((len(rows), 3))
         for i, row in rows.iterrows():
             vx, vy = float(row["centroid_x_vox"]), float(row["centroid_y_vox"])
@@ -250,7 +269,12 @@ def prepare_dataset(config: PrepareConfig, progress: Progress | None = None,
                         f"under {config.luna_dir} (no series uid in common)")
     check_memory(config, n_nodules=len(kept))
 
-    plans = _plan(index, kept, labels.description)
+    refused: list[dict[str, Any]] = []
+    plans = _plan(index, kept, labels.description, refused)
+    for entry in refused:
+        warn(f"{entry['reason']}; scan skipped")
+    if not plans:
+        raise _all_refused(config, refused)
 
     crosscheck = None
     ann_path = find_annotations(config.luna_dir)
@@ -267,7 +291,8 @@ def prepare_dataset(config: PrepareConfig, progress: Progress | None = None,
                  f"coordinates in the LUNA16 world convention?")
 
     rating_names = [c for c in CHARACTERISTICS if c in kept.columns]
-    skipped = {"excluded_clusters": n_excluded, "rows_for_scans_not_in_tree": not_in_tree}
+    skipped = {"excluded_clusters": n_excluded, "rows_for_scans_not_in_tree": not_in_tree,
+               "refused_scans": len(refused)}
     attrs = {
         "spatial_dims": config.dims, "size": config.size, "margin": config.margin,
         "spacing_mm": float(config.spacing), "window": list(config.window), "rating_names": rating_names,
@@ -284,17 +309,25 @@ def prepare_dataset(config: PrepareConfig, progress: Progress | None = None,
             "annotations": str(ann_path) if ann_path else None,
             "crosscheck": crosscheck,
             "skipped": skipped,
+            "refused_scans": refused,  # filled in while the scans are read; the file's attrs are written last
             "scans_in_tree": len(index.scans),
             "luna16_scans_missing_from_tree": index.missing_from_tree,
             "phantom": provenance_entry(manifest) if manifest else None,
         },
     }
     crop_shape = (config.side,) * config.dims
-    n_padded = n_malignant = n_total = 0
+    n_padded = n_malignant = n_total = n_scans = 0
     with writer_lock(config.out, warn), DatasetWriter(config.out, crop_shape, attrs) as writer, \
             _progress(progress, len(plans)) as advance:
         for plan in plans:
-            volume = read_scan(plan.ref.path)
+            try:
+                volume = check_scan(read_scan(plan.ref.path))
+            except DataError as exc:
+                refused.append(_refusal(plan.ref, exc))
+                skipped["refused_scans"] = len(refused)
+                warn(f"{exc}; scan skipped")
+                advance(plan.ref.seriesuid)
+                continue
             crops = np.empty((len(plan.rows), *crop_shape), dtype=np.int16)
             padded = np.zeros(len(plan.rows), dtype=bool)
             for i, center in enumerate(plan.centers):
@@ -315,11 +348,35 @@ def prepare_dataset(config: PrepareConfig, progress: Progress | None = None,
             n_padded += int(padded.sum())
             n_malignant += int(rows["label"].sum())
             n_total += len(rows)
+            n_scans += 1
             advance(plan.ref.seriesuid)
-    return PrepareReport(out=config.out, n_nodules=n_total, n_malignant=n_malignant, n_scans=len(plans),
+        if not n_scans:  # raised inside the writer: the temporary goes, an existing output stays
+            raise _all_refused(config, refused)
+        errors_file = _write_errors(config.out, refused)
+    return PrepareReport(out=config.out, n_nodules=n_total, n_malignant=n_malignant, n_scans=n_scans,
                          n_padded=n_padded, seconds=time.perf_counter() - start,
                          labels_source=labels.description, skipped=skipped, crosscheck=crosscheck,
-                         warnings=warnings)
+                         warnings=warnings, refused=refused, errors_file=errors_file)
+
+
+def _all_refused(config: PrepareConfig, refused: list[dict[str, Any]]) -> DataError:
+    """The error of a run whose every scan was refused; writes the errors file first."""
+    _write_errors(config.out, refused)
+    first = refused[0]["reason"] if len(refused) == 1 else f"e.g. {refused[0]['reason']}"
+    return DataError(f"{first} (every scan with labelled nodules refused: {len(refused)} listed in "
+                     f"{errors_path(config.out)})")
+
+
+def _write_errors(out: Path, refused: list[dict[str, Any]]) -> Path | None:
+    """Write the scans refused beside ``out`` (``OUT.errors.json``); with none, remove an older list."""
+    from naslung.atomic import write_json_atomic
+
+    path = errors_path(out)
+    if not refused:
+        path.unlink(missing_ok=True)  # check_output accepted it: it is an errors list of an older run
+        return None
+    return write_json_atomic(path, {"schema": "naslung-prepare-errors", "schema_version": 1,
+                                    "dataset": str(out), "refused": refused})
 
 
 @contextmanager

@@ -36,10 +36,11 @@ def check_output(out: Path) -> None:
     if out.is_dir():
         raise DataError(f"{out}: is a directory; --out must name the dataset file to write "
                         f"(e.g. {out / 'crops.h5'})")
-    from naslung.outputs import CROP_DATASET, refuse_foreign_file
+    from naslung.outputs import CROP_DATASET, PREPARE_ERRORS, refuse_foreign_file
     from naslung.paths import check_creatable
 
     refuse_foreign_file(out, CROP_DATASET)  # never over a scan, a label table or any file not a dataset
+    refuse_foreign_file(errors_path(out), PREPARE_ERRORS)
     check_creatable(out.parent, str(out))
 
 
@@ -93,6 +94,11 @@ def _human(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} TB"
+
+
+def errors_path(out: Path) -> Path:
+    """The list of scans a prepare run refused, beside its dataset: ``OUT.errors.json``."""
+    return out.with_name(f"{out.name}.errors.json")
 
 
 def lock_path(out: Path) -> Path:

@@ -49,6 +49,7 @@ from naslung.data.labels import CHARACTERISTICS
 from naslung.data.luna16 import load_subset_table
 from naslung.data.prepare import PrepareConfig, PrepareReport
 from naslung.data.prepare_guards import check_memory, check_output, writer_lock
+from naslung.data.scan_check import check_scan
 from naslung.progress import Progress, tracked
 
 #: Columns of a :class:`VoiTable` frame.
@@ -262,7 +263,7 @@ def prepare_vois(table: VoiTable, config: PrepareConfig, clusters: Any, progress
     coverage = np.empty(n, dtype=np.float32)
     with tracked(progress, "prepare VOIs", n) as advance:
         for i, (path, center) in enumerate(zip(kept["volume"], centers, strict=True)):
-            volume = read_ct(path)
+            volume = check_scan(read_ct(path))
             crop, coverage[i] = extract_crop_coverage(volume, center, config.side, config.spacing,
                                                       config.dims, config.pad_value)
             crops[i] = window_hu(crop, config.window)

@@ -211,14 +211,19 @@ def member_runner(member: RunModel, runtime: str = "torch") -> Runner:
 @torch.no_grad()
 def predict_nodules(image: str | Path, coords: Sequence[tuple[str, Sequence[float]]],
                     members: Sequence[RunModel], settings: CropSettings, runtime: str = "torch",
-                    attention: bool = True) -> list[NodulePrediction]:
+                    attention: bool = True, series_id: str | None = None) -> list[NodulePrediction]:
     """Predict every ``(id, world)`` of ``coords`` in CT file ``image`` with ``members`` on ``runtime``
-    (:data:`RUNTIMES`); ``attention=False`` skips the attention maps (needed only for overlays)."""
+    (:data:`RUNTIMES`); ``attention=False`` skips the attention maps (needed only for overlays).
+
+    ``series_id`` picks one series of a DICOM folder that holds several. The scan must pass
+    :func:`naslung.data.scan_check.check_scan` (geometry and HU range).
+    """
     from naslung.data.images import read_ct
+    from naslung.data.scan_check import check_scan
     from naslung.ensemble.vote import agreement, majority_vote, soft_vote
     from naslung.explain.attention import central_slice, spatial_attention
 
-    volume = read_ct(image)
+    volume = check_scan(read_ct(image, series_id))
     runners = [member_runner(m, runtime) for m in members]
     out = []
     for nid, world in coords:
