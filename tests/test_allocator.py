@@ -36,6 +36,7 @@ def _probe(env_value: str | None) -> tuple[bool, int]:
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+@pytest.mark.slow
 def test_freed_tensor_memory_is_reused_not_faulted_again():
     applied, faults = _probe(None)
     assert applied

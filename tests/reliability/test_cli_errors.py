@@ -162,6 +162,7 @@ def test_disk_full_in_a_plain_write(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["x.json"]
 
 
+@pytest.mark.slow
 def test_real_disk_full(base: dict[str, Path], tmp_path: Path) -> None:
     """A 96 KiB tmpfs in a private mount namespace: train runs out of space for real."""
     unshare = shutil.which("unshare")

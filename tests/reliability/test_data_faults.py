@@ -300,6 +300,7 @@ KILLABLE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_kill_9_during_prepare_then_rerun(tree: Tree, tmp_path: Path) -> None:
     out, reference = tmp_path / "crops.h5", tmp_path / "reference.h5"
     prepare(tree, reference, margin=MARGIN + 1)  # what the killed run should have made
@@ -384,6 +385,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+@pytest.mark.slow
 def test_phantom_workers_die_with_their_parent(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", CLI, "data", "phantom", "--out", str(tmp_path / "ph"),

@@ -39,6 +39,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny(tmp_path_factory.mktemp("kill") / "d.h5")
 
 
+@pytest.mark.slow
 def test_train_killed_then_resumed_equals_uninterrupted(data: Path, tmp_path: Path) -> None:
     args = ["train", "--data", data, "--fold", 1, *TRAIN_FAST, "--epochs", "6", "--json"]
     killed = tmp_path / "killed"
@@ -63,6 +64,7 @@ def test_train_killed_then_resumed_equals_uninterrupted(data: Path, tmp_path: Pa
     assert pred == json.loads((tmp_path / "whole" / "predictions.json").read_text())
 
 
+@pytest.mark.slow
 def test_search_killed_then_resumed_equals_uninterrupted(data: Path, tmp_path: Path) -> None:
     args = ["search", "--data", data, *SEARCH_FAST, "--budget-trials", "4", "--json"]
     killed = tmp_path / "killed"

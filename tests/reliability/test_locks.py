@@ -76,6 +76,7 @@ def test_second_writer_refused_by_the_cli(tmp_path: Path, command: str) -> None:
     assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # nothing written beside the lock
 
 
+@pytest.mark.slow
 def test_two_train_processes_on_one_out(tmp_path: Path) -> None:
     """A real second process: refused while the first trains; after the first is killed, resume warns."""
     from naslung.train.checkpoint import load_checkpoint

@@ -7,6 +7,7 @@ import re
 import shutil
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from naslung.explain.provenance import PHANTOM_NOTE
@@ -35,6 +36,7 @@ def test_analysis_pools_folds_and_refits_the_diameter_baseline(experiment):
         assert "vs_reference" in e.stats and e.stats["n"] == e.y.size
 
 
+@pytest.mark.slow
 def test_report_renders_in_chromium(experiment, render, tmp_path):
     from naslung.cli.app import app
 

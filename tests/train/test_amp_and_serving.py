@@ -52,6 +52,7 @@ def test_cpu_training_is_bit_identical_with_amp_on_or_off(separable, monkeypatch
 
 
 @pytest.mark.parametrize(("tta", "channels_last"), [(False, False), (True, True)])
+@pytest.mark.slow
 def test_predictions_run_folded_and_equal_the_unfolded_model(separable, monkeypatch: pytest.MonkeyPatch,
                                                             tta: bool, channels_last: bool) -> None:
     model = fit(separable, tiny(epochs=1, ema_decay=0.9), test_fold=0).model  # EMA weights, trained BN stats

@@ -33,6 +33,7 @@ SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("dims,epochs", [(2, 12), (3, 10)])
+@pytest.mark.slow
 def test_default_training_path_runs_hundreds_of_steps(dims, epochs):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent),
                                                         os.environ.get("PYTHONPATH", "")])}

@@ -18,6 +18,7 @@ from .conftest import TINY, synthetic_dataset, tiny
 
 
 @pytest.mark.parametrize("loss", ["asoftmax", "softmax"])
+@pytest.mark.slow
 def test_learns_a_separable_problem_3d(separable, loss):
     result = fit(separable, tiny(epochs=10, loss=loss), test_fold=0)
     majority = max(np.mean(result.test.label), 1 - np.mean(result.test.label))
@@ -68,6 +69,7 @@ class KilledError(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(separable, tmp_path, monkeypatch):
     full = fit(separable, tiny(epochs=3), test_fold=1, out_dir=tmp_path / "full")
 

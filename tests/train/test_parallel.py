@@ -19,6 +19,7 @@ def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synthetic(tmp_path_factory.mktemp("par") / "syn2d.h5", dims=2, n=120, folds=4, seed=2)
 
 
+@pytest.mark.slow
 def test_side_by_side_equals_one_at_a_time(data_file: Path, tmp_path: Path) -> None:
     dataset, config = load_dataset(data_file), tiny(epochs=2)
     one = run_cv(dataset, config, [0, 1], tmp_path / "one", source=str(data_file), baselines=("diameter",))

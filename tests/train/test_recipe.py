@@ -86,6 +86,7 @@ def test_cv_folds_record_their_split_seed(separable, tmp_path):
 
 # --- schedules ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_lambda_reaches_its_floor_by_the_end_of_a_10_epoch_run(separable):
     result = fit(separable, tiny(epochs=10), test_fold=0)
     assert result.history[-1]["lambda"] == pytest.approx(DEFAULT_LAMBDA_MIN, rel=1e-6)
@@ -172,6 +173,7 @@ def test_augment_crops_is_reproducible_and_off_is_identity():
     assert torch.equal(augment_crops(x, ExtraAugment(), torch.Generator().manual_seed(1)), x)
 
 
+@pytest.mark.slow
 def test_flip_views_and_tta_invariance(separable):
     x = torch.rand(2, 1, 4, 4, 4)
     views = flip_views(x)
@@ -217,6 +219,7 @@ def test_training_stops_after_patience_epochs_without_validation_gain(separable,
     assert len(result.history) == 4 and result.epoch == 1
 
 
+@pytest.mark.slow
 def test_full_recipe_learns_and_resumes_exactly(separable, tmp_path, monkeypatch):
     config = tiny(epochs=3, **FULL)
     full = fit(separable, config, test_fold=1, out_dir=tmp_path / "full")

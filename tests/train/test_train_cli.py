@@ -24,6 +24,7 @@ def invoke(*args):
     return result.output
 
 
+@pytest.mark.slow
 def test_train_cv_evaluate_ensemble(data, tmp_path):
     runs = []
     for seed in (0, 1, 2):
