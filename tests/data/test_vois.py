@@ -7,6 +7,7 @@ import dataclasses
 import gzip
 import hashlib
 import importlib.util
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -131,17 +132,26 @@ def test_rows_without_volume_and_volumes_without_row_are_left_out_and_named(voi_
     assert report.skipped["rows_without_volume"] == 1 and report.skipped["volumes_without_row"] == 1
 
 
-def test_truncated_nifti_is_an_error_naming_it_and_the_old_output_survives(voi_set, tmp_path):
+def test_truncated_nifti_is_skipped_listed_and_every_bad_is_an_error(voi_set, tmp_path):
     out = tmp_path / "v.h5"
     _prepare(voi_set, out)
     before = _sha(out)
     kept = load_dataset(out)
     images = voi_set.root / "data" / "VOIs" / "image"
-    # A labelled VOI (one the dataset holds), cut in half.
+    # A labelled VOI (one the dataset holds), cut in half: skipped, named, listed beside the new dataset.
     victim = next(p for p in sorted(images.glob("*.nii.gz")) if _is_kept(p, voi_set, kept))
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) // 2])
-    with pytest.raises(DataError, match=victim.name):
+    again = tmp_path / "again.h5"
+    report, warnings = _prepare(voi_set, again)
+    assert len(load_dataset(again)) == len(kept) - 1 and report.skipped["refused_scans"] == 1
+    assert any(victim.name in w and "skipped" in w for w in warnings)
+    listed = json.loads(report.errors_file.read_text())["refused"]
+    assert [Path(r["scan"]).name for r in listed] == [victim.name]
+    # Every volume damaged: an error naming one, and the dataset already written survives.
+    for path in images.glob("*.nii.gz"):
+        path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(DataError, match=r"\.nii\.gz"):
         _prepare(voi_set, out, margin=4)
     assert _sha(out) == before
 
@@ -153,12 +163,14 @@ def _is_kept(path: Path, voi_set, ds) -> bool:
     return str(int(nodule) - 1) in set(ds.nodule_id[ds.seriesuid == row["seriesuid"]])
 
 
-def test_garbage_nifti_is_an_error_naming_it(voi_set, tmp_path):
+def test_garbage_nifti_is_skipped_and_named(voi_set, tmp_path):
     images = voi_set.root / "data" / "VOIs" / "image"
     victim = sorted(images.glob("*.nii.gz"))[0]
     victim.write_bytes(gzip.compress(b"not a nifti file at all" * 20))
-    with pytest.raises(DataError, match=victim.name):
-        _prepare(voi_set, tmp_path / "v.h5")
+    report, warnings = _prepare(voi_set, tmp_path / "v.h5")
+    assert any(victim.name in w for w in warnings)
+    if report.refused:  # a VOI the label join kept is listed; one it left out never reaches the reader
+        assert victim.name in report.refused[0]["scan"]
 
 
 def test_affine_that_disagrees_with_the_table_is_an_error(voi_set, tmp_path):

