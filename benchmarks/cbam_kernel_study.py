@@ -8,7 +8,7 @@ of the embedding (the input of the head) over that fold::
     python benchmarks/cbam_kernel_study.py --data PHANTOM-3D.h5 --fold 0 --epochs 6 --jobs 2
 
 Folds 1-5 are refused: they are the paper's test folds. The cause, and the ``linear`` embedding that removes
-it, are in :mod:`naslung.models.factory` and the README ("Why, and a fix").
+it, are in :mod:`naslung.models.factory` and docs/explanation.md ("The recipe and the embedding").
 """
 
 from __future__ import annotations

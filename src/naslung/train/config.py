@@ -30,7 +30,7 @@ PAPER_RECIPE: dict[str, Any] = {
 RECIPES: dict[str, dict[str, Any]] = {"naslung": {}, "paper": PAPER_RECIPE}
 
 #: The default architecture by the data's dimensionality (``TrainConfig.resolve(spatial_dims=...)``),
-#: chosen on real LIDC development folds (README, "Real LIDC CT"); 3-D is also the dataclass default.
+#: chosen on real LIDC development folds (docs/results.md, "Real LIDC CT"); 3-D is also the dataclass default.
 #: 2-D: on the real VOI set's 2-D slices (development folds 0 and 6-9, AUC selection, 32 epochs) Model-1 gave
 #: 83.28 acc / 81.63 F1 and [8,8,[8,8],[16,16],[32,32]] 86.03 / 84.03, the diameter baseline 83.11 / 80.01
 #: (benchmarks/recipe_ablation.py --variants model1,arch-8 --set select_metric=auc --set epochs=32).
@@ -67,14 +67,14 @@ class TrainConfig:
         num_threads: torch intra-op threads on CPU (None: leave torch's default).
         channels_last: channels-last memory format, 3-D only (``channels_last_3d``; 2-D always runs
             contiguous, see ``engine.channels_last_applies``). On by default: measured faster training on
-            CPU in ``benchmarks/train_throughput.py`` (see README). Training only on CPU: predictions there
+            CPU in ``benchmarks/train_throughput.py`` (see docs/performance.md). Training only on CPU: predictions there
             run contiguous, which infers faster (``naslung.models.fast.serving_channels_last``).
         amp: bf16 autocast around the training forward on a CUDA GPU with bf16
             (``torch.cuda.is_bf16_supported()``; the loss stays float32). No effect on CPU, which trains in
             float32 either way. Off by default: on an H200 it made a whole 10-epoch Model-1 fold only ~2 %
             faster (the step is 1.1-1.3x, ``benchmarks/gpu_check.py``, but these small nets are bound by
             Python and data, not by the GPU), its gradients differed from fp32 by up to 60 % of their scale,
-            and its one development-fold run ended 5 F1 points lower (see README).
+            and its one development-fold run ended 5 F1 points lower (see docs/performance.md).
         cbam_kernel: kernel of CBAM's spatial-gate conv (3 or 7; the paper does not state it).
         fft_gates: run CBAM's spatial-gate conv through the FFT on CPU (the same conv to float rounding,
             several times faster; :mod:`naslung.models.blocks.fft_conv`). False: the conv module.
@@ -121,7 +121,7 @@ class TrainConfig:
     fft_gates: bool = True
     embedding: str = "relu"
     split_seed: int = 0
-    # The recipe (README, "The training recipe"): chosen on development folds 0 and 6 with
+    # The recipe (docs/explanation.md, "The recipe and the embedding"): chosen on development folds 0 and 6 with
     # benchmarks/recipe_ablation.py, then frozen before folds 1-5 were trained.
     lr_schedule: str = "cosine"
     warmup_epochs: float = 1.0

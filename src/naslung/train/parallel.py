@@ -1,7 +1,7 @@
 """Independent training runs side by side, one spawned single-threaded process per job.
 
 On a CPU of few cores, two single-threaded runs at once beat one two-threaded run (OpenMP threads of one
-small model wait on each other; README "Speed"), and the folds of a cv and the members of an ensemble are
+small model wait on each other; docs/performance.md), and the folds of a cv and the members of an ensemble are
 independent runs. Each worker reads the dataset from its file and calls :func:`~naslung.train.engine.fit`
 with ``resume=True``, so a killed batch resumes, and a run finished earlier is only read back. Workers end
 with their parent (:func:`~naslung.data.phantom.build.die_with_parent`).

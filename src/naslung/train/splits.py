@@ -2,7 +2,7 @@
 
 The paper trains on nine LUNA16 folds and reports the tenth (section 4.1.1). The public reference code then
 picks each fold's best epoch on that test fold; we pick it on an inner validation split instead, so the
-test fold is never seen before the final, single evaluation (README, "Protocol").
+test fold is never seen before the final, single evaluation (docs/explanation.md, "The protocol").
 
 The inner split is *patient-grouped*: every nodule of a scan goes to the same side, so validation never
 sees a patient the model trained on. We group by the dataset's ``seriesuid`` (our choice: it is the only

@@ -2,7 +2,7 @@
 
 The renderer sees only a :class:`RenderSpec`: the mask on the output grid, the spacing, the slice thickness
 and the appearance ratings (texture, calcification, internal structure). It has no field for the malignancy
-rating, so the image cannot encode the label (README, "The LIDC phantom").
+rating, so the image cannot encode the label (docs/explanation.md, "The LIDC phantom").
 
 HU model (all draws from the per-nodule ``rng``):
 
