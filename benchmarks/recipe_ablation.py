@@ -41,7 +41,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "paper": {"lambda_schedule": "sphereface"},
     "recipe": RECIPE,
     "recipe-no-extra-aug": {**RECIPE, **NO_AUG},
-    # CBAM's 3^3 spatial kernel: 2-4x faster training (benchmarks/train_throughput.py), but see docs/explanation.md.
+    # CBAM's 3^3 spatial kernel: 2-4x faster training (benchmarks/train_throughput.py), but see
+    # docs/explanation.md.
     "recipe-cbam3": {**RECIPE, "cbam_kernel": 3},
     "recipe-no-ema-tta": {**RECIPE, "ema_decay": None, "tta": False},
     "recipe-constant-lr": {**RECIPE, "lr": 2e-4, "lr_schedule": "constant", "warmup_epochs": 0.0},

@@ -1,6 +1,7 @@
 """Protocol guards shared by every pipeline that chains a search into training (demo, reproduce, ...).
 
-The protocol (docs/explanation.md, "The protocol"): architectures, epochs and members are chosen without the test fold.
+The protocol (docs/explanation.md, "The protocol"): architectures, epochs and members are chosen without the
+test fold.
 When a search feeds a training run, the run's test fold must be one of the folds the search never saw (its
 ``exclude_folds``); otherwise the architecture was picked with that fold's nodules and the reported number
 is leaked.

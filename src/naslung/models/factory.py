@@ -16,7 +16,8 @@ embedding lies in the positive orthant. At initialisation the embeddings of all 
 about 10-25 degrees of each other (cosine to their mean 0.90-0.99, Model-1 on phantom crops), every nodule
 falls on one side of the head's angular boundary, and under A-Softmax's margin (eq. 4, m = 4) shrinking the
 norm of the wrong-side embeddings can lower the loss faster than turning them: a degenerate state in which
-every nodule is called benign (seen with the 3^3 CBAM kernel; docs/explanation.md, "The recipe and the embedding"). SphereFace
+every nodule is called benign (seen with the 3^3 CBAM kernel; docs/explanation.md, "The recipe and the
+embedding"). SphereFace
 puts its margin on an FC embedding with no ReLU. ``"linear"`` does the same at no cost: the network's last
 residual block returns its sum before the ReLU (no new parameter or MAC; CBAM's gates are positive, so the
 closing CBAM keeps the sign). ``"relu"`` is Fig. 2 as written.

@@ -4,7 +4,8 @@
 analytic cost, fits (or loads) the latency model, replays ``trials.jsonl`` when resuming, hands a
 :class:`SearchDriver` to the chosen executor and writes ``pareto.json`` and the plot.
 
-Data protocol (never select on a test fold; docs/explanation.md, "The protocol"): by default the paper's test folds 1-5 are
+Data protocol (never select on a test fold; docs/explanation.md, "The protocol"): by default the paper's test
+folds 1-5 are
 removed from the dataset before anything else, and candidates train and validate on folds 0, 6-9 through
 ``fit(dev, config, test_fold=None)``, whose inner validation split comes from those folds. The objective is
 that inner-validation score (accuracy or F1), never a test score.

@@ -44,7 +44,8 @@ MIN_AUC = 0.6
 #: Floor on inner-validation balanced accuracy ``(sensitivity + specificity) / 2``. Calling every nodule
 #: one class gives exactly 0.5 (whatever the class shares, unlike accuracy, which then equals the larger
 #: share); random calls have a standard error of ~0.06 on ~75 nodules. 0.6 is ~1.7 of those above it, and
-#: drops the near-collapsed models that call almost everything benign (sensitivity ~0.1-0.3, docs/explanation.md's 3^3
+#: drops the near-collapsed models that call almost everything benign (sensitivity ~0.1-0.3,
+#: docs/explanation.md's 3^3
 #: CBAM collapse); learned models reach 0.8-0.9.
 MIN_BALANCED_ACCURACY = 0.6
 

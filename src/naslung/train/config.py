@@ -67,7 +67,8 @@ class TrainConfig:
         num_threads: torch intra-op threads on CPU (None: leave torch's default).
         channels_last: channels-last memory format, 3-D only (``channels_last_3d``; 2-D always runs
             contiguous, see ``engine.channels_last_applies``). On by default: measured faster training on
-            CPU in ``benchmarks/train_throughput.py`` (see docs/performance.md). Training only on CPU: predictions there
+            CPU in ``benchmarks/train_throughput.py`` (see docs/performance.md). Training only on CPU:
+            predictions there
             run contiguous, which infers faster (``naslung.models.fast.serving_channels_last``).
         amp: bf16 autocast around the training forward on a CUDA GPU with bf16
             (``torch.cuda.is_bf16_supported()``; the loss stays float32). No effect on CPU, which trains in
@@ -121,7 +122,8 @@ class TrainConfig:
     fft_gates: bool = True
     embedding: str = "relu"
     split_seed: int = 0
-    # The recipe (docs/explanation.md, "The recipe and the embedding"): chosen on development folds 0 and 6 with
+    # The recipe (docs/explanation.md, "The recipe and the embedding"): chosen on development folds 0 and 6
+    # with
     # benchmarks/recipe_ablation.py, then frozen before folds 1-5 were trained.
     lr_schedule: str = "cosine"
     warmup_epochs: float = 1.0
