@@ -187,8 +187,12 @@ ENSEMBLE_SIZE_JSON = FileKind("naslung ensemble-size study (JSON)", (".json",),
                               json_schema("naslung-ensemble-size", keys=("fold", "runs", "vote", "rows")))
 PREPARE_ERRORS = FileKind("naslung list of scans prepare refused (JSON)", (".json",),
                           json_schema("naslung-prepare-errors", keys=("dataset", "refused")))
+STUDY_PREDICTIONS = FileKind("naslung study predictions (CSV)", (".csv",),
+                             lambda p: _head(p, 64).startswith(b"seriesuid,coordX,coordY,coordZ,probability"))
+STUDY_ERRORS = FileKind("naslung list of study prediction errors (JSON)", (".json",),
+                        json_schema("naslung-study-errors"))
 FILE_KINDS: tuple[FileKind, ...] = (CROP_DATASET, PNG, ONNX, REPORT, LABEL_TABLE, ENSEMBLE_SIZE_JSON,
-                                    PREPARE_ERRORS)
+                                    PREPARE_ERRORS, STUDY_PREDICTIONS, STUDY_ERRORS)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from naslung.cli import (
     ensemble,
     explain,
     export,
+    models,
     predict,
     report,
     reproduce,
@@ -31,6 +32,7 @@ app = typer.Typer(
 )
 app.add_typer(arch.app, name="arch")
 app.add_typer(data.app, name="data")
+app.add_typer(models.app, name="models")
 train.register(app)
 cv.register(app)
 ensemble.register(app)

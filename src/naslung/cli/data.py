@@ -70,14 +70,9 @@ def prepare(
         if vois is None:
             report = prepare_dataset(config, progress=progress_bar(json_out), on_warning=warn)
         else:
-            from naslung.data.ct_slicing import read_ct_slicing
-            from naslung.data.labels import cluster_table
-            from naslung.data.vois import prepare_vois
+            from naslung.data.vois import prepare_voi_set
 
-            voi_table = read_ct_slicing(vois)
-            progress = progress_bar(json_out)
-            clusters = cluster_table(voi_table.frame["seriesuid"], progress=progress)
-            report = prepare_vois(voi_table, config, clusters, progress=progress, on_warning=warn)
+            report = prepare_voi_set(vois, config, progress=progress_bar(json_out), on_warning=warn)
     except DataError as exc:
         raise _data_error(exc) from None
     if json_out:

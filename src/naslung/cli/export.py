@@ -16,7 +16,8 @@ def register(app: typer.Typer) -> None:
 
 
 def export(
-    source: Path = typer.Argument(..., help="A run folder (its best.pt) or a checkpoint file (.pt)."),
+    source: Path = typer.Argument(..., help="A run folder (its best.pt), a checkpoint file (.pt) or a "
+                                            "bundled model NAME."),
     onnx: Path = typer.Option(..., "--onnx", help="The ONNX file to write."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing naslung ONNX file."),
     size: int = typer.Option(32, help="Input side the graph is traced with (divisible by 8)."),
@@ -26,8 +27,21 @@ def export(
     gives the PyTorch logits within 1e-4."""
     if size < 8 or size % 8:
         raise typer.BadParameter(f"must be a positive multiple of 8, got {size}", param_hint="--size")
+    from naslung.zoo.registry import is_model_name
+
+    if is_model_name(source):  # a bundled model: its one weights file, checksum-checked
+        from naslung.zoo.load import load_bundled
+
+        try:
+            bundled = load_bundled(str(source))
+        except (FileNotFoundError, ValueError) as exc:
+            fail(exc)
+        if len(bundled) != 1:
+            fail(f"{source}: an ensemble of {len(bundled)} members; export one member's best.pt from "
+                 f"{bundled[0].path.parent}")
+        source = bundled[0].path / "best.pt"
     if not source.exists():
-        fail(f"{source}: no such run folder or checkpoint")
+        fail(f"{source}: no such run folder, checkpoint or bundled model")
     check_file_output(onnx, ONNX, "--onnx", overwrite=overwrite, inputs=[("SOURCE", source)])
     try:
         import onnx as _onnx  # noqa: F401

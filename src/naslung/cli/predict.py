@@ -18,8 +18,18 @@ def register(app: typer.Typer) -> None:
 
 
 def predict(
-    model: Path = typer.Option(..., "--model", help="run, cv folder or ensemble (runs folder/JSON)"),
-    image: Path = typer.Option(..., "--image", help="CT: .mhd/.mha, .nii/.nii.gz, .nrrd or a DICOM folder"),
+    model: Path = typer.Option(..., "--model", help="bundled model NAME (naslung models list), run, cv "
+                                                    "folder or ensemble (runs folder/JSON)"),
+    image: Path | None = typer.Option(None, "--image", help="CT: .mhd/.mha, .nii/.nii.gz, .nrrd or a DICOM "
+                                                            "folder"),
+    scans: Path | None = typer.Option(None, "--scans", help="a whole study: a LUNA16 tree, or a folder of "
+                                                            ".mhd/.nii/.nrrd files and DICOM series named by "
+                                                            "series uid (with --candidates and --out)"),
+    candidates: Path | None = typer.Option(None, "--candidates", help="with --scans: CSV with seriesuid, "
+                                                                      "coordX, coordY, coordZ"),
+    out: Path | None = typer.Option(None, "--out", help="with --scans: the predictions CSV to write "
+                                                        "(rerun after a kill: resumes)"),
+    batch: int = typer.Option(64, "--batch", min=1, help="with --scans: crops per forward pass"),
     series: str | None = typer.Option(None, "--series", help="SeriesInstanceUID of the series to read when "
                                                              "the --image DICOM folder holds several"),
     coords: str | None = typer.Option(None, "--coords", help="world X,Y,Z in mm (LUNA16 convention)"),
@@ -27,7 +37,7 @@ def predict(
     spacing: float | None = typer.Option(None, "--spacing", help="crop mm, if the run lacks it"),
     window: str | None = typer.Option(None, "--window", help="HU lo,hi, if the run lacks it"),
     overlay: Path | None = typer.Option(None, "--overlay", help="attention overlay PNG"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing overlay PNG"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing overlay PNG or --out CSV"),
     runtime: str = typer.Option("torch", "--runtime",
                                 help="torch, or onnx: ONNX Runtime on an export cached per checkpoint"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
@@ -45,6 +55,15 @@ def predict(
         save_overlays,
     )
 
+    if scans is not None:
+        _predict_study(model, scans, candidates, out, runtime=runtime, batch=batch, overwrite=overwrite,
+                       spacing=spacing, window=window, as_json=as_json,
+                       others={"--image": image, "--coords": coords, "--coords-file": coords_file,
+                               "--overlay": overlay, "--series": series})
+        return
+    if image is None:
+        raise typer.BadParameter("give --image CT (with --coords or --coords-file), or --scans DIR with "
+                                 "--candidates CSV and --out CSV", param_hint="--image")
     if (coords is None) == (coords_file is None):
         raise typer.BadParameter("give exactly one of --coords X,Y,Z and --coords-file CSV",
                                  param_hint="--coords")
@@ -95,3 +114,48 @@ def predict(
         console.print(table)
         if r.overlay:
             typer.echo(f"overlay: {r.overlay}")
+
+
+def _predict_study(model: Path, scans: Path, candidates: Path | None, out: Path | None, *, runtime: str,
+                   batch: int, overwrite: bool, spacing: float | None, window: str | None, as_json: bool,
+                   others: dict[str, object]) -> None:
+    """``predict --scans DIR --candidates CSV --out CSV``: every candidate of a study
+    (:mod:`naslung.explain.study`)."""
+    from naslung.cli.progress import progress_bar
+    from naslung.data.errors import DataError
+    from naslung.data.prepare import parse_window
+    from naslung.explain.predict import RUNTIMES, load_members, resolve_settings
+    from naslung.explain.study import errors_path, predict_study
+    from naslung.outputs import STUDY_ERRORS, STUDY_PREDICTIONS
+
+    given = [name for name, value in others.items() if value is not None]
+    if given:
+        raise typer.BadParameter(f"--scans predicts a whole study; {', '.join(given)} apply to --image only",
+                                 param_hint="--scans")
+    if candidates is None or out is None:
+        raise typer.BadParameter("--scans needs --candidates CSV and --out CSV", param_hint="--scans")
+    inputs = [("--model", model), ("--scans", scans), ("--candidates", candidates)]
+    try:
+        check_option("runtime", runtime, RUNTIMES)
+        check_file_output(out, STUDY_PREDICTIONS, "--out", overwrite=overwrite, inputs=inputs)
+        check_file_output(errors_path(out), STUDY_ERRORS, "--out", overwrite=True, inputs=inputs)
+        members = load_members(model)
+        settings, notes = resolve_settings(members, spacing, parse_window(window) if window else None)
+        report = predict_study(scans, candidates, members, settings, out, runtime=runtime, batch=batch,
+                               overwrite=overwrite, progress=progress_bar(as_json))
+    except (DataError, FileNotFoundError, ValueError) as exc:
+        fail(exc)
+    except ImportError as exc:
+        fail(str(exc))
+    summary = {"out": str(report.out), "scans": report.scans, "rows": report.rows,
+               "resumed_after_scans": report.skipped_scans, "errors": len(report.errors),
+               "errors_file": str(report.errors_file), "notes": notes}
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    for note in notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"{report.rows} candidates of {report.scans} scans -> {report.out}"
+               + (f" (resumed: {report.skipped_scans} scans were done)" if report.skipped_scans else ""))
+    if report.errors:
+        typer.echo(f"{len(report.errors)} errors (rows left out), listed in {report.errors_file}")

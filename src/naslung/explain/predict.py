@@ -1,7 +1,8 @@
 """``naslung predict``: malignancy of the nodule at world coordinates of a CT file, by one model or more.
 
-Models: a run folder (one model), a cv folder (its ``fold_<K>`` models) or an ensemble (a folder of run
-folders, or a ``.json`` with a ``"runs"`` list such as ``naslung ensemble --json`` prints). Each member's
+Models: a bundled model name (``naslung models list``), a run folder (one model), a cv folder (its
+``fold_<K>`` models) or an ensemble (a folder of run folders, or a ``.json`` with a ``"runs"`` list such as
+``naslung ensemble --json`` prints). Each member's
 probability is reported, with the paper's majority vote (> floor(n/2) members at p >= 0.5, section 3.5),
 the soft vote and the agreement (:mod:`naslung.ensemble.vote`).
 
@@ -62,7 +63,14 @@ def find_members(model: str | Path) -> list[Path]:
 
 
 def load_members(model: str | Path) -> list[RunModel]:
-    """Load every member of ``model`` (see :func:`find_members`)."""
+    """Load every member of ``model``: a bundled model name (:func:`naslung.zoo.load.load_bundled`; an
+    existing path of that name wins), else the runs of :func:`find_members`."""
+    from naslung.zoo.registry import is_model_name
+
+    if is_model_name(model):
+        from naslung.zoo.load import load_bundled
+
+        return load_bundled(str(model))
     return [load_run_model(p) for p in find_members(model)]
 
 

@@ -56,10 +56,11 @@ class RunModel:
     loss: str | None
     crop: CropSettings
     config: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None  # how reports name it (a bundled model's ``NAME/member``); default its path
 
     @property
     def name(self) -> str:
-        return str(self.path)
+        return self.label or str(self.path)
 
 
 def resolve_run(path: str | Path, fold: int | None = None) -> Path:
