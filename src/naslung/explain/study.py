@@ -193,7 +193,8 @@ def _resume_state(out: Path, identity: dict, overwrite: bool) -> tuple[set[str],
     records = read_jsonl(progress_path(out)) if progress_path(out).is_file() else []
     if not records or not partial_path(out).is_file():
         return set(), [], 0
-    if records[0] != identity:
+    recorded = {k: v for k, v in records[0].items() if k != "bytes"}
+    if recorded != json.loads(json.dumps(identity)):
         if overwrite:
             return set(), [], 0
         raise ValueError(f"{progress_path(out)}: an interrupted prediction with other models, candidates or "
