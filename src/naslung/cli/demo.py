@@ -48,7 +48,7 @@ def demo(
     from rich.console import Console
     from rich.table import Table
 
-    from naslung.cli.progress import RichProgress
+    from naslung.cli.progress import RichProgress, progress_bar
     from naslung.pipeline.budgets import budget_for
     from naslung.pipeline.demo import PHANTOM_NOTE, DemoConfig, run_demo
 
@@ -62,7 +62,7 @@ def demo(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     check_folder_output(out, DEMO, "--out")
-    with RichProgress() as progress:
+    with progress_bar(False) or RichProgress() as progress:
         summary = run_demo(cfg, log=lambda msg: console.print(f"[bold cyan]{msg}"), progress=progress)
     table = Table(title=f"Test fold {test_fold}: {PHANTOM_NOTE}")
     table.add_column("method (test fold)", no_wrap=True)

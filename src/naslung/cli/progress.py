@@ -1,9 +1,15 @@
-"""Progress bars for the terminal: the rich implementation of :class:`naslung.progress.Progress`."""
+"""Progress for the terminal and for logs: implementations of :class:`naslung.progress.Progress`.
+
+On a terminal, rich bars (:class:`RichProgress`); when stderr is a file or a pipe (a log, ``nohup``, a batch
+job), plain lines (:class:`LogProgress`), since a bar redrawn in place writes nothing useful there.
+"""
 
 from __future__ import annotations
 
+import sys
+import time
 from types import TracebackType
-from typing import Any
+from typing import Any, TextIO
 
 
 def format_info(info: dict[str, Any]) -> str:
@@ -73,6 +79,62 @@ class RichProgress:
         self._tasks.clear()
 
 
-def progress_bar(quiet: bool) -> RichProgress | None:
-    """A :class:`RichProgress`, or None when ``quiet`` (``--json``: nothing but the JSON is printed)."""
-    return None if quiet else RichProgress()
+class LogProgress:
+    """Progress as plain lines for a log: a line at each quarter of a task's total (or every ``interval_s``
+    seconds, for a task of unknown total or a slow quarter), and its end with the time taken."""
+
+    def __init__(self, stream: TextIO | None = None, interval_s: float = 30.0) -> None:
+        self.stream = stream if stream is not None else sys.__stderr__
+        self.interval_s = interval_s
+        self._tasks: dict[str, dict[str, Any]] = {}
+
+    def __enter__(self) -> LogProgress:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _line(self, text: str) -> None:
+        if self.stream is not None:
+            print(text, file=self.stream, flush=True)
+
+    def start(self, task: str, total: int | None) -> None:
+        now = time.monotonic()
+        self._tasks[task] = {"total": total, "done": 0, "t0": now, "last": now, "step": 0}
+
+    def advance(self, task: str, n: int = 1, **info: Any) -> None:
+        if task not in self._tasks:
+            self.start(task, None)
+        state = self._tasks[task]
+        state["done"] += n
+        now, total = time.monotonic(), state["total"]
+        step = int(4 * state["done"] / total) if total else 0
+        if step > state["step"] or now - state["last"] >= self.interval_s:
+            state["step"], state["last"] = max(step, state["step"]), now
+            count = f"{state['done']}/{total}" if total else str(state["done"])
+            extra = f"  {format_info(info)}" if info else ""
+            if not (total and state["done"] >= total):  # the last step is finish's line
+                self._line(f"{task}: {count}  {now - state['t0']:.0f} s{extra}")
+
+    def finish(self, task: str) -> None:
+        state = self._tasks.pop(task, None)
+        if state is not None:
+            self._line(f"{task}: done, {state['done']} in {time.monotonic() - state['t0']:.0f} s")
+
+    def close(self) -> None:
+        """Forget the running tasks (idempotent)."""
+        self._tasks.clear()
+
+
+def progress_bar(quiet: bool) -> RichProgress | LogProgress | None:
+    """Rich bars on a terminal, plain lines when stderr is a log, None when ``quiet`` (``--json``).
+
+    The log lines go to the process's own stderr (``sys.__stderr__``), not to a captured ``sys.stderr``.
+    """
+    if quiet:
+        return None
+    stream = sys.__stderr__
+    if stream is not None and not stream.isatty():
+        return LogProgress(stream)
+    return RichProgress()

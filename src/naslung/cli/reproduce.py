@@ -36,7 +36,7 @@ def reproduce(
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """The paper's sequence at a budget; every stage resumable (rerun the same command to continue)."""
-    from naslung.cli.progress import RichProgress
+    from naslung.cli.progress import RichProgress, progress_bar
     from naslung.pipeline.budgets import budget_for, parse_overrides
     from naslung.pipeline.reproduce import ReproduceConfig, run_reproduce
     from naslung.train.splits import parse_folds
@@ -52,7 +52,7 @@ def reproduce(
     def log(message: str) -> None:
         typer.echo(message, err=as_json)
 
-    with RichProgress(quiet=as_json) as progress:
+    with progress_bar(as_json) or RichProgress(quiet=True) as progress:
         summary = run_reproduce(config, log=log, progress=progress)
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
