@@ -9,7 +9,7 @@ from naslung.cli.progress import LogProgress, RichProgress, progress_bar
 
 def test_log_progress_writes_a_line_per_quarter_and_the_end() -> None:
     stream = io.StringIO()
-    with LogProgress(stream, interval_s=1e9) as progress:
+    with LogProgress(stream, interval_s=1e9, min_s=0.0) as progress:
         progress.start("prepare", 8)
         for _ in range(8):
             progress.advance("prepare", loss=0.5)
@@ -22,7 +22,7 @@ def test_log_progress_writes_a_line_per_quarter_and_the_end() -> None:
 
 def test_unknown_total_reports_on_the_interval() -> None:
     stream = io.StringIO()
-    progress = LogProgress(stream, interval_s=0.0)
+    progress = LogProgress(stream, interval_s=0.0, min_s=0.0)
     progress.advance("labels")  # a task never started is started with no total
     progress.advance("labels")
     lines = stream.getvalue().splitlines()
@@ -40,3 +40,13 @@ def test_progress_bar_picks_by_the_stream(monkeypatch) -> None:
     assert isinstance(progress_bar(False), LogProgress)
     monkeypatch.setattr("sys.__stderr__", Tty())
     assert isinstance(progress_bar(False), RichProgress)
+
+
+def test_a_short_task_writes_nothing() -> None:
+    stream = io.StringIO()
+    progress = LogProgress(stream, min_s=60.0)
+    progress.start("batches", 4)
+    for _ in range(4):
+        progress.advance("batches")
+    progress.finish("batches")
+    assert stream.getvalue() == ""

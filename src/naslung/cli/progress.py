@@ -81,11 +81,13 @@ class RichProgress:
 
 class LogProgress:
     """Progress as plain lines for a log: a line at each quarter of a task's total (or every ``interval_s``
-    seconds, for a task of unknown total or a slow quarter), and its end with the time taken."""
+    seconds, for a task of unknown total or a slow quarter), and its end with the time taken. A task
+    shorter than ``min_s`` (the batches of one epoch, say) writes nothing: a log holds stages, not steps."""
 
-    def __init__(self, stream: TextIO | None = None, interval_s: float = 30.0) -> None:
+    def __init__(self, stream: TextIO | None = None, interval_s: float = 30.0, min_s: float = 10.0) -> None:
         self.stream = stream if stream is not None else sys.__stderr__
         self.interval_s = interval_s
+        self.min_s = min_s
         self._tasks: dict[str, dict[str, Any]] = {}
 
     def __enter__(self) -> LogProgress:
@@ -110,6 +112,8 @@ class LogProgress:
         state["done"] += n
         now, total = time.monotonic(), state["total"]
         step = int(4 * state["done"] / total) if total else 0
+        if now - state["t0"] < self.min_s:
+            return
         if step > state["step"] or now - state["last"] >= self.interval_s:
             state["step"], state["last"] = max(step, state["step"]), now
             count = f"{state['done']}/{total}" if total else str(state["done"])
@@ -119,7 +123,7 @@ class LogProgress:
 
     def finish(self, task: str) -> None:
         state = self._tasks.pop(task, None)
-        if state is not None:
+        if state is not None and time.monotonic() - state["t0"] >= self.min_s:
             self._line(f"{task}: done, {state['done']} in {time.monotonic() - state['t0']:.0f} s")
 
     def close(self) -> None:
