@@ -52,7 +52,7 @@ from naslung.data.luna16 import (
     read_annotations,
 )
 from naslung.data.phantom.manifest import manifest_subsets, provenance_entry, read_manifest
-from naslung.data.prepare_guards import check_memory, check_output, errors_path, writer_lock
+from naslung.data.prepare_guards import all_refused, check_memory, check_output, write_errors, writer_lock
 from naslung.data.scan_check import check_scan
 from naslung.progress import Progress, tracked
 
@@ -274,7 +274,7 @@ def prepare_dataset(config: PrepareConfig, progress: Progress | None = None,
     for entry in refused:
         warn(f"{entry['reason']}; scan skipped")
     if not plans:
-        raise _all_refused(config, refused)
+        raise all_refused(config.out, refused)
 
     crosscheck = None
     ann_path = find_annotations(config.luna_dir)
@@ -351,32 +351,12 @@ def prepare_dataset(config: PrepareConfig, progress: Progress | None = None,
             n_scans += 1
             advance(plan.ref.seriesuid)
         if not n_scans:  # raised inside the writer: the temporary goes, an existing output stays
-            raise _all_refused(config, refused)
-        errors_file = _write_errors(config.out, refused)
+            raise all_refused(config.out, refused)
+        errors_file = write_errors(config.out, refused)
     return PrepareReport(out=config.out, n_nodules=n_total, n_malignant=n_malignant, n_scans=n_scans,
                          n_padded=n_padded, seconds=time.perf_counter() - start,
                          labels_source=labels.description, skipped=skipped, crosscheck=crosscheck,
                          warnings=warnings, refused=refused, errors_file=errors_file)
-
-
-def _all_refused(config: PrepareConfig, refused: list[dict[str, Any]]) -> DataError:
-    """The error of a run whose every scan was refused; writes the errors file first."""
-    _write_errors(config.out, refused)
-    first = refused[0]["reason"] if len(refused) == 1 else f"e.g. {refused[0]['reason']}"
-    return DataError(f"{first} (every scan with labelled nodules refused: {len(refused)} listed in "
-                     f"{errors_path(config.out)})")
-
-
-def _write_errors(out: Path, refused: list[dict[str, Any]]) -> Path | None:
-    """Write the scans refused beside ``out`` (``OUT.errors.json``); with none, remove an older list."""
-    from naslung.atomic import write_json_atomic
-
-    path = errors_path(out)
-    if not refused:
-        path.unlink(missing_ok=True)  # check_output accepted it: it is an errors list of an older run
-        return None
-    return write_json_atomic(path, {"schema": "naslung-prepare-errors", "schema_version": 1,
-                                    "dataset": str(out), "refused": refused})
 
 
 @contextmanager

@@ -10,7 +10,7 @@ import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from naslung.data.errors import DataError
 
@@ -99,6 +99,26 @@ def _human(n: float) -> str:
 def errors_path(out: Path) -> Path:
     """The list of scans a prepare run refused, beside its dataset: ``OUT.errors.json``."""
     return out.with_name(f"{out.name}.errors.json")
+
+
+def write_errors(out: Path, refused: list[dict[str, Any]]) -> Path | None:
+    """Write the scans refused beside ``out`` (``OUT.errors.json``); with none, remove an older list."""
+    from naslung.atomic import write_json_atomic
+
+    path = errors_path(out)
+    if not refused:
+        path.unlink(missing_ok=True)  # check_output accepted it: it is an errors list of an older run
+        return None
+    return write_json_atomic(path, {"schema": "naslung-prepare-errors", "schema_version": 1,
+                                    "dataset": str(out), "refused": refused})
+
+
+def all_refused(out: Path, refused: list[dict[str, Any]]) -> DataError:
+    """The error of a run whose every scan was refused; writes the errors file first."""
+    write_errors(out, refused)
+    first = refused[0]["reason"] if len(refused) == 1 else f"e.g. {refused[0]['reason']}"
+    return DataError(f"{first} (every scan with labelled nodules refused: {len(refused)} listed in "
+                     f"{errors_path(out)})")
 
 
 def lock_path(out: Path) -> Path:

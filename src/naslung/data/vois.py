@@ -47,8 +47,8 @@ from naslung.data.geometry import extract_crop_coverage, window_hu
 from naslung.data.images import read_ct, read_nifti_geometry
 from naslung.data.labels import CHARACTERISTICS
 from naslung.data.luna16 import load_subset_table
-from naslung.data.prepare import PrepareConfig, PrepareReport, _all_refused, _write_errors
-from naslung.data.prepare_guards import check_memory, check_output, writer_lock
+from naslung.data.prepare import PrepareConfig, PrepareReport
+from naslung.data.prepare_guards import all_refused, check_memory, check_output, write_errors, writer_lock
 from naslung.data.scan_check import check_scan
 from naslung.progress import Progress, tracked
 
@@ -228,20 +228,20 @@ def prepare_vois(table: VoiTable, config: PrepareConfig, clusters: Any, progress
                         "nodule_id": str(row.nodule_id), "reason": str(exc)})
         warn(f"{exc}; volume skipped")
 
-    # A volume whose header cannot be read is skipped and listed (OUT.errors.json), as prepare --luna does.
-    readable = []
-    for row in kept.itertuples(index=False):
+    # One header read per volume gives both its position check and its readability: an unreadable one is
+    # skipped and listed (OUT.errors.json), as prepare --luna does.
+    readable = np.ones(len(kept), dtype=bool)
+    problems: list[str | None] = []
+    for i, row in enumerate(kept.itertuples(index=False)):
+        center = np.array([row.coordX, row.coordY, row.coordZ], dtype=np.float64)
         try:
-            read_nifti_geometry(Path(row.volume))
-            readable.append(True)
+            problems.append(position_problem(Path(row.volume), center, table.source))
         except DataError as exc:
             refuse(row, exc)
-            readable.append(False)
-    kept = kept[np.array(readable, dtype=bool)].reset_index(drop=True)
+            readable[i] = False
+    kept = kept[readable].reset_index(drop=True)
     if kept.empty:
-        raise _all_refused(config, refused)
-    problems = [position_problem(Path(path), center, table.source) for path, center in
-                zip(kept["volume"], kept[["coordX", "coordY", "coordZ"]].to_numpy(np.float64), strict=True)]
+        raise all_refused(config.out, refused)
     bad = np.array([p is not None for p in problems], dtype=bool)
     if bad.all() or bad.mean() > MAX_POSITION_PROBLEMS:
         first = next(p for p in problems if p is not None)
@@ -297,7 +297,7 @@ def prepare_vois(table: VoiTable, config: PrepareConfig, clusters: Any, progress
             crops[i] = window_hu(crop, config.window)
             advance()
     if not good.any():
-        raise _all_refused(config, refused)
+        raise all_refused(config.out, refused)
     kept, centers = kept[good].reset_index(drop=True), centers[good]
     crops, coverage = crops[good], coverage[good]
     n = len(kept)
@@ -310,7 +310,7 @@ def prepare_vois(table: VoiTable, config: PrepareConfig, clusters: Any, progress
             malignancy_mean=kept["malignancy_mean"].to_numpy(np.float32),
             malignancy_median=kept["malignancy_median"].to_numpy(np.float32),
             ratings=ratings, padded=coverage < 1.0, coverage=coverage)
-        errors_file = _write_errors(config.out, refused)
+        errors_file = write_errors(config.out, refused)
     join = {**joined.counts, "median_distance_mm": joined.median_distance_mm,
             "median_coverage": round(float(np.median(coverage)), 3)}
     return PrepareReport(out=config.out, n_nodules=n, n_malignant=int(kept["label"].sum()),
