@@ -14,7 +14,13 @@ A variant is ``eager`` or ``+``-joined tokens:
 * ``cl``: ``channels_last_3d`` model and input (batch norms below 8 channels then train through
   :mod:`naslung.models.blocks.batchnorm`, as in naslung's training);
 * ``bf16``: ``torch.autocast("cpu", torch.bfloat16)`` around the forward (needs AVX512-BF16 or AMX to pay);
-* ``compile``: ``torch.compile(forward_features, dynamic=False)`` (inductor; needs a C++ compiler).
+* ``compile``: ``torch.compile(forward_features, dynamic=False)`` (inductor; needs a C++ compiler);
+* ``fused``: CBAM, and batch norm + ReLU below 8 channels in ``cl``, on naslung's fused C++ kernels
+  (:mod:`naslung.models.kernels`; compiled on first use). Without it they run on torch's ops, so ``eager``
+  and every variant without ``fused`` are torch's path.
+
+``--isa avx2`` (or ``both``) reruns the whole benchmark in a child process with ``ONEDNN_MAX_CPU_ISA=AVX2
+ATEN_CPU_CAPABILITY=avx2``, so that torch, oneDNN and the fused kernels dispatch as on an AVX2-only CPU.
 
 The thread count is set once per section (default 1 thread; ``--threads 2 1``: a section on 2 threads, then
 one on 1 thread, each with its own interleaved eager baseline). Switching the thread count between steps is
@@ -37,18 +43,20 @@ from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
+from _isa import add_isa_argument, dispatched_isa, run_for_isa
 
 from naslung.allocator import keep_freed_memory
 from naslung.losses import build_criterion
 from naslung.models import build_model
 from naslung.models.blocks.cbam import set_spatial_fft
 from naslung.models.cost import cpu_isa, device_name
+from naslung.models.kernels.switch import set_fused_kernels
 from naslung.train.augment import random_crop_flip
 
 ARCHS = ("[4,4,[4,4],[4,8],[8,8]]", "[4,4,[16,32],[32,64],[64,128]]")
-TOKENS = ("fft", "k3", "cl", "bf16", "compile")
-#: ``fft+cl`` is naslung's default training path on CPU (TrainConfig defaults).
-DEFAULT_VARIANTS = ("eager", "fft", "cl", "fft+cl", "k3+cl", "fft+k3+cl", "fft+cl+bf16")
+TOKENS = ("fft", "k3", "cl", "bf16", "compile", "fused")
+#: ``fft+cl+fused`` is naslung's default training path on CPU (TrainConfig defaults).
+DEFAULT_VARIANTS = ("eager", "fft+cl", "fft+cl+fused", "k3+cl", "fft+cl+bf16")
 
 
 def parse_variant(name: str) -> set[str]:
@@ -80,6 +88,7 @@ def make_step(arch: str, variant: str, batch: int = 32, size: int = 32,
     torch.manual_seed(0)
     model = build_model(arch, cbam_kernel=3 if "k3" in tokens else 7)
     set_spatial_fft(model, "fft" in tokens)
+    set_fused_kernels(model, "fused" in tokens)
     criterion = build_criterion("asoftmax", model)
     model.train()
     criterion.train()
@@ -148,10 +157,13 @@ def main() -> None:
     parser.add_argument("--threads", nargs="+", type=int, default=[1],
                         help="one section per thread count, e.g. --threads 2 1 (default 1: on a shared "
                         "2-core machine the 2-thread section can stall)")
+    add_isa_argument(parser)
     args = parser.parse_args()
     for v in args.variants:
         parse_variant(v)
-    print(machine_line(keep_freed_memory()))  # as training does
+    if not run_for_isa(args.isa):
+        return
+    print(machine_line(keep_freed_memory()), f"dispatch {dispatched_isa()}")  # as training does
     print(f"training step, batch 32, 32^3 crops of 36^3, A-Softmax + Adam; batched crop+flip of 32 cubes: "
           f"{augment_ms():.2f} ms")
     print(f"{'architecture':32s} {'threads':>7s} {'variant':14s} {'samples/s':>10s} {'vs eager':>9s}")
@@ -168,6 +180,8 @@ def main() -> None:
                         rel = rate / first_eager[1]
                         note = f"  ({rel:.2f}x eager on {first_eager[0]} threads, not interleaved)"
                 print(f"{arch:32s} {threads:7d} {v:14s} {rate:10.1f} {ratio:8.2f}x{note}", flush=True)
+    if args.isa == "both":
+        run_for_isa("avx2")
 
 
 if __name__ == "__main__":

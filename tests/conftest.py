@@ -1,4 +1,5 @@
-"""Suite-wide set-up: never touch the user's real cache (every test run gets a private one); the shared
+"""Suite-wide set-up: never touch the user's real cache (every test run gets a private one, and the fused
+kernels one shared build folder); the shared
 tiny-run helpers of the explain, predict and report tests."""
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ matplotlib.use("Agg")
 
 if "NASLUNG_CACHE" not in os.environ or not os.environ.get("NASLUNG_TEST_KEEP_CACHE"):
     os.environ["NASLUNG_CACHE"] = tempfile.mkdtemp(prefix="naslung-test-cache-")
+# The fused kernels' builds depend only on their source, flags and torch: one shared folder, so that every
+# test (and every worker process a test starts, whatever cache it sets) loads one build, not a new compile.
+_USER = os.getuid() if hasattr(os, "getuid") else 0
+os.environ.setdefault("NASLUNG_KERNEL_CACHE",
+                      str(Path(tempfile.gettempdir()) / f"naslung-test-kernels-{_USER}"))
 
 
 def explain_helpers() -> ModuleType:

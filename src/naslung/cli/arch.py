@@ -50,7 +50,14 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Parameters, MACs, activation bytes, batch-1 latency and batch-32 throughput of SPEC."""
-    from naslung.models.cost import LATENCY_PATHS, analytic_cost, check_memory, measure_latency, profile
+    from naslung.models.cost import (
+        LATENCY_PATHS,
+        analytic_cost,
+        check_memory,
+        dispatch_isa,
+        measure_latency,
+        profile,
+    )
     from naslung.models.factory import build_model
     from naslung.models.spec import space_violations
     from naslung.options import check_option
@@ -103,6 +110,7 @@ def info(
         "threads": b1["key"]["threads"],
         "device_name": b1["key"]["device"],
         "isa": b1["key"]["isa"],
+        "dispatch": dispatch_isa() if device == "cpu" else None,
         "torch": b1["key"]["torch"],
         "cached": b1["cached"] or b32["cached"],
         "load_1min_at_measurement": b1.get("load_1min"),
@@ -127,6 +135,8 @@ def info(
     table.add_row("throughput, batch 32", f"{b32['throughput_per_s']:.1f} samples/s")
     table.add_row("device", f"{record['device_name']}, {record['threads']} threads, torch {record['torch']}")
     table.add_row("instruction set", record["isa"] or "-")
+    if record["dispatch"]:
+        table.add_row("kernels ran on", record["dispatch"])
     table.add_row("timings", _provenance(b1))
     table.add_row("in search space (eq. 5-6)", "yes" if not violations else "no: " + "; ".join(violations))
     Console().print(table)

@@ -227,10 +227,31 @@ def cpu_isa() -> str:
     return ""
 
 
+def dispatch_isa() -> str:
+    """The instruction set the CPU kernels run on, e.g. ``"AVX512"`` or ``"AVX2 (capped)"``.
+
+    torch's own kernels follow ``torch.backends.cpu.get_cpu_capability()`` (``ATEN_CPU_CAPABILITY`` caps it)
+    and oneDNN's follow ``ONEDNN_MAX_CPU_ISA``; naslung's fused kernels build for torch's capability. With
+    ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` an AVX-512 machine runs as an AVX2-only CPU does.
+    """
+    try:
+        capability = str(torch.backends.cpu.get_cpu_capability())
+    except Exception:  # noqa: BLE001 - old torch
+        capability = "?"
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    capped = bool(os.environ.get("ATEN_CPU_CAPABILITY") or onednn)
+    text = capability + (" (capped)" if capped else "")
+    if onednn and onednn.upper() != capability.upper():
+        text += f", oneDNN {onednn}"
+    return text
+
+
 def machine_key(device: str | torch.device) -> dict[str, str]:
     """``{"device", "isa", "torch"}``: what decides a timing besides the model (threads excepted).
 
-    For a GPU, ``isa`` is its compute capability; for a CPU, the instruction-set flags of :func:`cpu_isa`.
+    For a GPU, ``isa`` is its compute capability; for a CPU, the instruction-set flags of :func:`cpu_isa`,
+    plus the capped dispatch (:func:`dispatch_isa`) when an environment variable caps it, so that
+    AVX2-dispatch timings on an AVX-512 machine are kept apart from its native ones.
     """
     device = torch.device(device)
     if device.type == "cuda":
@@ -238,6 +259,8 @@ def machine_key(device: str | torch.device) -> dict[str, str]:
         isa = f"sm_{major}{minor}"
     else:
         isa = cpu_isa()
+        if "capped" in dispatch_isa():
+            isa += f" [dispatch {dispatch_isa()}]"
     return {"device": device_name(device), "isa": isa, "torch": torch.__version__}
 
 

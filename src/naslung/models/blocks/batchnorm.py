@@ -105,24 +105,36 @@ def fast_path_applies(bn: nn.modules.batchnorm._BatchNorm, x: Tensor) -> bool:
             and x.numel() > x.shape[1])
 
 
+def update_running_stats(bn: nn.modules.batchnorm._BatchNorm, mean: Tensor, var: Tensor, count: int) -> None:
+    """``nn.BatchNorm``'s running-statistics update from a batch's mean and biased variance over ``count``
+    values per channel (the unbiased variance goes into ``running_var``)."""
+    bn.num_batches_tracked.add_(1)
+    momentum = bn.momentum
+    if momentum is None:  # cumulative moving average, as nn.BatchNorm
+        momentum = 1.0 / float(bn.num_batches_tracked)
+    with torch.no_grad():
+        bn.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+        unbiased = var * (count / max(count - 1, 1))
+        bn.running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
+
+
 class _FastTrainBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """``nn.BatchNorm``'s forward, with the channels-last training path (module docstring)."""
+    """``nn.BatchNorm``'s forward, with the channels-last training path (module docstring).
+
+    ``fused`` (not state): with a ReLU after it, :func:`naslung.models.kernels.bn_relu.bn_relu` may run the
+    pair on the fused C++ kernels instead.
+    """
+
+    fused = True
 
     def forward(self, x: Tensor) -> Tensor:
         if not fast_path_applies(self, x):
             return super().forward(x)
         self._check_input_dim(x)
-        self.num_batches_tracked.add_(1)
-        momentum = self.momentum
-        if momentum is None:  # cumulative moving average, as nn.BatchNorm
-            momentum = 1.0 / float(self.num_batches_tracked)
         count = x.numel() // x.shape[1]
         k = _fold(count, x.shape[1])
         y, mean, var = _ChannelsLastBatchNorm.apply(x, self.weight, self.bias, self.eps, k)
-        with torch.no_grad():
-            self.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
-            unbiased = var * (count / max(count - 1, 1))
-            self.running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
+        update_running_stats(self, mean, var, count)
         return y
 
 

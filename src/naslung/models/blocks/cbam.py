@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from naslung.models.blocks.counting import LayerCost, conv_cost, linear_cost
 from naslung.models.blocks.fft_conv import fft_conv, fft_length, weight_spectrum
 from naslung.models.blocks.nd import check_dims, conv_nd
+from naslung.models.kernels.cbam import fused_applies, fused_cbam
 
 #: Default MLP reduction ratio. The original CBAM uses 16, but NAS-Lung's widths are as small as 4
 #: channels, so we use 4 and never fewer than 1 hidden unit (4 channels -> 1 hidden unit). With one
@@ -159,6 +160,8 @@ class CBAM(nn.Module):
         self.order = order
         self.channel = ChannelAttention(channels, reduction)
         self.spatial = SpatialAttention(spatial_dims, spatial_kernel)
+        # The fused CPU kernels where they apply (naslung.models.kernels.cbam.fused_applies); not state.
+        self.fused = True
 
     @staticmethod
     @cache  # pure, few distinct arguments: the search costs its whole space with it
@@ -171,6 +174,8 @@ class CBAM(nn.Module):
                 + conv_cost(2, 1, spatial_kernel, side, spatial_dims, bias=True, bn=False))
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.fused and fused_applies(self, x):
+            return fused_cbam(self, x)
         view = (x.shape[0], x.shape[1]) + (1,) * (x.dim() - 2)
         if self.order == "channel-first":
             x = x * self.channel(x).view(view)

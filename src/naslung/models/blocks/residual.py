@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from naslung.models.blocks.counting import LayerCost, conv_cost, conv_side
 from naslung.models.blocks.nd import batchnorm_nd, conv_nd
+from naslung.models.kernels.bn_relu import bn_relu
 
 
 class ConvBNReLU(nn.Sequential):
@@ -21,6 +22,10 @@ class ConvBNReLU(nn.Sequential):
             batchnorm_nd(spatial_dims)(out_ch),
             nn.ReLU(inplace=True),
         )
+
+    def forward(self, x: Tensor) -> Tensor:
+        conv, bn, _relu = self  # the ReLU runs in bn_relu (fused with the batch norm where it can be)
+        return bn_relu(bn, conv(x))
 
     @staticmethod
     @cache  # pure, few distinct arguments: the search costs its whole space with it
@@ -74,6 +79,6 @@ class ResidualBlock(nn.Module):
         return "" if self.relu_out else "relu_out=False"
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
+        out = bn_relu(self.bn1, self.conv1(x))
         out = self.bn2(self.conv2(out)) + self.shortcut(x)
         return self.relu(out) if self.relu_out else out

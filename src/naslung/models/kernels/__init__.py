@@ -1,0 +1,134 @@
+"""Fused few-channel CPU kernels, compiled on first use; torch's own ops when they cannot be.
+
+torch runs CBAM (eq. 1-3) as a chain of one-op-at-a-time passes over the feature map: the channel gate's mean
+and max, the product with ``M_c``, the channel mean and max of that product, the product with ``M_s``, and as
+many again backward. With 4-8 channels each pass does little arithmetic per byte, so the chain is bound by
+memory traffic (docs/performance.md). ``cbam_cpu.cpp`` does the same work in three forward and three backward
+passes (:mod:`naslung.models.kernels.cbam`), and ``bn_relu_cpu.cpp`` runs a training batch norm and the ReLU
+after it in two passes each way (:mod:`naslung.models.kernels.bn_relu`).
+
+The C++ sources ship with the package; ``torch.utils.cpp_extension`` (g++ and ninja) compiles each the first
+time a machine needs it, into the user cache (:func:`kernel_cache`; one build per torch version, source and
+instruction set; about 10-20 s once, then every process loads the library). The instruction set is the one
+torch dispatches on (``torch.backends.cpu.get_cpu_capability()``), so ``ATEN_CPU_CAPABILITY=avx2`` builds and
+runs AVX2 code on an AVX-512 machine, as an AVX2 user's CPU would.
+
+Switches: ``NASLUNG_FUSED=0`` turns every fused kernel off for the process; ``TrainConfig.fused_kernels``
+(``--set fused_kernels=false``) for one run; :func:`naslung.models.kernels.cbam.set_fused_cbam` per model.
+When the build or the load fails, one warning line says why (logger ``naslung``) and torch's ops run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LOG = logging.getLogger("naslung")
+#: Environment switch: any of these values turns the fused kernels off.
+OFF_VALUES = frozenset({"0", "off", "false", "no"})
+
+#: g++ flags per torch CPU capability (x86-64). Other capabilities and machines build portable code.
+ISA_FLAGS: dict[str, list[str]] = {
+    "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma"],
+    "AVX2": ["-mavx2", "-mfma"],
+}
+
+
+def fused_enabled() -> bool:
+    """Whether ``NASLUNG_FUSED`` leaves the fused kernels on (the default)."""
+    return os.environ.get("NASLUNG_FUSED", "1").strip().lower() not in OFF_VALUES
+
+
+def cpu_capability() -> str:
+    """The instruction set torch dispatches its CPU kernels on: ``"AVX512"``, ``"AVX2"``, ``"DEFAULT"``..."""
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except Exception:  # noqa: BLE001 - very old torch
+        return "DEFAULT"
+
+
+def _build_flags(capability: str) -> list[str]:
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return ["-O3"]
+    return ["-O3", *ISA_FLAGS.get(capability, [])]
+
+
+def kernel_cache() -> Path:
+    """Where the builds live: ``$NASLUNG_KERNEL_CACHE``, else ``kernels/`` in naslung's cache
+    (``naslung.paths``).
+
+    A build depends only on the source, the flags and torch, so one folder can serve every run and test."""
+    override = os.environ.get("NASLUNG_KERNEL_CACHE")
+    if override:
+        Path(override).mkdir(parents=True, exist_ok=True)
+        return Path(override)
+    from naslung.paths import cache_dir
+
+    return cache_dir("kernels")
+
+
+def _build(kernel: str, source_file: Path, flags: list[str], folder: Path, name: str) -> Path:
+    """Compile into a private folder, then rename it into place: a build killed half-way leaves no lock or
+    partial library behind for the next process (torch's own build folder lock would wait for ever)."""
+    import shutil
+    import tempfile
+
+    from torch.utils import cpp_extension
+
+    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        LOG.info("naslung: compiling the fused %s kernels (first use on this machine, about 10-20 s)", kernel)
+        cpp_extension.load(name=name, sources=[str(source_file)], extra_cflags=flags,
+                           build_directory=str(work), is_python_module=False, verbose=False)
+        try:
+            os.replace(work, folder)
+        except OSError:  # another process finished first: keep its build
+            shutil.rmtree(work, ignore_errors=True)
+            return folder / f"{name}.so"
+        return folder / f"{name}.so"
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+@cache
+def load_ops(kernel: str) -> Any | None:
+    """``torch.ops.naslung_<kernel>`` from ``<kernel>_cpu.cpp`` (built on first use), or None when the fused
+    kernels are off or it cannot be built or loaded (one warning line says why)."""
+    if not fused_enabled():
+        return None
+    capability = cpu_capability()
+    source_file = Path(__file__).with_name(f"{kernel}_cpu.cpp")
+    try:
+        source = source_file.read_bytes()
+        flags = _build_flags(capability)
+        tag = hashlib.sha256(source + torch.__version__.encode() + " ".join(flags).encode()).hexdigest()[:12]
+        name = f"naslung_{kernel}_{capability.lower()}_{tag}"
+        folder = kernel_cache() / name
+        library = folder / f"{name}.so"
+        if library.is_file():
+            torch.ops.load_library(str(library))
+        else:  # cpp_extension.load has loaded the library it built
+            _build(kernel, source_file, flags, folder, name)
+        return getattr(torch.ops, f"naslung_{kernel}")
+    except Exception as exc:  # noqa: BLE001 - any build or load failure falls back, with its reason
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        LOG.warning("naslung: fused %s kernels unavailable (%s); using torch's ops", kernel, reason)
+        return None
+
+
+def cbam_ops() -> Any | None:
+    """The fused CBAM kernels (``cbam_cpu.cpp``), or None."""
+    return load_ops("cbam")
+
+
+def bn_relu_ops() -> Any | None:
+    """The fused batch norm + ReLU kernels (``bn_relu_cpu.cpp``), or None."""
+    return load_ops("bn_relu")

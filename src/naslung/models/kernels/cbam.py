@@ -1,0 +1,130 @@
+"""CBAM (eq. 1-3, channel-first order) on the fused CPU kernels of ``cbam_cpu.cpp``.
+
+With ``a = M_c(x)`` of shape ``(B, C)`` and ``s = M_s(x * a)`` of shape ``(B, 1, *S)``, CBAM returns
+``out = x * a * s``. Forward, three passes over ``x``: the channel gate's mean and max over space, the spatial
+gate's descriptor ``[mean_c(x * a); max_c(x * a)]`` without writing ``x * a``, and the product. The gates
+themselves (the MLP on ``(B, C)``, the ``2 -> 1`` conv on ``(B, 2, *S)``) stay torch code: they are small.
+
+Backward, with ``g = dL/dout`` and ``y = x * a``:
+
+* ``dL/ds = sum_c g * y`` (pass 1), then torch's backward of the spatial gate gives ``dL/d desc``;
+* ``dL/dy = g * s + d_mean / C + d_max * [y == max_c y] / ties`` (``amax``'s rule for ties);
+* ``dL/da = sum_p x * dL/dy`` (pass 2), then torch's backward of the MLP gives ``dL/d avg`` and ``dL/d max``;
+* ``dL/dx = a * dL/dy + d_avg / P + d_max at the first spatial maximum`` (pass 3; ``max(dim)``'s rule).
+
+torch's chain makes about eight passes forward and more backward. Tests: outputs and every gradient against
+float64 (``tests/models/test_fused_cbam.py``), both layouts, 2-D and 3-D, with ties.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+from naslung.models.blocks.fft_conv import fft_conv
+from naslung.models.kernels import cbam_ops
+
+
+def _mlp(v: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
+    return F.linear(F.relu(F.linear(v, w1, b1)), w2, b2)
+
+
+def _spatial_gate(desc: Tensor, weight: Tensor, bias: Tensor, fft: bool) -> Tensor:
+    """``sigmoid(conv(desc))``, eq. 3: ``(B, 2, *S) -> (B, 1, *S)``, the FFT path or the direct conv."""
+    if fft:
+        return torch.sigmoid(fft_conv(desc, weight, bias))
+    conv = F.conv3d if desc.dim() == 5 else F.conv2d
+    return torch.sigmoid(conv(desc, weight, bias, padding=weight.shape[-1] // 2))
+
+
+def fused_applies(cbam: nn.Module, x: Tensor) -> bool:
+    """Whether :func:`fused_cbam` runs for this CBAM and input: training (a gradient is needed), the kernels
+    are built and on, channel-first order, a float32 CPU ``(B, C, *S)`` input (contiguous or channels-last),
+    no hooks on the gates (explanations capture the maps with them), and not while tracing, exporting or
+    compiling.
+
+    Inference keeps torch's ops: without a backward to save, the fused forward alone was 0.84-1.20x of torch's
+    at batch 1 (contiguous, the serving layout; 4-64 channels, this project's VM), so it does not pay there.
+    """
+    if not getattr(cbam, "fused", False) or cbam.order != "channel-first":
+        return False
+    params = (cbam.channel.mlp[0].weight, cbam.spatial.conv.weight)
+    if not torch.is_grad_enabled() or not (x.requires_grad or any(p.requires_grad for p in params)):
+        return False
+    if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() not in (4, 5) or x.numel() == 0:
+        return False
+    layout = torch.channels_last_3d if x.dim() == 5 else torch.channels_last
+    if not (x.is_contiguous() or x.is_contiguous(memory_format=layout)):
+        return False
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+        return False
+    if torch.compiler.is_compiling():
+        return False
+    hooks = nn.modules.module
+    if hooks._global_forward_hooks or hooks._global_forward_pre_hooks:
+        return False
+    for gate in (cbam.channel, cbam.spatial):
+        if gate._forward_hooks or gate._forward_pre_hooks:
+            return False
+    return cbam_ops() is not None
+
+
+def fused_cbam(cbam: nn.Module, x: Tensor) -> Tensor:
+    """``cbam(x)`` on the fused kernels: ``(B, C, *S) -> (B, C, *S)`` in ``x``'s layout (module doc)."""
+    mlp = cbam.channel.mlp
+    params = (mlp[0].weight, mlp[0].bias, mlp[2].weight, mlp[2].bias, cbam.spatial.conv.weight,
+              cbam.spatial.conv.bias)
+    return _FusedCBAM.apply(x, cbam, *params)
+
+
+class _FusedCBAM(torch.autograd.Function):
+    """Training CBAM: the big passes in C++, the small gates as torch sub-graphs differentiated backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, cbam: nn.Module, *params: Tensor) -> Tensor:  # type: ignore[override]
+        ops = cbam_ops()
+        with torch.no_grad():
+            avg, mx, argmax = ops.spatial_pool(x)
+        with torch.enable_grad():
+            leaves = [p.detach().requires_grad_(p.requires_grad) for p in params]
+            avg_in = avg.requires_grad_()
+            mx_in = mx.clone().requires_grad_()
+            a = torch.sigmoid(_mlp(avg_in, *leaves[:4]) + _mlp(mx_in, *leaves[:4]))
+        desc = ops.gate_descriptor(x, a.detach()).view(x.shape[0], 2, *x.shape[2:])
+        with torch.enable_grad():
+            desc_in = desc.requires_grad_()
+            s = _spatial_gate(desc_in, leaves[4], leaves[5], cbam.spatial.fft)
+        ctx.save_for_backward(x, argmax)
+        ctx.graph = (a, avg_in, mx_in, s, desc_in, leaves)
+        return ops.gate_apply(x, a.detach(), s.detach())
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        ops = cbam_ops()
+        x, argmax = ctx.saved_tensors
+        a, avg_in, mx_in, s, desc_in, leaves = ctx.graph
+        ctx.graph = None
+        layout = torch.contiguous_format if x.is_contiguous() else (
+            torch.channels_last_3d if x.dim() == 5 else torch.channels_last)
+        g = grad.contiguous(memory_format=layout)
+        a_value, s_value = a.detach(), s.detach()
+        desc = desc_in.detach()
+        ds, tie_inv = ops.grad_spatial(g, x, a_value)
+        ds = ds.view_as(s)
+        wanted = [desc_in] + [p for p in leaves[4:] if p.requires_grad]
+        found = iter(torch.autograd.grad(s, wanted, ds))
+        ddesc = next(found)
+        conv_grads = [next(found) if p.requires_grad else None for p in leaves[4:]]
+        da = ops.grad_channel(g, x, a_value, s_value, ddesc, desc, tie_inv)
+        wanted = [avg_in, mx_in] + [p for p in leaves[:4] if p.requires_grad]
+        found = iter(torch.autograd.grad(a, wanted, da))
+        davg, dmax = next(found), next(found)
+        mlp_grads = [next(found) if p.requires_grad else None for p in leaves[:4]]
+        dx = (ops.grad_input(g, x, a_value, s_value, ddesc, desc, tie_inv, davg, dmax, argmax)
+              if ctx.needs_input_grad[0] else None)
+        return (dx, None, *mlp_grads, *conv_grads)

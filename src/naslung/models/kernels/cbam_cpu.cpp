@@ -1,0 +1,353 @@
+// Fused CPU kernels for CBAM (NAS-Lung eq. 1-3, channel-first order), float32, few channels.
+//
+// x is (B, C, P) with P = prod(S), in one of two memory layouts:
+//   channels-last:  x[b, p, c] at (b * P + p) * C + c   (channels_last_3d / channels_last)
+//   contiguous:     x[b, c, p] at (b * C + c) * P + p
+// a = M_c (B, C), s = M_s (B, P). Each kernel is one pass over x (and the gradient), where torch's op set
+// takes several: see naslung/models/kernels/__init__.py for the Python side and the autograd formulas.
+//
+// Sums over P accumulate in double (float rounding over 32k+ terms would otherwise be ~1e-4 relative).
+// The channel max of the spatial descriptor splits its gradient among ties, as torch.amax does; the spatial
+// max of the channel gate sends it to the first maximum, as torch.max(dim) does on CPU.
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <tuple>
+#include <vector>
+
+namespace {
+
+struct Shape {
+  int64_t B, C, P;
+  bool cl;
+};
+
+Shape shape_of(const at::Tensor& x) {
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat, "fused CBAM kernels take float32 CPU tensors");
+  TORCH_CHECK(x.dim() >= 3, "fused CBAM kernels take (B, C, *S) tensors");
+  Shape s{x.size(0), x.size(1), x.numel() / std::max<int64_t>(1, x.size(0) * x.size(1)), false};
+  auto fmt = x.dim() == 5 ? at::MemoryFormat::ChannelsLast3d : at::MemoryFormat::ChannelsLast;
+  if (x.dim() >= 4 && x.is_contiguous(fmt) && !x.is_contiguous()) {
+    s.cl = true;
+  } else {
+    TORCH_CHECK(x.is_contiguous(), "fused CBAM kernels take contiguous or channels-last tensors");
+  }
+  return s;
+}
+
+at::Tensor like(const at::Tensor& x, const Shape& s) {
+  if (!s.cl) return at::empty(x.sizes(), x.options());
+  auto fmt = x.dim() == 5 ? at::MemoryFormat::ChannelsLast3d : at::MemoryFormat::ChannelsLast;
+  return at::empty(x.sizes(), x.options().memory_format(fmt));
+}
+
+// Per (b, c): mean, max and the first position of the max over P.  -> avg (B, C), max (B, C), argmax (B, C)
+std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_pool(const at::Tensor& x_) {
+  Shape s = shape_of(x_);
+  const float* x = x_.data_ptr<float>();
+  auto avg_t = at::empty({s.B, s.C}, x_.options());
+  auto max_t = at::empty({s.B, s.C}, x_.options());
+  auto arg_t = at::empty({s.B, s.C}, x_.options().dtype(at::kLong));
+  float* avg = avg_t.data_ptr<float>();
+  float* mx = max_t.data_ptr<float>();
+  int64_t* arg = arg_t.data_ptr<int64_t>();
+  const int64_t B = s.B, C = s.C, P = s.P;
+  at::parallel_for(0, B * (s.cl ? 1 : C), 1, [&](int64_t lo, int64_t hi) {
+    std::vector<double> sum(C);
+    std::vector<float> m(C);
+    std::vector<int64_t> where(C);
+    for (int64_t i = lo; i < hi; ++i) {
+      if (s.cl) {
+        const float* xb = x + i * P * C;
+        std::fill(sum.begin(), sum.end(), 0.0);
+        std::fill(m.begin(), m.end(), -std::numeric_limits<float>::infinity());
+        std::fill(where.begin(), where.end(), 0);
+        for (int64_t p = 0; p < P; ++p) {
+          const float* row = xb + p * C;
+          for (int64_t c = 0; c < C; ++c) {
+            sum[c] += row[c];
+            if (row[c] > m[c]) {
+              m[c] = row[c];
+              where[c] = p;
+            }
+          }
+        }
+        for (int64_t c = 0; c < C; ++c) {
+          avg[i * C + c] = static_cast<float>(sum[c] / P);
+          mx[i * C + c] = m[c];
+          arg[i * C + c] = where[c];
+        }
+      } else {
+        const float* xr = x + i * P;
+        double acc = 0.0;
+        float best = -std::numeric_limits<float>::infinity();
+        int64_t at_best = 0;
+        for (int64_t p = 0; p < P; ++p) {
+          acc += xr[p];
+          if (xr[p] > best) {
+            best = xr[p];
+            at_best = p;
+          }
+        }
+        avg[i] = static_cast<float>(acc / P);
+        mx[i] = best;
+        arg[i] = at_best;
+      }
+    }
+  });
+  return {avg_t, max_t, arg_t};
+}
+
+// Kernels that visit one position (b, p) at a time, its C values at hand: templated on the layout and, for the
+// common widths, on C, so that the compiler unrolls and vectorises the channel loop.
+template <bool CL, int CC>
+struct Pos {
+  int64_t C, P;
+  inline int64_t channels() const { return CC > 0 ? CC : C; }
+  // index of x[b, p, c]
+  inline int64_t at(int64_t b, int64_t p, int64_t c) const {
+    return CL ? (b * P + p) * channels() + c : (b * channels() + c) * P + p;
+  }
+};
+
+#define NASLUNG_DISPATCH(CL, C, FN, ...)                   \
+  do {                                                     \
+    if (CL) {                                              \
+      switch (C) {                                         \
+        case 4: FN<true, 4>(__VA_ARGS__); break;           \
+        case 8: FN<true, 8>(__VA_ARGS__); break;           \
+        case 16: FN<true, 16>(__VA_ARGS__); break;         \
+        default: FN<true, 0>(__VA_ARGS__);                 \
+      }                                                    \
+    } else {                                               \
+      switch (C) {                                         \
+        case 4: FN<false, 4>(__VA_ARGS__); break;          \
+        case 8: FN<false, 8>(__VA_ARGS__); break;          \
+        case 16: FN<false, 16>(__VA_ARGS__); break;        \
+        default: FN<false, 0>(__VA_ARGS__);                \
+      }                                                    \
+    }                                                      \
+  } while (0)
+
+template <bool CL, int CC>
+void descriptor_kernel(const float* x, const float* a, float* desc, int64_t B, int64_t C, int64_t P) {
+  const Pos<CL, CC> ix{C, P};
+  const int64_t n = ix.channels();
+  const float inv_c = 1.0f / static_cast<float>(n);
+  at::parallel_for(0, B * P, 4096, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const int64_t b = i / P, p = i % P;
+      const float* ab = a + b * n;
+      float sum = 0.f, best = -std::numeric_limits<float>::infinity();
+      for (int64_t c = 0; c < n; ++c) {
+        const float v = x[ix.at(b, p, c)] * ab[c];
+        sum += v;
+        best = std::max(best, v);
+      }
+      desc[(b * 2) * P + p] = sum * inv_c;
+      desc[(b * 2 + 1) * P + p] = best;
+    }
+  });
+}
+
+// desc[b, 0, p] = mean_c x * a, desc[b, 1, p] = max_c x * a: the spatial gate's input (eq. 3) of x * M_c,
+// without writing x * M_c.  -> desc (B, 2, P), contiguous
+at::Tensor gate_descriptor(const at::Tensor& x_, const at::Tensor& a_) {
+  Shape s = shape_of(x_);
+  auto a_c = a_.contiguous();
+  auto desc_t = at::empty({s.B, 2, s.P}, x_.options());
+  NASLUNG_DISPATCH(s.cl, s.C, descriptor_kernel, x_.data_ptr<float>(), a_c.data_ptr<float>(),
+                   desc_t.data_ptr<float>(), s.B, s.C, s.P);
+  return desc_t;
+}
+
+// out = x * a[b, c] * s[b, p] (eq. 1 with both gates), in x's layout.
+at::Tensor gate_apply(const at::Tensor& x_, const at::Tensor& a_, const at::Tensor& s_) {
+  Shape s = shape_of(x_);
+  auto out_t = like(x_, s);
+  const float* x = x_.data_ptr<float>();
+  auto a_c = a_.contiguous();
+  auto s_c = s_.contiguous();
+  const float* a = a_c.data_ptr<float>();
+  const float* sp = s_c.data_ptr<float>();
+  float* out = out_t.data_ptr<float>();
+  const int64_t B = s.B, C = s.C, P = s.P;
+  if (s.cl) {
+    at::parallel_for(0, B * P, 2048, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        const float* ab = a + (i / P) * C;
+        const float w = sp[i];
+        for (int64_t c = 0; c < C; ++c) out[i * C + c] = x[i * C + c] * (ab[c] * w);
+      }
+    });
+  } else {
+    at::parallel_for(0, B * C, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        const float ac = a[i];
+        const float* sb = sp + (i / C) * P;
+        for (int64_t p = 0; p < P; ++p) out[i * P + p] = x[i * P + p] * (ac * sb[p]);
+      }
+    });
+  }
+  return out_t;
+}
+
+template <bool CL, int CC>
+void grad_spatial_kernel(const float* g, const float* x, const float* a, float* ds, float* tie_inv, int64_t B,
+                         int64_t C, int64_t P) {
+  const Pos<CL, CC> ix{C, P};
+  const int64_t n = ix.channels();
+  at::parallel_for(0, B * P, 4096, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const int64_t b = i / P, p = i % P;
+      const float* ab = a + b * n;
+      float acc = 0.f, best = -std::numeric_limits<float>::infinity();
+      for (int64_t c = 0; c < n; ++c) {
+        const int64_t j = ix.at(b, p, c);
+        const float y = x[j] * ab[c];
+        acc += g[j] * y;
+        best = std::max(best, y);
+      }
+      float ties = 0.f;
+      for (int64_t c = 0; c < n; ++c) ties += static_cast<float>(x[ix.at(b, p, c)] * ab[c] == best);
+      ds[i] = acc;
+      tie_inv[i] = 1.f / ties;
+    }
+  });
+}
+
+// Backward, pass 1: ds[b, p] = sum_c g * x * a (the gradient of M_s), and 1 / the number of channels that tie
+// for max_c x * a (amax's share, used by passes 2 and 3).  -> (B, P), (B, P)
+std::tuple<at::Tensor, at::Tensor> grad_spatial(const at::Tensor& g_, const at::Tensor& x_, const at::Tensor& a_) {
+  Shape s = shape_of(x_);
+  TORCH_CHECK(shape_of(g_).cl == s.cl, "grad_spatial: g and x must share a layout");
+  auto a_c = a_.contiguous();
+  auto ds_t = at::empty({s.B, s.P}, x_.options());
+  auto tie_t = at::empty({s.B, s.P}, x_.options());
+  NASLUNG_DISPATCH(s.cl, s.C, grad_spatial_kernel, g_.data_ptr<float>(), x_.data_ptr<float>(),
+                   a_c.data_ptr<float>(), ds_t.data_ptr<float>(), tie_t.data_ptr<float>(), s.B, s.C, s.P);
+  return {ds_t, tie_t};
+}
+
+// dy = g * s + d0 / C + d1 * [y == max_c y] / ties for y = x * a at one element: the gradient of y = x * M_c
+// (the output's path, the descriptor's mean, and its max with amax's rule for ties). best is the forward's
+// max_c y (the descriptor), computed by the same float products, so the comparison is exact.
+inline float element_grad(float y, float g, float w, float base, float best, float share) {
+  return g * w + base + share * static_cast<float>(y == best);  // a product, not a branch: it vectorises
+}
+
+template <bool CL, int CC>
+void grad_channel_kernel(const float* g, const float* x, const float* a, const float* sp, const float* dd,
+                         const float* desc, const float* tie_inv, float* da, int64_t B, int64_t C, int64_t P) {
+  const Pos<CL, CC> ix{C, P};
+  const int64_t n = ix.channels();
+  const float inv_c = 1.0f / static_cast<float>(n);
+  at::parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<double> acc(n);
+    for (int64_t b = lo; b < hi; ++b) {
+      std::fill(acc.begin(), acc.end(), 0.0);
+      const float* ab = a + b * n;
+      for (int64_t p = 0; p < P; ++p) {
+        const int64_t i = b * P + p;
+        const float w = sp[i], base = dd[(b * 2) * P + p] * inv_c, best = desc[(b * 2 + 1) * P + p];
+        const float share = dd[(b * 2 + 1) * P + p] * tie_inv[i];
+        for (int64_t c = 0; c < n; ++c) {
+          const int64_t j = ix.at(b, p, c);
+          const float xv = x[j];
+          acc[c] += static_cast<double>(xv * element_grad(xv * ab[c], g[j], w, base, best, share));
+        }
+      }
+      for (int64_t c = 0; c < n; ++c) da[b * n + c] = static_cast<float>(acc[c]);
+    }
+  });
+}
+
+// Backward, pass 2: da[b, c] = sum_p x * dy, dy the gradient of y = x * a (position_grad).  -> (B, C)
+at::Tensor grad_channel(const at::Tensor& g_, const at::Tensor& x_, const at::Tensor& a_, const at::Tensor& s_,
+                        const at::Tensor& ddesc_, const at::Tensor& desc_, const at::Tensor& tie_inv_) {
+  Shape s = shape_of(x_);
+  TORCH_CHECK(shape_of(g_).cl == s.cl, "grad_channel: g and x must share a layout");
+  auto a_c = a_.contiguous();
+  auto s_c = s_.contiguous();
+  auto d_c = ddesc_.contiguous();
+  auto desc_c = desc_.contiguous();
+  auto tie_c = tie_inv_.contiguous();
+  auto da_t = at::empty({s.B, s.C}, x_.options());
+  NASLUNG_DISPATCH(s.cl, s.C, grad_channel_kernel, g_.data_ptr<float>(), x_.data_ptr<float>(),
+                   a_c.data_ptr<float>(), s_c.data_ptr<float>(), d_c.data_ptr<float>(), desc_c.data_ptr<float>(),
+                   tie_c.data_ptr<float>(), da_t.data_ptr<float>(), s.B, s.C, s.P);
+  return da_t;
+}
+
+template <bool CL, int CC>
+void grad_input_kernel(const float* g, const float* x, const float* a, const float* sp, const float* dd,
+                       const float* desc, const float* tie_inv, const float* davg, const float* dmax,
+                       const int64_t* argmax, float* dx, int64_t B, int64_t C, int64_t P) {
+  const Pos<CL, CC> ix{C, P};
+  const int64_t n = ix.channels();
+  const float inv_c = 1.0f / static_cast<float>(n);
+  const float inv_p = 1.0f / static_cast<float>(P);
+  at::parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> pooled(n);
+    for (int64_t b = lo; b < hi; ++b) {
+      const float* ab = a + b * n;
+      for (int64_t c = 0; c < n; ++c) pooled[c] = davg[b * n + c] * inv_p;
+      for (int64_t p = 0; p < P; ++p) {
+        const int64_t i = b * P + p;
+        const float w = sp[i], base = dd[(b * 2) * P + p] * inv_c, best = desc[(b * 2 + 1) * P + p];
+        const float share = dd[(b * 2 + 1) * P + p] * tie_inv[i];
+        for (int64_t c = 0; c < n; ++c) {
+          const int64_t j = ix.at(b, p, c);
+          dx[j] = ab[c] * element_grad(x[j] * ab[c], g[j], w, base, best, share) + pooled[c];
+        }
+      }
+      // The channel gate's max pooling: its gradient goes to the first spatial maximum (torch.max(dim)).
+      for (int64_t c = 0; c < n; ++c) dx[ix.at(b, argmax[b * n + c], c)] += dmax[b * n + c];
+    }
+  });
+}
+
+// Backward, pass 3: dx = a * dy + davg / P, plus dmax at the first spatial maximum of each (b, c) (the channel
+// gate's pooling; argmax from spatial_pool).  -> dx in x's layout
+at::Tensor grad_input(const at::Tensor& g_, const at::Tensor& x_, const at::Tensor& a_, const at::Tensor& s_,
+                      const at::Tensor& ddesc_, const at::Tensor& desc_, const at::Tensor& tie_inv_,
+                      const at::Tensor& davg_, const at::Tensor& dmax_, const at::Tensor& argmax_) {
+  Shape s = shape_of(x_);
+  TORCH_CHECK(shape_of(g_).cl == s.cl, "grad_input: g and x must share a layout");
+  auto a_c = a_.contiguous();
+  auto s_c = s_.contiguous();
+  auto d_c = ddesc_.contiguous();
+  auto davg_c = davg_.contiguous();
+  auto dmax_c = dmax_.contiguous();
+  auto arg_c = argmax_.contiguous();
+  auto desc_c = desc_.contiguous();
+  auto tie_c = tie_inv_.contiguous();
+  auto dx_t = like(x_, s);
+  NASLUNG_DISPATCH(s.cl, s.C, grad_input_kernel, g_.data_ptr<float>(), x_.data_ptr<float>(),
+                   a_c.data_ptr<float>(), s_c.data_ptr<float>(), d_c.data_ptr<float>(), desc_c.data_ptr<float>(),
+                   tie_c.data_ptr<float>(), davg_c.data_ptr<float>(),
+                   dmax_c.data_ptr<float>(), arg_c.data_ptr<int64_t>(), dx_t.data_ptr<float>(), s.B, s.C, s.P);
+  return dx_t;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(naslung_cbam, m) {
+  m.def("spatial_pool(Tensor x) -> (Tensor, Tensor, Tensor)", spatial_pool);
+  m.def("gate_descriptor(Tensor x, Tensor a) -> Tensor", gate_descriptor);
+  m.def("gate_apply(Tensor x, Tensor a, Tensor s) -> Tensor", gate_apply);
+  m.def("grad_spatial(Tensor g, Tensor x, Tensor a) -> (Tensor, Tensor)", grad_spatial);
+  m.def("grad_channel(Tensor g, Tensor x, Tensor a, Tensor s, Tensor ddesc, Tensor desc, Tensor tie_inv)"
+        " -> Tensor", grad_channel);
+  m.def("grad_input(Tensor g, Tensor x, Tensor a, Tensor s, Tensor ddesc, Tensor desc, Tensor tie_inv,"
+        " Tensor davg, Tensor dmax, Tensor argmax) -> Tensor", grad_input);
+}

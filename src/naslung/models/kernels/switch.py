@@ -1,0 +1,18 @@
+"""Turn the fused kernels on or off for one model (``TrainConfig.fused_kernels``, the benchmarks)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def set_fused_kernels(model: nn.Module, on: bool) -> list[bool]:
+    """Let every CBAM and every naslung batch norm of ``model`` use the fused kernels where they apply
+    (``on``), or keep them on torch's ops; returns the previous settings in module order."""
+    from naslung.models.blocks.batchnorm import _FastTrainBatchNorm
+    from naslung.models.blocks.cbam import CBAM
+
+    blocks = [m for m in model.modules() if isinstance(m, (CBAM, _FastTrainBatchNorm))]
+    saved = [bool(getattr(m, "fused", False)) for m in blocks]
+    for m in blocks:
+        m.fused = bool(on)
+    return saved

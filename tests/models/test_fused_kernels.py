@@ -1,0 +1,183 @@
+"""The fused CPU kernels (naslung.models.kernels): equal to float64 references, forward and backward, on the
+fused path and on torch's path; the fallback when they cannot be built; the switches."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from naslung.models import MODEL_1, build_model
+from naslung.models.attention import capture_attention
+from naslung.models.blocks.batchnorm import BatchNorm2d, BatchNorm3d
+from naslung.models.blocks.cbam import CBAM
+from naslung.models.kernels import bn_relu as bn_relu_module
+from naslung.models.kernels import bn_relu_ops, cbam_ops, load_ops
+from naslung.models.kernels.bn_relu import bn_relu
+from naslung.models.kernels.cbam import fused_applies
+from naslung.models.kernels.switch import set_fused_kernels
+
+pytestmark = pytest.mark.skipif(cbam_ops() is None or bn_relu_ops() is None,
+                                reason="the fused kernels could not be built here (a warning says why)")
+
+
+def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    if not channels_last:
+        return x.contiguous()
+    return x.contiguous(memory_format=torch.channels_last_3d if x.dim() == 5 else torch.channels_last)
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+
+@pytest.mark.parametrize("dims,channels,channels_last", [(3, 4, True), (3, 4, False), (3, 8, True),
+                                                         (3, 5, True), (2, 8, False), (2, 16, True),
+                                                         (3, 32, True)])
+def test_fused_cbam_equals_float64(dims, channels, channels_last):
+    torch.manual_seed(0)
+    reference = CBAM(channels, spatial_dims=dims).double()
+    reference.fused = False
+    x = torch.relu(torch.randn((3, channels) + (9,) * dims, dtype=torch.float64))
+    x[0, :, 0] = 0  # positions where every channel ties (amax shares the gradient) and all-zero rows
+    x[1, 0] = 0  # a whole channel map at 0: the spatial max ties everywhere (max(dim) takes the first)
+    x_ref = x.clone().requires_grad_()
+    out_ref = reference(x_ref)
+    grad = torch.randn_like(out_ref)
+    out_ref.backward(grad)
+
+    fused = CBAM(channels, spatial_dims=dims)
+    fused.load_state_dict(reference.state_dict())
+    x_fused = _layout(x.float(), channels_last).requires_grad_()
+    assert fused_applies(fused, x_fused)
+    out = fused(x_fused)
+    out.backward(_layout(grad.float(), channels_last))
+    assert out.is_contiguous(memory_format=torch.channels_last_3d if dims == 3 else torch.channels_last) \
+        or not channels_last
+    assert _rel(out, out_ref) < 1e-5
+    assert _rel(x_fused.grad, x_ref.grad) < 1e-5
+    for (name, p), p_ref in zip(fused.named_parameters(), reference.parameters(), strict=True):
+        assert _rel(p.grad, p_ref.grad) < 1e-4, name
+
+
+def test_torch_path_equals_fused_path_in_float32():
+    torch.manual_seed(1)
+    a, b = CBAM(4), CBAM(4)
+    b.load_state_dict(a.state_dict())
+    a.fused = False
+    x = _layout(torch.relu(torch.randn(2, 4, 12, 12, 12)), True)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    grad = torch.randn_like(x)
+    a(xa).backward(grad)
+    b(xb).backward(grad)
+    assert not fused_applies(a, xa) and fused_applies(b, xb)
+    assert _rel(xb.grad, xa.grad.double()) < 1e-5
+
+
+def test_inference_hooks_and_spatial_first_keep_torch_path():
+    cbam = CBAM(4)
+    x = torch.rand(1, 4, 8, 8, 8)
+    with torch.no_grad():
+        assert not fused_applies(cbam, x)  # no gradient: inference keeps torch's ops
+    assert not fused_applies(CBAM(4, order="spatial-first"), x.requires_grad_())
+    model = build_model(MODEL_1)
+    with capture_attention(model) as maps:  # explanations hook the gates: the maps must be captured
+        model(torch.rand(2, 1, 32, 32, 32, requires_grad=True))
+    assert set(maps) == {"stage2", "stage3", "stage4", "stage5"}
+
+
+@pytest.mark.parametrize("channels,dims", [(4, 3), (8, 3), (16, 3), (32, 3), (64, 3), (4, 2)])
+def test_fused_bn_relu_equals_float64(channels, dims):
+    torch.manual_seed(2)
+    shape = (4, channels) + (8,) * dims
+    x = torch.randn(shape, dtype=torch.float64) * 3 + 1
+    reference = (torch.nn.BatchNorm3d if dims == 3 else torch.nn.BatchNorm2d)(channels).double()
+    torch.nn.init.uniform_(reference.weight, 0.5, 1.5)
+    torch.nn.init.uniform_(reference.bias, -0.5, 0.5)
+    x_ref = x.clone().requires_grad_()
+    out_ref = torch.relu(reference(x_ref))
+    grad = torch.randn_like(out_ref)
+    out_ref.backward(grad)
+
+    bn = (BatchNorm3d if dims == 3 else BatchNorm2d)(channels)
+    with torch.no_grad():
+        bn.weight.copy_(reference.weight)
+        bn.bias.copy_(reference.bias)
+    x_fused = _layout(x.float(), True).requires_grad_()
+    assert bn_relu_module.fused_applies(bn, x_fused)
+    out = bn_relu(bn, x_fused)
+    out.backward(_layout(grad.float(), True))
+    assert _rel(out, out_ref) < 1e-5
+    assert _rel(x_fused.grad, x_ref.grad) < 1e-5
+    assert _rel(bn.weight.grad, reference.weight.grad) < 1e-5
+    assert _rel(bn.bias.grad, reference.bias.grad) < 1e-5
+    assert _rel(bn.running_mean, reference.running_mean) < 1e-5
+    assert _rel(bn.running_var, reference.running_var) < 1e-5
+    assert int(bn.num_batches_tracked) == 1
+
+
+def test_bn_relu_falls_back_where_the_kernel_does_not_apply():
+    bn = BatchNorm3d(6)  # 6 does not divide the kernel's vector width
+    x = _layout(torch.randn(2, 6, 4, 4, 4), True).requires_grad_()
+    assert not bn_relu_module.fused_applies(bn, x)
+    torch.testing.assert_close(bn_relu(bn, x), torch.relu(torch.nn.functional.batch_norm(
+        x.detach(), None, None, bn.weight.detach(), bn.bias.detach(), training=True)), atol=1e-5, rtol=1e-5)
+    bn.eval()
+    assert not bn_relu_module.fused_applies(bn, x)
+
+
+def test_a_whole_model1_step_matches_torch_path():
+    torch.manual_seed(3)
+    fused = build_model(MODEL_1).to(memory_format=torch.channels_last_3d)
+    plain = build_model(MODEL_1).to(memory_format=torch.channels_last_3d)
+    plain.load_state_dict(fused.state_dict())
+    assert set_fused_kernels(plain, False) == [True] * len(set_fused_kernels(plain, False))
+    x = _layout(torch.randn(4, 1, 32, 32, 32), True)
+    losses, grads = [], []
+    for model in (fused, plain):
+        model.train()
+        loss = model.forward_features(x).square().mean()
+        loss.backward()
+        losses.append(float(loss))
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    assert _rel(grads[0], grads[1].double()) < 1e-3
+    stats = [torch.cat([b.running_var for b in m.modules() if isinstance(b, BatchNorm3d)])
+             for m in (fused, plain)]
+    torch.testing.assert_close(stats[0], stats[1], atol=1e-5, rtol=1e-5)
+
+
+def test_a_failed_build_falls_back_with_one_warning(monkeypatch, caplog):
+    from torch.utils import cpp_extension
+
+    monkeypatch.delenv("NASLUNG_FUSED", raising=False)
+    monkeypatch.setenv("NASLUNG_KERNEL_CACHE", str(__import__("tempfile").mkdtemp()))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Error building extension: g++ not found")
+
+    monkeypatch.setattr(cpp_extension, "load", broken)
+    load_ops.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="naslung"):
+            assert load_ops("bn_relu") is None
+        assert "fused bn_relu kernels unavailable (Error building extension: g++ not found)" in caplog.text
+        cbam = CBAM(4)
+        x = torch.rand(2, 4, 6, 6, 6, requires_grad=True)
+        assert cbam_ops() is None and not fused_applies(cbam, x)
+        cbam(x).sum().backward()  # torch's ops still train
+        assert x.grad is not None
+    finally:
+        load_ops.cache_clear()
+
+
+def test_the_environment_switch_turns_them_off():
+    code = ("import torch; from naslung.models.kernels import cbam_ops, fused_enabled; "
+            "print(fused_enabled(), cbam_ops())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "NASLUNG_FUSED": "0"})
+    assert out.stdout.split() == ["False", "None"]
