@@ -54,10 +54,16 @@ def cpu_capability() -> str:
         return "DEFAULT"
 
 
+#: ``-fno-trapping-math``: the kernels' selects (the ReLU's mask, amax's ties) vectorise only when the compiler
+#: may evaluate both sides; without it g++ 12 kept a branch per element for AVX2 (3-4x slower). It changes no
+#: result: floating-point exceptions are not trapped in torch either.
+BASE_FLAGS = ["-O3", "-fno-trapping-math"]
+
+
 def _build_flags(capability: str) -> list[str]:
     if platform.machine().lower() not in ("x86_64", "amd64"):
-        return ["-O3"]
-    return ["-O3", *ISA_FLAGS.get(capability, [])]
+        return list(BASE_FLAGS)
+    return [*BASE_FLAGS, *ISA_FLAGS.get(capability, [])]
 
 
 def kernel_cache() -> Path:

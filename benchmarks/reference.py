@@ -1,0 +1,172 @@
+"""naslung against the public NAS-Lung reference code, side by side in one process, interleaved.
+
+    python benchmarks/reference.py --ref PATH [--threads 2] [--rounds 8] [--isa native|avx2|both]
+
+``PATH`` is a user's checkout of the public reference repository (fei-hdu/NAS-Lung, the folder holding
+``models/cnn_res.py``). Its ``ConvRes`` network and ``AngleLoss`` are imported from there at run time; nothing
+of it is copied here. Its ``net_sphere`` imports ``dill`` without using it for these classes; when ``dill`` is
+not installed an empty stand-in module is registered so that the import succeeds.
+
+For Model-1 ``[4,4,[4,4],[4,8],[8,8]]`` and the mid model ``[4,4,[16,32],[32,64],[64,128]]`` (the reference's
+``ConvRes(config=[[4,4],[4,8],[8,8]])`` and ``[[16,32],[32,64],[64,128]]``), each round times one step of each
+variant in a rotating order, so load from other processes hits them alike; figures are medians:
+
+* training step, batch 32, 32^3 inputs, A-Softmax + Adam: the reference as its ``main.py`` trains (eager fp32,
+  contiguous) against naslung's default training path (``channels_last_3d``, FFT gates, the fused kernels of
+  :mod:`naslung.models.kernels`) and the same path with the fused kernels off (torch's ops only);
+* inference, batch 32 (ms per nodule) and batch 1 (ms): the reference in eval mode under ``torch.no_grad``
+  against naslung's serving path (:func:`naslung.models.fast.eval_model`).
+
+The reference's CBAM uses a 3^3 spatial kernel, a softmax channel gate and ``sp_out * x + x``; naslung's is the
+paper's (7^3, sigmoid, eq. 1). The two networks therefore differ slightly in work; the ratios compare what a
+user of each runs. Prints ratios only; never a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import types
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from _isa import add_isa_argument, dispatched_isa, run_for_isa
+
+from naslung.allocator import keep_freed_memory
+from naslung.losses import build_criterion
+from naslung.models import build_model
+from naslung.models.cost import device_name
+from naslung.models.fast import eval_model
+from naslung.models.kernels.switch import set_fused_kernels
+
+MODELS = {"Model-1": ("[4,4,[4,4],[4,8],[8,8]]", [[4, 4], [4, 8], [8, 8]]),
+          "mid": ("[4,4,[16,32],[32,64],[64,128]]", [[16, 32], [32, 64], [64, 128]])}
+
+
+def import_reference(path: Path) -> tuple[type, type]:
+    """``(ConvRes, AngleLoss)`` from a checkout of the reference repository at ``path``."""
+    if not (path / "models" / "cnn_res.py").is_file():
+        raise SystemExit(f"{path}: not a NAS-Lung checkout (models/cnn_res.py is missing)")
+    try:
+        import dill  # noqa: F401
+    except ImportError:
+        sys.modules["dill"] = types.ModuleType("dill")
+    sys.path.insert(0, str(path))
+    warnings.filterwarnings("ignore", module="models.net_sphere")  # its deprecated uint8 indexing, every step
+    warnings.filterwarnings("ignore", message="indexing with dtype torch.uint8")
+    from models.cnn_res import ConvRes  # type: ignore[import-not-found]
+    from models.net_sphere import AngleLoss  # type: ignore[import-not-found]
+
+    return ConvRes, AngleLoss
+
+
+def reference_train_step(model: torch.nn.Module, loss_fn: torch.nn.Module, x: torch.Tensor,
+                         y: torch.Tensor) -> Callable[[], float]:
+    opt = torch.optim.Adam(model.parameters(), lr=2e-4)
+
+    def step() -> float:
+        t0 = time.perf_counter()
+        loss = loss_fn(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return time.perf_counter() - t0
+
+    return step
+
+
+def naslung_train_step(arch: str, x: torch.Tensor, y: torch.Tensor, fused: bool) -> Callable[[], float]:
+    torch.manual_seed(0)
+    model = build_model(arch).to(memory_format=torch.channels_last_3d)
+    set_fused_kernels(model, fused)
+    criterion = build_criterion("asoftmax", model)
+    model.train()
+    criterion.train()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-4)
+    x = x.contiguous(memory_format=torch.channels_last_3d)
+
+    def step() -> float:
+        t0 = time.perf_counter()
+        loss = criterion(model.forward_features(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return time.perf_counter() - t0
+
+    return step
+
+
+def inference_step(model: Callable[[torch.Tensor], object], x: torch.Tensor) -> Callable[[], float]:
+    def step() -> float:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            model(x)
+        return time.perf_counter() - t0
+
+    return step
+
+
+def interleave(steps: dict[str, Callable[[], float]], rounds: int, warmup: int = 2) -> dict[str, float]:
+    """Median seconds per call of each step, rounds interleaved in a rotating order."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    names = list(steps)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            times[name].append(steps[name]())
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ref", type=Path, required=True, help="a checkout of fei-hdu/NAS-Lung")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    add_isa_argument(parser)
+    args = parser.parse_args()
+    conv_res, angle_loss = import_reference(args.ref.expanduser().resolve())
+    if not run_for_isa(args.isa):
+        return
+    torch.set_num_threads(args.threads)
+    keep_freed_memory()  # every variant, the reference included
+    print(f"{device_name('cpu')}, dispatch {dispatched_isa()}, torch {torch.__version__}, {args.threads} threads, "
+          f"{args.rounds} interleaved rounds")
+    gen = torch.Generator().manual_seed(0)
+    x32 = torch.rand(32, 1, 32, 32, 32, generator=gen)
+    y32 = torch.randint(0, 2, (32,), generator=gen)
+    x1 = x32[:1].clone()
+    print(f"{'model':8s} {'measure':34s} {'reference':>10s} {'naslung':>10s} {'ratio':>7s}  (torch ops only)")
+    for name in args.models:
+        arch, config = MODELS[name]
+        torch.manual_seed(0)
+        ref = conv_res(config)
+        ref.train()
+        train = interleave({"ref": reference_train_step(ref, angle_loss(), x32, y32),
+                            "naslung": naslung_train_step(arch, x32, y32, fused=True),
+                            "torch-ops": naslung_train_step(arch, x32, y32, fused=False)}, args.rounds)
+        ref.eval()
+        served = eval_model(build_model(arch).eval())
+        inference = {}
+        for batch, x in (("32", x32), ("1", x1)):
+            inference[batch] = interleave({"ref": inference_step(ref, x), "naslung": inference_step(served, x)},
+                                          args.rounds * (4 if batch == "1" else 1))
+        rows = [("training step, ms per sample, batch 32", {k: 1000 * v / 32 for k, v in train.items()}),
+                ("inference, ms per nodule, batch 32", {k: 1000 * v / 32 for k, v in inference["32"].items()}),
+                ("inference, ms, batch 1", {k: 1000 * v for k, v in inference["1"].items()})]
+        for label, ms in rows:
+            extra = f"  ({ms['torch-ops']:.2f} ms, {ms['ref'] / ms['torch-ops']:.2f}x)" if "torch-ops" in ms else ""
+            print(f"{name:8s} {label:34s} {ms['ref']:10.2f} {ms['naslung']:10.2f} "
+                  f"{ms['ref'] / ms['naslung']:6.2f}x{extra}", flush=True)
+    if args.isa == "both":
+        run_for_isa("avx2")
+
+
+if __name__ == "__main__":
+    main()
