@@ -17,8 +17,8 @@ variant in a rotating order, so load from other processes hits them alike; figur
 * inference, batch 32 (ms per nodule) and batch 1 (ms): the reference in eval mode under ``torch.no_grad``
   against naslung's serving path (:func:`naslung.models.fast.eval_model`).
 
-The reference's CBAM uses a 3^3 spatial kernel, a softmax channel gate and ``sp_out * x + x``; naslung's is the
-paper's (7^3, sigmoid, eq. 1). The two networks therefore differ slightly in work; the ratios compare what a
+The reference's CBAM uses a 3^3 spatial kernel, a softmax channel gate and ``sp_out * x + x``; naslung's is
+the paper's (7^3, sigmoid, eq. 1). The two networks therefore differ slightly in work; the ratios compare what a
 user of each runs. Prints ratios only; never a test.
 """
 
@@ -124,7 +124,8 @@ def interleave(steps: dict[str, Callable[[], float]], rounds: int, warmup: int =
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
     parser.add_argument("--ref", type=Path, required=True, help="a checkout of fei-hdu/NAS-Lung")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=8)
@@ -136,8 +137,8 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # every variant, the reference included
-    print(f"{device_name('cpu')}, dispatch {dispatched_isa()}, torch {torch.__version__}, {args.threads} threads, "
-          f"{args.rounds} interleaved rounds")
+    print(f"{device_name('cpu')}, dispatch {dispatched_isa()}, torch {torch.__version__}, "
+          f"{args.threads} threads, {args.rounds} interleaved rounds")
     gen = torch.Generator().manual_seed(0)
     x32 = torch.rand(32, 1, 32, 32, 32, generator=gen)
     y32 = torch.randint(0, 2, (32,), generator=gen)
@@ -155,13 +156,16 @@ def main() -> None:
         served = eval_model(build_model(arch).eval())
         inference = {}
         for batch, x in (("32", x32), ("1", x1)):
-            inference[batch] = interleave({"ref": inference_step(ref, x), "naslung": inference_step(served, x)},
-                                          args.rounds * (4 if batch == "1" else 1))
+            steps = {"ref": inference_step(ref, x), "naslung": inference_step(served, x)}
+            inference[batch] = interleave(steps, args.rounds * (4 if batch == "1" else 1))
         rows = [("training step, ms per sample, batch 32", {k: 1000 * v / 32 for k, v in train.items()}),
-                ("inference, ms per nodule, batch 32", {k: 1000 * v / 32 for k, v in inference["32"].items()}),
+                ("inference, ms per nodule, batch 32",
+                 {k: 1000 * v / 32 for k, v in inference["32"].items()}),
                 ("inference, ms, batch 1", {k: 1000 * v for k, v in inference["1"].items()})]
         for label, ms in rows:
-            extra = f"  ({ms['torch-ops']:.2f} ms, {ms['ref'] / ms['torch-ops']:.2f}x)" if "torch-ops" in ms else ""
+            extra = ""
+            if "torch-ops" in ms:
+                extra = f"  ({ms['torch-ops']:.2f} ms, {ms['ref'] / ms['torch-ops']:.2f}x)"
             print(f"{name:8s} {label:34s} {ms['ref']:10.2f} {ms['naslung']:10.2f} "
                   f"{ms['ref'] / ms['naslung']:6.2f}x{extra}", flush=True)
     if args.isa == "both":
