@@ -18,8 +18,8 @@ variant in a rotating order, so load from other processes hits them alike; figur
   against naslung's serving path (:func:`naslung.models.fast.eval_model`).
 
 The reference's CBAM uses a 3^3 spatial kernel, a softmax channel gate and ``sp_out * x + x``; naslung's is
-the paper's (7^3, sigmoid, eq. 1). The two networks therefore differ slightly in work; the ratios compare what a
-user of each runs. Prints ratios only; never a test.
+the paper's (7^3, sigmoid, eq. 1). The two networks therefore differ slightly in work; the ratios compare what
+a user of each runs. Prints ratios only; never a test.
 """
 
 from __future__ import annotations

@@ -55,8 +55,8 @@ def cpu_capability() -> str:
 
 
 #: ``-fno-trapping-math``: the kernels' selects (the ReLU's mask, amax's ties) vectorise only when the
-#: compiler may evaluate both sides; without it g++ 12 kept a branch per element for AVX2 (3-4x slower). It changes no
-#: result: floating-point exceptions are not trapped in torch either.
+#: compiler may evaluate both sides; without it g++ 12 kept a branch per element for AVX2 (3-4x slower). It
+#: changes no result: floating-point exceptions are not trapped in torch either.
 BASE_FLAGS = ["-O3", "-fno-trapping-math"]
 
 
