@@ -49,8 +49,9 @@ def demo(
     from rich.table import Table
 
     from naslung.cli.progress import RichProgress, progress_bar
+    from naslung.data.source import PHANTOM_NOTE
     from naslung.pipeline.budgets import budget_for
-    from naslung.pipeline.demo import PHANTOM_NOTE, DemoConfig, run_demo
+    from naslung.pipeline.demo import DemoConfig, run_demo
 
     console = Console()
     given = {"search_trials": search_trials, "search_epochs": search_epochs, "members": members,

@@ -30,14 +30,10 @@ def register(root: typer.Typer) -> None:
 
 
 def _data_note(data: Path) -> str:
-    """``"phantom data"`` when the dataset was rendered by the LIDC phantom (its numbers are not LIDC's)."""
-    from naslung.data.dataset import read_source_kind
+    """The plot title's phantom note (:func:`naslung.data.source.title_of_file`)."""
+    from naslung.data.source import title_of_file
 
-    try:
-        kind = read_source_kind(data)
-    except (OSError, ValueError):
-        return ""
-    return "phantom data (not LIDC accuracy)" if kind == "phantom" else ""
+    return title_of_file(data)
 
 
 #: Where a search goes when --out is not given.

@@ -18,11 +18,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from naslung.data.source import PHANTOM_NOTE, PHANTOM_TITLE
 from naslung.pipeline.budgets import BUDGETS, Budget
 from naslung.progress import Progress
 from naslung.search.objective import PAPER_TEST_FOLDS
 
-PHANTOM_NOTE = "PHANTOM data (synthetic CT rendered from LIDC annotations; not LIDC accuracy)"
+__all__ = ["PHANTOM_NOTE", "DemoConfig", "run_demo"]
 
 
 @dataclass
@@ -121,7 +122,7 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print,
     search_cfg = stages.search_config_for(budget, data_file, search_dir, seed=config.seed,
                                           exclude_folds=config.search_exclude_folds,
                                           latency_budget_ms=config.latency_budget_ms)
-    search = stages.pop_search(search_cfg, [config.test_fold], note="phantom data", log=log)
+    search = stages.pop_search(search_cfg, [config.test_fold], note=PHANTOM_TITLE, log=log)
     members = stages.select_members_file(search_dir, budget.members, budget.epochs, log=log,
                                          floor=budget.floor())
     timings["search_s"] = time.perf_counter() - t

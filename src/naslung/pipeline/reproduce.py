@@ -110,6 +110,7 @@ def validate(config: ReproduceConfig) -> None:
 def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print,
                   progress: Progress | None = None) -> dict[str, Any]:
     """Run (or resume) every stage; returns the summary (also in ``reproduce.json``'s stage results)."""
+    from naslung.data.source import is_phantom_kind, phantom_title
     from naslung.fingerprint import fingerprint_of, load_dataset
     from naslung.train.config import TrainConfig
     from naslung.train.cv import validate_cv
@@ -123,7 +124,7 @@ def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print,
     # The members' split is the search's (split_seed = seed): every test fold must leave both classes in it.
     validate_cv(dataset, TrainConfig(split_seed=config.seed, device=config.device), config.folds)
     fingerprint = fingerprint_of(dataset)
-    phantom = dataset.source_kind == "phantom"
+    phantom = is_phantom_kind(dataset.source_kind)
     Path(config.out).mkdir(parents=True, exist_ok=True)
     job = {"data": str(Path(config.data).resolve()), "fingerprint": fingerprint, "phantom": phantom,
            "budget": budget.to_dict(), "folds": list(config.folds),
@@ -136,7 +137,7 @@ def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print,
                          f"({status.saved_job.get('data')}); use another --out")
     status.save()
     runner = _Runner(config, status, log, dataset)
-    note = "phantom data (not LIDC accuracy)" if phantom else ""
+    note = phantom_title(phantom)
 
     runner.stage("search", {"fingerprint": fingerprint, "budget": _search_fields(budget), "seed": config.seed,
                             "exclude_folds": list(config.exclude_folds)},

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from naslung.explain.provenance import source_kind
+from naslung.data.source import is_phantom_kind, source_kind
 
 #: figure file name pattern -> (order, caption) of the paper's figure it reproduces.
 FIGURES: tuple[tuple[str, int, str], ...] = (
@@ -52,7 +52,7 @@ class RunInfo:
 
     @property
     def phantom(self) -> bool:
-        return source_kind(self.config) == "phantom"
+        return is_phantom_kind(source_kind(self.config))
 
     @property
     def source(self) -> str | None:

@@ -161,7 +161,7 @@ def run_ablation(data: str | Path, archs: Sequence[str], folds: Sequence[int], o
     ``jobs > 1`` runs that many cv folders at once in spawned processes, each single-threaded unless
     ``threads`` says otherwise. Everything is validated before the first epoch; finished folds are read back.
     """
-    from naslung.explain.provenance import PHANTOM_NOTE
+    from naslung.data.source import PHANTOM_NOTE, is_phantom_kind
     from naslung.fingerprint import fingerprint_of, load_dataset
     from naslung.lock import output_lock
 
@@ -178,7 +178,7 @@ def run_ablation(data: str | Path, archs: Sequence[str], folds: Sequence[int], o
         raise DataError(f"--data: {exc}") from None
     out = Path(out_dir)
     validate(dataset, configs, folds, out)
-    phantom = dataset.source_kind == "phantom"
+    phantom = is_phantom_kind(dataset.source_kind)
     fingerprint = fingerprint_of(dataset)
     started = time.perf_counter()
     with output_lock(out, "naslung ablate"):
