@@ -58,8 +58,8 @@ def search_config_for(budget: Budget, data: str | Path, out: str | Path, *, seed
 def check_search_protocol(search_dir: str | Path, exclude_folds: Sequence[int], test_folds: Sequence[int],
                           where: str) -> None:
     """Refuse, before any work, test folds the search would see or that an existing search folder saw."""
-    from naslung.protocol import check_search_folder, check_test_fold_unseen
-    from naslung.search.records import CONFIG
+    from naslung.protocol import check_test_fold_unseen
+    from naslung.search.records import CONFIG, check_search_folder
 
     for fold in test_folds:
         check_test_fold_unseen(fold, exclude_folds, where=where)
@@ -71,8 +71,7 @@ def check_search_protocol(search_dir: str | Path, exclude_folds: Sequence[int], 
 def pop_search(config: SearchConfig, test_folds: Sequence[int], *, note: str = "",
                log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or resume) the search of ``config``; its summary. See the module docstring for the protocol."""
-    from naslung.protocol import check_search_folder
-    from naslung.search.records import CONFIG, TRIALS
+    from naslung.search.records import CONFIG, TRIALS, check_search_folder
     from naslung.search.runner import run_search
 
     search_dir = Path(config.out)

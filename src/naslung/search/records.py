@@ -141,6 +141,15 @@ def read_config(out: str | Path) -> dict[str, Any]:
     return data
 
 
+def check_search_folder(out: str | Path, test_fold: int | None) -> None:
+    """:func:`naslung.protocol.check_test_fold_unseen` against the ``exclude_folds`` recorded in a search
+    folder."""
+    from naslung.protocol import check_test_fold_unseen
+
+    config = read_config(Path(out)).get("config", {})
+    check_test_fold_unseen(test_fold, config.get("exclude_folds") or (), where=f"search in {out}")
+
+
 def write_pareto(out: str | Path, front: list[dict[str, Any]], summary: dict[str, Any]) -> Path:
     """``pareto.json``: front members (by measured latency, ascending) and the search counts."""
     return write_json_atomic(
