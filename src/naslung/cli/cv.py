@@ -98,9 +98,8 @@ def _cv_members(data: Path, members_file: Path, folds: list[int], out: Path | No
                 budget: str | None, epochs: int | None, threads: int | None, device: str | None,
                 jobs: int, others: list[Any]) -> None:
     """``cv --members``: each member's own TrainConfig; only the budget, threads and device may change."""
-    from naslung.search.members import read_members
+    from naslung.search.members import read_members, run_members_cv
     from naslung.train.checkpoint import CheckpointError
-    from naslung.train.cv import run_members_cv
 
     if any(v not in (None, []) for v in others):
         raise typer.BadParameter("with --members each member trains with the search's settings; only "

@@ -112,7 +112,7 @@ def train_members(dataset: NoduleDataset, members: Members, folds: Sequence[int]
                   budget: Budget, source: str | Path,
                   progress: Progress | None = None) -> dict[str, CVResult]:
     """Train every member on every test fold at the budget's epochs (``root/<member>/fold_<K>``)."""
-    from naslung.train.cv import run_members_cv
+    from naslung.search.members import run_members_cv
 
     return run_members_cv(dataset, members, list(folds), root, budget=budget.train_budget,
                           epochs=budget.epochs, progress=progress, source=str(source))
