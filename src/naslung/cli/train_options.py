@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from naslung import schemas
 from naslung.cli.common import check_threads
 from naslung.options import METRICS, choices
 from naslung.train.config import BUDGETS, TrainConfig
@@ -133,7 +134,7 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise typer.BadParameter(str(exc), param_hint="--config") from exc
     schema = data.get("schema") if isinstance(data, dict) else None
-    if schema is not None and schema != "naslung-train-config":
+    if schema is not None and schema != schemas.TRAIN_CONFIG:
         from naslung.outputs import describe
 
         raise typer.BadParameter(f"{path}: holds {describe(path)}, not a TrainConfig (give a JSON object of "

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from naslung import schemas
 from naslung.pipeline import estimate as est
 from naslung.pipeline import stages
 from naslung.pipeline.budgets import BUDGETS, Budget
@@ -282,7 +283,7 @@ def _ensemble(members: Any, config: ReproduceConfig) -> dict[str, Any]:
     from naslung.atomic import write_json_atomic, write_text_atomic
 
     table = stages.ensemble_table(members, config.paths["members"], config.folds)
-    write_json_atomic(config.paths["results_json"], {"schema": "naslung-reproduce-results",
+    write_json_atomic(config.paths["results_json"], {"schema": schemas.REPRODUCE_RESULTS,
                                                      "schema_version": 1, "budget": config.budget.to_dict(),
                                                      **table})
     write_text_atomic(config.paths["results_md"], results_markdown(table))

@@ -128,6 +128,7 @@ def ensemble_table(members: Members, root: str | Path, folds: Sequence[int]) -> 
     from naslung.atomic import read_json
     from naslung.ensemble.vote import ensemble_predict, load_members
     from naslung.train.cv import summarize
+    from naslung.train.result import TrainResult
     from naslung.train.rundir import CVDir
 
     dirs = member_dirs(members, root)
@@ -136,7 +137,7 @@ def ensemble_table(members: Members, root: str | Path, folds: Sequence[int]) -> 
     agreement: dict[str, float] = {}
     for fold in folds:
         for member, path in zip(members.members, dirs, strict=True):
-            result = CVDir(path).run(fold).load_result()
+            result = TrainResult.load(CVDir(path).run(fold).path)
             rows.append({"method": f"member {member.record.get('rank', '?')}", "member": member.name,
                          "arch": member.config.arch, "fold": int(fold), "params": result.params,
                          "epoch": result.epoch, **rates(result.test_metrics)})

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from naslung import schemas
 from naslung.atomic import read_json, write_json_atomic
 from naslung.train.config import TrainConfig
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from naslung.train.cv import CVResult
 
 MEMBERS = "members.json"
-SCHEMA = "naslung-members"
+SCHEMA = schemas.MEMBERS
 SCHEMA_VERSION = 1
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from naslung import schemas
 from naslung.atomic import write_json_atomic, write_text_atomic
 from naslung.data.errors import DataError
 from naslung.models.spec import ArchSpec
@@ -30,7 +31,7 @@ from naslung.train.config import HEAD_FOR_LOSS, TrainConfig
 from naslung.train.cv import CNN, SUMMARY_METRICS, summarize
 from naslung.train.rundir import CVDir
 
-SCHEMA = "naslung-ablation"
+SCHEMA = schemas.ABLATION
 SCHEMA_VERSION = 1
 JSON_NAME = "ablation.json"
 MARKDOWN_NAME = "ablation.md"

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from naslung import schemas
 from naslung.atomic import write_json_atomic, write_text_atomic
 from naslung.data.dataset import NoduleDataset
 from naslung.progress import Progress
@@ -42,7 +43,7 @@ class CVResult:
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": "naslung-cv", "schema_version": 1, "folds": self.folds, "per_fold": self.rows,
+        return {"schema": schemas.CV, "schema_version": 1, "folds": self.folds, "per_fold": self.rows,
                 "summary": self.summary, "seconds": self.seconds,
                 "std": "sample standard deviation over folds (ddof=1); NaN folds are skipped"}
 

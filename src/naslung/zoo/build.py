@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from naslung import schemas
 from naslung.progress import Progress
 from naslung.train.config import TrainConfig
 from naslung.zoo.card import (
@@ -174,7 +175,7 @@ def cv_metrics(recipe: Recipe, cv_dir: str | Path, configs: Sequence[tuple[str, 
             raise FileNotFoundError(f"--cv {cv_dir}: no {path}; give a finished `naslung cv"
                                     f"{'' if recipe.kind == 'single' else ' --members'}` folder")
         data = read_json(path, "cv summary")
-        if not isinstance(data, dict) or data.get("schema") != "naslung-cv":
+        if not isinstance(data, dict) or data.get("schema") != schemas.CV:
             raise ValueError(f"{path}: not a naslung cv summary")
         _compare_configs(data.get("config"), config, path)
         summaries.append(data)

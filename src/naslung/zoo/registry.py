@@ -15,6 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from naslung import schemas
+
 #: Environment variable that replaces the package's models folder.
 MODELS_ENV = "NASLUNG_MODELS"
 CARD_FILE = "card.json"
@@ -98,7 +100,7 @@ def read_card(name: str, root: str | Path | None = None) -> dict[str, Any] | Non
     if not path.is_file():
         return None
     card = read_json(path, "model card")
-    if not isinstance(card, dict) or card.get("schema") != "naslung-model-card":
+    if not isinstance(card, dict) or card.get("schema") != schemas.MODEL_CARD:
         raise ValueError(f"{path}: not a naslung model card")
     return card
 
