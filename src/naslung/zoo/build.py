@@ -31,7 +31,7 @@ from naslung.zoo.card import (
     input_section,
     member_entry,
 )
-from naslung.zoo.registry import CARD_FILE, WEIGHTS_FILE, Recipe, model_dir, read_card
+from naslung.zoo.registry import CARD_FILE, WEIGHTS_FILE, Recipe, model_dir, read_card, sha256_file
 
 #: TrainConfig fields that may differ between the cv folder and the build (they do not change the recipe).
 RUNTIME_FIELDS = ("num_threads", "device")
@@ -279,8 +279,6 @@ def build_bundle(recipe: Recipe, dataset: Any, configs: Sequence[tuple[str, Trai
             target = tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             _strip_checkpoint(best, target)
-            from naslung.zoo.load import sha256_file
-
             members.append(member_entry(name, config.arch, result.params, rel, sha256_file(target),
                                         config.to_dict(), result.epoch, len(result.history)))
         first = trained[0][2]

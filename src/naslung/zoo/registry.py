@@ -9,6 +9,7 @@ builds). A name of the table whose folder holds no ``card.json`` is "not built":
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -23,6 +24,15 @@ CARD_FILE = "card.json"
 WEIGHTS_FILE = "best.pt"
 #: The kinds of recipe: one model trained with TrainConfig's defaults, or the members of a ``members.json``.
 KINDS = ("single", "ensemble")
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
