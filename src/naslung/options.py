@@ -12,8 +12,15 @@ from typing import TypeVar
 
 #: ``--loss``: A-Softmax (angular head) or plain softmax cross-entropy (linear head).
 LOSSES: tuple[str, ...] = ("asoftmax", "softmax")
-#: ``--attention``: CBAM (channel then spatial gate), its spatial-first twin, or no attention.
-ATTENTIONS: tuple[str, ...] = ("cbam", "cbam-spatial-first", "none")
+#: Classifier heads (``naslung arch info --head``): normalised and bias-free for A-Softmax, or plain linear.
+HEADS: tuple[str, ...] = ("angular", "linear")
+#: Loss -> classifier head (docs/CONTRACTS.md): A-Softmax needs the angular (normalised, bias-free) head.
+HEAD_FOR_LOSS: dict[str, str] = {"asoftmax": "angular", "softmax": "linear"}
+#: ``--attention`` -> the order of CBAM's gates (None: no attention): CBAM (channel then spatial gate), its
+#: spatial-first twin, or no attention.
+ATTENTION_ORDERS: dict[str, str | None] = {"cbam": "channel-first", "cbam-spatial-first": "spatial-first",
+                                           "none": None}
+ATTENTIONS: tuple[str, ...] = tuple(ATTENTION_ORDERS)
 #: ``--set embedding=``: what global average pooling reads. ``relu``: the last residual block's output after
 #: its ReLU (Fig. 2 as written; every feature >= 0); ``linear``: the same sum before that ReLU, so the
 #: embedding can point anywhere, as A-Softmax's angular margin assumes (:mod:`naslung.models.factory`).

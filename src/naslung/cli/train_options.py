@@ -11,11 +11,11 @@ import typer
 
 from naslung import schemas
 from naslung.cli.common import check_threads
-from naslung.options import METRICS, choices
+from naslung.options import ATTENTIONS, DEVICES, HEAD_FOR_LOSS, LOSSES, METRICS, choices
 from naslung.train.config import BUDGETS, TrainConfig
 
-LOSS_HELP = "asoftmax (angular head) or softmax (linear head)"
-ATTENTION_HELP = "cbam, cbam-spatial-first or none"
+LOSS_HELP = choices([f"{loss} ({HEAD_FOR_LOSS[loss]} head)" for loss in LOSSES])
+ATTENTION_HELP = choices(ATTENTIONS)
 BUDGET_HELP = "epoch budget: " + "; ".join(
     f"{k}: " + (", ".join(f"{f} {v}" for f, v in fields.items()) or "the defaults")
     for k, fields in BUDGETS.items())
@@ -34,7 +34,7 @@ HELP = {
     "attention": f"{ATTENTION_HELP} (default {_D.attention})",
     "seed": f"init/shuffle/augmentation seed (default {_D.seed})",
     "split_seed": f"inner validation split seed (default {_D.split_seed})",
-    "device": f"auto, cpu or cuda (default {_D.device})",
+    "device": f"{choices(DEVICES)} (default {_D.device})",
     "val_fraction": f"inner validation share (default {_D.val_fraction})",
     "select": f"epoch picked by val {choices(METRICS)} (default {_D.select_metric})",
     "lr": f"peak learning rate (default {_D.lr})",

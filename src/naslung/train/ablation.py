@@ -26,8 +26,9 @@ from naslung import schemas
 from naslung.atomic import write_json_atomic, write_text_atomic
 from naslung.data.errors import DataError
 from naslung.models.spec import ArchSpec
+from naslung.options import HEAD_FOR_LOSS
 from naslung.progress import Progress
-from naslung.train.config import HEAD_FOR_LOSS, TrainConfig
+from naslung.train.config import TrainConfig
 from naslung.train.cv import CNN, SUMMARY_METRICS, summarize
 from naslung.train.rundir import CVDir
 
