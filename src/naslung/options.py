@@ -7,7 +7,7 @@ here, so that adding a value is one edit and every error lists the same valid va
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
 #: ``--loss``: A-Softmax (angular head) or plain softmax cross-entropy (linear head).
@@ -63,3 +63,25 @@ def check_seed(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= int(value) <= SEED_MAX:
         raise ValueError(f"{name} must be a whole number in 0..{SEED_MAX}, got {value!r}")
     return int(value)
+
+
+#: LUNA16 ships ten subsets; a fold (``--folds``, ``--test-fold``, ``exclude_folds``) is one of them.
+FOLDS = range(10)
+_FOLD_RANGE = f"{FOLDS[0]}-{FOLDS[-1]}"
+
+
+def check_folds(folds: Iterable[int], what: str) -> list[int]:
+    """``folds`` as sorted unique ints, else a ``ValueError``: ``"<what> [11] are outside the LUNA16 subsets
+    0-9"`` (``what`` names the option, e.g. ``"--folds: folds"``). The one fold-range check."""
+    out = sorted({int(f) for f in folds})
+    outside = [f for f in out if f not in FOLDS]
+    if outside:
+        raise ValueError(f"{what} {outside} are outside the LUNA16 subsets {_FOLD_RANGE}")
+    return out
+
+
+def check_fold(fold: int, what: str) -> int:
+    """One fold (``--test-fold``) as an int, else ``"<what> 12: must be a LUNA16 subset 0-9"``."""
+    if int(fold) not in FOLDS:
+        raise ValueError(f"{what} {fold}: must be a LUNA16 subset {_FOLD_RANGE}")
+    return int(fold)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from naslung.data.source import PHANTOM_NOTE, PHANTOM_TITLE
+from naslung.options import FOLDS
 from naslung.pipeline.budgets import BUDGETS, Budget
 from naslung.progress import Progress
 from naslung.search.objective import PAPER_TEST_FOLDS
@@ -53,10 +54,10 @@ class DemoConfig:
 
 def validate(config: DemoConfig) -> None:
     """Refuse a demo that would report a fold its search trained on, or nonsense counts, before any work."""
+    from naslung.options import check_fold
     from naslung.protocol import check_test_fold_unseen
 
-    if not 0 <= int(config.test_fold) <= 9:
-        raise ValueError(f"--test-fold {config.test_fold}: must be a LUNA16 subset 0-9")
+    check_fold(config.test_fold, "--test-fold")
     if not isinstance(config.budget, Budget):
         raise TypeError(f"budget must be a naslung.pipeline.budgets.Budget, got {config.budget!r}")
     if config.limit is not None and config.limit < 1:
@@ -113,7 +114,7 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print,
     dataset = load_dataset(data_file)
     timings["prepare_s"] = time.perf_counter() - t
 
-    search_folds = ",".join(str(f) for f in range(10) if f not in config.search_exclude_folds)
+    search_folds = ",".join(str(f) for f in FOLDS if f not in config.search_exclude_folds)
     log(f"[3/7] POP search ({budget.name} budget): {budget.search_stop()}, {budget.search_epochs} epochs "
         f"each, on folds {search_folds} (channels {list(budget.search_channels)}, depth "
         f"{budget.search_depth[0]}-{budget.search_depth[1]})")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from naslung import schemas
+from naslung.options import check_folds
 from naslung.pipeline import estimate as est
 from naslung.pipeline import stages
 from naslung.pipeline.budgets import BUDGETS, Budget
@@ -95,9 +96,7 @@ def validate(config: ReproduceConfig) -> None:
     """Refuse, before any work, a run that would report a fold its search saw, or nonsense options."""
     if not config.folds:
         raise ValueError("--folds: no test fold given")
-    outside = [f for f in config.folds if not 0 <= f <= 9]
-    if outside:
-        raise ValueError(f"--folds: folds {outside} are outside the LUNA16 subsets 0-9")
+    check_folds(config.folds, "--folds: folds")
     if not isinstance(config.budget, Budget):
         raise TypeError(f"budget must be a naslung.pipeline.budgets.Budget, got {config.budget!r}")
     if config.jobs < 1:

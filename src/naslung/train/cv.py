@@ -21,6 +21,7 @@ import numpy as np
 from naslung import schemas
 from naslung.atomic import write_json_atomic, write_text_atomic
 from naslung.data.dataset import NoduleDataset
+from naslung.options import check_folds
 from naslung.progress import Progress
 from naslung.train.baselines import BASELINES, fit_baseline
 from naslung.train.config import TrainConfig
@@ -89,9 +90,7 @@ def validate_cv(dataset: NoduleDataset, config: TrainConfig, folds: Sequence[int
     folds = list(folds)
     if not folds:
         raise ValueError("--folds: no test fold given")
-    outside = sorted({f for f in folds if not 0 <= int(f) <= 9})
-    if outside:
-        raise ValueError(f"--folds: folds {outside} are outside the LUNA16 subsets 0-9")
+    check_folds(folds, "--folds: folds")
     present = sorted({int(f) for f in np.asarray(dataset.fold).tolist()})
     missing = sorted({int(f) for f in folds} - set(present))
     if missing:
