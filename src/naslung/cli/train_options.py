@@ -11,7 +11,7 @@ import typer
 
 from naslung import schemas
 from naslung.cli.common import check_threads
-from naslung.options import ATTENTIONS, DEVICES, HEAD_FOR_LOSS, LOSSES, METRICS, choices
+from naslung.options import ATTENTIONS, DEVICES, HEAD_FOR_LOSS, LOSSES, METRICS, choices, parse_field_values
 from naslung.train.config import BUDGETS, TrainConfig
 
 LOSS_HELP = choices([f"{loss} ({HEAD_FOR_LOSS[loss]} head)" for loss in LOSSES])
@@ -147,22 +147,8 @@ def _read_config_file(path: Path) -> dict[str, Any]:
 
 
 def _parse_sets(sets: list[str]) -> dict[str, Any]:
-    """``["ema_decay=0.99", "rot90=true"]`` -> ``{"ema_decay": 0.99, "rot90": True}`` (values as JSON)."""
-    from dataclasses import fields
-
-    known = {f.name for f in fields(TrainConfig)}
-    out: dict[str, Any] = {}
-    for item in sets:
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in known:
-            raise ValueError(f"--set {item!r}: use FIELD=VALUE with a TrainConfig field "
-                             f"({', '.join(sorted(known))})")
-        try:
-            out[key] = json.loads(raw)
-        except ValueError:
-            out[key] = raw  # a bare string such as cosine
-    return out
+    """``--set`` as TrainConfig fields (:func:`naslung.options.parse_field_values`)."""
+    return parse_field_values(sets, TrainConfig, "TrainConfig")
 
 
 def slug(config: Any) -> str:
