@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,16 @@ import typer
 
 from naslung import schemas
 from naslung.cli.common import check_threads
-from naslung.options import ATTENTIONS, DEVICES, HEAD_FOR_LOSS, LOSSES, METRICS, choices, parse_field_values
+from naslung.options import (
+    ATTENTIONS,
+    DEVICES,
+    HEAD_FOR_LOSS,
+    LOSSES,
+    METRICS,
+    SEED_MAX,
+    choices,
+    parse_field_values,
+)
 from naslung.train.config import BUDGETS, TrainConfig
 
 LOSS_HELP = choices([f"{loss} ({HEAD_FOR_LOSS[loss]} head)" for loss in LOSSES])
@@ -43,35 +53,95 @@ HELP = {
 }
 
 
-def resolve_config(*, config_file: Path | None = None, budget: str | None = None, recipe: str | None = None,
-                   sets: list[str] | None = None, max_shift: int | None = None, threads: int | None = None,
-                   data: Path | None = None, **given: Any) -> TrainConfig:
-    """The run's TrainConfig: ``--config`` file, then ``--budget``, then the options given, then ``--set``.
+#: The shared options, declared once; ``naslung train`` and ``naslung cv`` take them as parameters with these
+#: defaults and hand them on as one :class:`TrainOptions`. (``--threads`` is declared by each command: its
+#: help differs.)
+ARCH = typer.Option(None, "--arch", help=HELP["arch"])
+BUDGET = typer.Option(None, "--budget", help=BUDGET_HELP)
+RECIPE = typer.Option(None, "--recipe", help=RECIPE_HELP)
+EPOCHS = typer.Option(None, "--epochs", help=HELP["epochs"])
+BATCH = typer.Option(None, "--batch", help=HELP["batch"])
+LOSS = typer.Option(None, "--loss", help=HELP["loss"])
+ATTENTION = typer.Option(None, "--attention", help=HELP["attention"])
+SEED = typer.Option(None, "--seed", min=0, max=SEED_MAX, help=HELP["seed"])
+SPLIT_SEED = typer.Option(None, "--split-seed", min=0, max=SEED_MAX, help=HELP["split_seed"])
+DEVICE = typer.Option(None, "--device", help=HELP["device"])
+VAL_FRACTION = typer.Option(None, "--val-fraction", help=HELP["val_fraction"])
+SELECT = typer.Option(None, "--select", help=HELP["select"])
+LR = typer.Option(None, "--lr", help=HELP["lr"])
+MAX_SHIFT = typer.Option(None, "--max-shift", help=HELP["max_shift"])
+CHANNELS_LAST = typer.Option(None, "--channels-last/--no-channels-last", help="3-D only")
+CONFIG_FILE = typer.Option(None, "--config", help=HELP["config"])
+SETS = typer.Option(None, "--set", help=SET_HELP)
 
-    Options the user did not give are None and keep :class:`TrainConfig`'s default; ``--arch`` left
-    unset takes the default of ``data``'s dimensionality (``naslung.train.config.DEFAULT_ARCHS``).
-    """
-    check_threads(threads)
-    base: dict[str, Any] = {}
-    if config_file is not None:
-        base = _read_config_file(config_file)
-    given["num_threads"] = threads
-    if max_shift is not None:
-        given["max_shift"] = None if max_shift < 0 else max_shift
-    try:
-        config = TrainConfig.resolve(base, budget, recipe, spatial_dims=_spatial_dims(data), **given)
-        parsed = _parse_sets(sets) if sets else {}
-    except (TypeError, ValueError) as exc:
-        raise typer.BadParameter(str(exc)) from exc
-    for key, value in parsed.items():
-        if given.get(key) is not None and given[key] != value:
-            option = OPTION_OF.get(key, "--" + key.replace("_", "-"))
-            raise typer.BadParameter(f"{key}={value!r} conflicts with {option} {given[key]!r}; give one of "
-                                     f"them", param_hint="--set")
-    try:
-        return config.replace(**parsed) if parsed else config
-    except (TypeError, ValueError) as exc:
-        raise typer.BadParameter(str(exc), param_hint="--set") from exc
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """The TrainConfig options of ``naslung train`` and ``naslung cv``, as the user gave them (None: not
+    given, so the field keeps :class:`TrainConfig`'s default). One typed object in place of 17 keywords."""
+
+    arch: str | None = None
+    budget: str | None = None
+    recipe: str | None = None
+    epochs: int | None = None
+    batch: int | None = None
+    loss: str | None = None
+    attention: str | None = None
+    seed: int | None = None
+    split_seed: int | None = None
+    device: str | None = None
+    val_fraction: float | None = None
+    select: str | None = None
+    lr: float | None = None
+    threads: int | None = None
+    max_shift: int | None = None
+    channels_last: bool | None = None
+    config_file: Path | None = None
+    sets: list[str] | None = None
+
+    def config_fields(self) -> dict[str, Any]:
+        """The TrainConfig fields the plain options give (None: not given), by field name."""
+        return {"arch": self.arch, "epochs": self.epochs, "batch_size": self.batch, "loss": self.loss,
+                "attention": self.attention, "seed": self.seed, "split_seed": self.split_seed,
+                "device": self.device, "val_fraction": self.val_fraction, "select_metric": self.select,
+                "lr": self.lr, "channels_last": self.channels_last, "num_threads": self.threads,
+                "max_shift": None if self.max_shift is None or self.max_shift < 0 else self.max_shift}
+
+    def given_besides(self, *allowed: str) -> list[str]:
+        """The options given other than ``allowed`` (attribute names), e.g. for ``cv --members``."""
+        return [f.name for f in fields(self)
+                if f.name not in allowed and getattr(self, f.name) not in (None, [])]
+
+    def resolve(self, data: Path | None = None) -> TrainConfig:
+        """The run's TrainConfig: ``--config`` file, then ``--budget``, then the options given, then
+        ``--set``.
+
+        Options the user did not give are None and keep :class:`TrainConfig`'s default; ``--arch`` left
+        unset takes the default of ``data``'s dimensionality (``naslung.train.config.DEFAULT_ARCHS``).
+        """
+        check_threads(self.threads)
+        base = _read_config_file(self.config_file) if self.config_file is not None else {}
+        given = self.config_fields()
+        try:
+            config = TrainConfig.resolve(base, self.budget, self.recipe, spatial_dims=_spatial_dims(data),
+                                         **given)
+            parsed = _parse_sets(self.sets) if self.sets else {}
+        except (TypeError, ValueError) as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        for key, value in parsed.items():
+            if given.get(key) is not None and given[key] != value:
+                option = OPTION_OF.get(key, "--" + key.replace("_", "-"))
+                raise typer.BadParameter(f"{key}={value!r} conflicts with {option} {given[key]!r}; give one "
+                                         f"of them", param_hint="--set")
+        try:
+            return config.replace(**parsed) if parsed else config
+        except (TypeError, ValueError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="--set") from exc
+
+    def check_for_data(self, config: TrainConfig, dataset: Any, data: Path) -> None:
+        """:func:`check_for_data` with these options."""
+        check_for_data(config, dataset, data, max_shift=self.max_shift, channels_last=self.channels_last,
+                       sets=self.sets)
 
 
 #: The option of a TrainConfig field whose name differs from ``--<field>``.
