@@ -7,12 +7,13 @@ from typing import Any
 
 import typer
 
-from naslung.cli.common import check_threads, fail, pct
+from naslung.cli.common import check_threads, fail, from_alias, pct
 from naslung.cli.progress import progress_bar
 from naslung.cli.train_options import (
     ARCH,
     ATTENTION,
     BATCH,
+    BATCH_ALIAS,
     BUDGET,
     CHANNELS_LAST,
     CONFIG_FILE,
@@ -51,6 +52,7 @@ def cv(
     recipe: str | None = RECIPE,
     epochs: int | None = EPOCHS,
     batch: int | None = BATCH,
+    batch_alias: int | None = BATCH_ALIAS,
     loss: str | None = LOSS,
     attention: str | None = ATTENTION,
     seed: int | None = SEED,
@@ -78,11 +80,11 @@ def cv(
         fold_list = parse_folds(folds)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--folds") from exc
-    options = TrainOptions(arch=arch, budget=budget, recipe=recipe, epochs=epochs, batch=batch, loss=loss,
+    options = TrainOptions(arch=arch, budget=budget, recipe=recipe, epochs=epochs, loss=loss,
                            attention=attention, seed=seed, split_seed=split_seed, device=device,
                            val_fraction=val_fraction, select=select, lr=lr, threads=threads,
                            max_shift=max_shift, channels_last=channels_last, config_file=config_file,
-                           sets=sets)
+                           sets=sets, batch=from_alias(batch, batch_alias, "--batch-size", "--batch"))
     if members_file is not None:
         _cv_members(data, members_file, fold_list, out, as_json, options, jobs=jobs)
         return

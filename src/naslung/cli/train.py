@@ -7,12 +7,13 @@ from typing import Any
 
 import typer
 
-from naslung.cli.common import fail, pct
+from naslung.cli.common import fail, from_alias, pct
 from naslung.cli.progress import progress_bar
 from naslung.cli.train_options import (
     ARCH,
     ATTENTION,
     BATCH,
+    BATCH_ALIAS,
     BUDGET,
     CHANNELS_LAST,
     CONFIG_FILE,
@@ -49,6 +50,7 @@ def train(
     recipe: str | None = RECIPE,
     epochs: int | None = EPOCHS,
     batch: int | None = BATCH,
+    batch_alias: int | None = BATCH_ALIAS,
     loss: str | None = LOSS,
     attention: str | None = ATTENTION,
     seed: int | None = SEED,
@@ -70,11 +72,11 @@ def train(
     from naslung.train.checkpoint import CheckpointError
     from naslung.train.engine import fit
 
-    options = TrainOptions(arch=arch, budget=budget, recipe=recipe, epochs=epochs, batch=batch, loss=loss,
+    options = TrainOptions(arch=arch, budget=budget, recipe=recipe, epochs=epochs, loss=loss,
                            attention=attention, seed=seed, split_seed=split_seed, device=device,
                            val_fraction=val_fraction, select=select, lr=lr, threads=threads,
                            max_shift=max_shift, channels_last=channels_last, config_file=config_file,
-                           sets=sets)
+                           sets=sets, batch=from_alias(batch, batch_alias, "--batch-size", "--batch"))
     config = options.resolve(data)
     if out is None:
         base = Path("runs") / slug(config)

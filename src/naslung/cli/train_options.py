@@ -60,7 +60,9 @@ ARCH = typer.Option(None, "--arch", help=HELP["arch"])
 BUDGET = typer.Option(None, "--budget", help=BUDGET_HELP)
 RECIPE = typer.Option(None, "--recipe", help=RECIPE_HELP)
 EPOCHS = typer.Option(None, "--epochs", help=HELP["epochs"])
-BATCH = typer.Option(None, "--batch", help=HELP["batch"])
+BATCH = typer.Option(None, "--batch-size", help=HELP["batch"])
+#: ``--batch``, the former name of ``--batch-size`` (hidden).
+BATCH_ALIAS = typer.Option(None, "--batch", hidden=True)
 LOSS = typer.Option(None, "--loss", help=HELP["loss"])
 ATTENTION = typer.Option(None, "--attention", help=HELP["attention"])
 SEED = typer.Option(None, "--seed", min=0, max=SEED_MAX, help=HELP["seed"])
@@ -145,7 +147,7 @@ class TrainOptions:
 
 
 #: The option of a TrainConfig field whose name differs from ``--<field>``.
-OPTION_OF = {"batch_size": "--batch", "select_metric": "--select", "num_threads": "--threads"}
+OPTION_OF = {"select_metric": "--select", "num_threads": "--threads"}
 
 
 def check_for_data(config: TrainConfig, dataset: Any, data: Path, *, max_shift: int | None = None,
