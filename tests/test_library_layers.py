@@ -231,3 +231,14 @@ def test_a_third_cycle_is_counted():
     graph["naslung.lock"] = graph["naslung.lock"] + [("naslung.atomic", 1)]
     assert len(import_cycles(graph)) == before + 2
     assert ["naslung.atomic", "naslung.lock"] in import_cycles(graph)
+
+
+def test_recognising_files_does_not_import_torch():
+    # schemas.py is why: outputs and report/discover name every file's schema without importing its owner
+    import subprocess
+    import sys
+
+    code = ("import sys, naslung.schemas, naslung.outputs, naslung.report.discover, naslung.data.source; "
+            "print(sorted(m for m in ('torch', 'h5py') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
