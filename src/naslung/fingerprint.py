@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from naslung.data.errors import DataError
+from naslung.errors import DataError
 
 PREFIX = "blake2b:"
 MEMORY_PREFIX = "blake2b-mem:"

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from naslung import schemas
+
 #: An input of a command: the option that names it (``"--data"``, ``"RUN"``) and its path (None: not given).
 Input = tuple[str, "str | os.PathLike[str] | None"]
 
@@ -104,19 +106,15 @@ def is_crop_dataset(path: Path) -> bool:
         return False
     if isinstance(schema, bytes):
         schema = schema.decode(errors="replace")
-    from naslung.data.dataset import SCHEMA
-
-    return schema == SCHEMA
+    return schema == schemas.CROPS
 
 
 def is_onnx(path: Path) -> bool:
     """An ONNX ModelProto (field 1, ir_version, first) carrying naslung's model-config metadata key."""
-    from naslung.models.onnx import METADATA_KEY
-
     try:
         if _head(path, 1) != b"\x08" or path.stat().st_size > (2 << 30):
             return False
-        return METADATA_KEY.encode() in path.read_bytes()
+        return schemas.ONNX_METADATA_KEY.encode() in path.read_bytes()
     except OSError:
         return False
 
@@ -128,11 +126,9 @@ def is_report(path: Path) -> bool:
 
 def is_label_table(path: Path) -> bool:
     """A CSV whose header holds the label-table contract columns (``naslung data labels``)."""
-    from naslung.data.labels import LABEL_COLUMNS
-
     first = _head(path).decode("utf-8", errors="replace").splitlines()[:1]
     header = {c.strip() for c in first[0].split(",")} if first else set()
-    return set(LABEL_COLUMNS) <= header
+    return set(schemas.LABEL_COLUMNS) <= header
 
 
 def is_checkpoint(path: Path) -> bool:
@@ -184,13 +180,13 @@ ONNX = FileKind("naslung ONNX model", (".onnx",), is_onnx)
 REPORT = FileKind("naslung HTML report", (".html", ".htm"), is_report)
 LABEL_TABLE = FileKind("naslung label table (CSV)", (".csv",), is_label_table)
 ENSEMBLE_SIZE_JSON = FileKind("naslung ensemble-size study (JSON)", (".json",),
-                              json_schema("naslung-ensemble-size", keys=("fold", "runs", "vote", "rows")))
+                              json_schema(schemas.ENSEMBLE_SIZE, keys=("fold", "runs", "vote", "rows")))
 PREPARE_ERRORS = FileKind("naslung list of scans prepare refused (JSON)", (".json",),
-                          json_schema("naslung-prepare-errors", keys=("dataset", "refused")))
+                          json_schema(schemas.PREPARE_ERRORS, keys=("dataset", "refused")))
 STUDY_PREDICTIONS = FileKind("naslung study predictions (CSV)", (".csv",),
                              lambda p: _head(p, 64).startswith(b"seriesuid,coordX,coordY,coordZ,probability"))
 STUDY_ERRORS = FileKind("naslung list of study prediction errors (JSON)", (".json",),
-                        json_schema("naslung-study-errors"))
+                        json_schema(schemas.STUDY_ERRORS))
 FILE_KINDS: tuple[FileKind, ...] = (CROP_DATASET, PNG, ONNX, REPORT, LABEL_TABLE, ENSEMBLE_SIZE_JSON,
                                     PREPARE_ERRORS, STUDY_PREDICTIONS, STUDY_ERRORS)
 
@@ -260,8 +256,8 @@ def _has(name: str, check: Callable[[Path], bool]) -> Callable[[Path], bool]:
     return lambda folder: (folder / name).is_file() and check(folder / name)
 
 
-_RUN_CONFIG = json_schema("naslung-train-config")
-_RUN_RESULT = json_schema("naslung-train-result")
+_RUN_CONFIG = json_schema(schemas.TRAIN_CONFIG)
+_RUN_RESULT = json_schema(schemas.TRAIN_RESULT)
 TRAIN_RUN = FolderKind(
     "training run",
     files={"config.json": _RUN_CONFIG, "result.json": _RUN_RESULT, "epochs.jsonl": _jsonl,
@@ -270,28 +266,28 @@ TRAIN_RUN = FolderKind(
     marker=lambda f: _has("config.json", _RUN_CONFIG)(f) or _has("result.json", _RUN_RESULT)(f),
     needs_marker=True)
 CV_FOLDER = FolderKind(
-    "cv folder", files={"cv.json": json_schema("naslung-cv"), "cv.csv": _text},
-    folders={"fold_*": TRAIN_RUN}, marker=_has("cv.json", json_schema("naslung-cv")))
+    "cv folder", files={"cv.json": json_schema(schemas.CV), "cv.csv": _text},
+    folders={"fold_*": TRAIN_RUN}, marker=_has("cv.json", json_schema(schemas.CV)))
 MEMBERS_CV = FolderKind("member cv folder (cv --members)", folders={"*": CV_FOLDER})
-_SEARCH_JSON = json_schema("naslung-search-config", "naslung-search-pareto", "naslung-members",
-                           "naslung-latency-model")
+_SEARCH_JSON = json_schema(schemas.SEARCH_CONFIG, schemas.SEARCH_PARETO, schemas.MEMBERS,
+                           schemas.LATENCY_MODEL)
 SEARCH = FolderKind(
     "search folder",
-    files={"trials.jsonl": _jsonl, "search_config.json": json_schema("naslung-search-config"),
+    files={"trials.jsonl": _jsonl, "search_config.json": json_schema(schemas.SEARCH_CONFIG),
            "latency_model.json": _any_json, "pareto.json": _SEARCH_JSON,
-           "members.json": json_schema("naslung-members"), "pareto.png": is_png},
+           "members.json": json_schema(schemas.MEMBERS), "pareto.png": is_png},
     folders={"members_cv": MEMBERS_CV},
-    marker=_has("search_config.json", json_schema("naslung-search-config")))
+    marker=_has("search_config.json", json_schema(schemas.SEARCH_CONFIG)))
 _EXPLAIN_NODULES = FolderKind("explain nodules folder", files={"*.png": is_png})
 EXPLAIN = FolderKind(
     "explain folder",
     files={"montage.png": is_png, "tsne.png": is_png, "dbi.csv": _text,
-           "dbi.json": _any_json, "explain.json": json_schema("naslung-explain")},
-    folders={"nodules": _EXPLAIN_NODULES}, marker=_has("explain.json", json_schema("naslung-explain")))
+           "dbi.json": _any_json, "explain.json": json_schema(schemas.EXPLAIN)},
+    folders={"nodules": _EXPLAIN_NODULES}, marker=_has("explain.json", json_schema(schemas.EXPLAIN)))
 _ABLATION_VARIANT = FolderKind("ablation variant folder", folders={"*": CV_FOLDER})
 ABLATION = FolderKind(
-    "ablation folder", files={"ablation.json": json_schema("naslung-ablation"), "ablation.md": _text},
-    folders={"*": _ABLATION_VARIANT}, marker=_has("ablation.json", json_schema("naslung-ablation")))
+    "ablation folder", files={"ablation.json": json_schema(schemas.ABLATION), "ablation.md": _text},
+    folders={"*": _ABLATION_VARIANT}, marker=_has("ablation.json", json_schema(schemas.ABLATION)))
 DEMO = FolderKind(
     "demo folder",
     files={"demo_summary.json": _any_json, "report.html": is_report},
@@ -299,16 +295,16 @@ DEMO = FolderKind(
     marker=_has("demo_summary.json", _any_json))
 REPRODUCE = FolderKind(
     "reproduce folder",
-    files={"reproduce.json": json_schema("naslung-reproduce"),
-           "results.json": json_schema("naslung-reproduce-results"), "results.md": _text,
+    files={"reproduce.json": json_schema(schemas.REPRODUCE),
+           "results.json": json_schema(schemas.REPRODUCE_RESULTS), "results.md": _text,
            "report.html": is_report},
     folders={"search": SEARCH, "members": MEMBERS_CV, "ablate": ABLATION, "explain": EXPLAIN},
-    marker=_has("reproduce.json", json_schema("naslung-reproduce")))
+    marker=_has("reproduce.json", json_schema(schemas.REPRODUCE)))
 _PHANTOM_SUBSET = FolderKind("phantom subset", files={"*.mhd": _text, "*.raw": None})
 PHANTOM = FolderKind(
     "LIDC phantom tree",
-    files={"phantom.json": json_schema("naslung-phantom"), "labels.csv": _text, "annotations.csv": _text},
-    folders={"subset[0-9]": _PHANTOM_SUBSET}, marker=_has("phantom.json", json_schema("naslung-phantom")),
+    files={"phantom.json": json_schema(schemas.PHANTOM), "labels.csv": _text, "annotations.csv": _text},
+    folders={"subset[0-9]": _PHANTOM_SUBSET}, marker=_has("phantom.json", json_schema(schemas.PHANTOM)),
     needs_marker=True)
 FOLDER_KINDS: tuple[FolderKind, ...] = (TRAIN_RUN, CV_FOLDER, SEARCH, EXPLAIN, ABLATION, REPRODUCE, DEMO,
                                         PHANTOM)
@@ -316,11 +312,11 @@ FOLDER_KINDS: tuple[FolderKind, ...] = (TRAIN_RUN, CV_FOLDER, SEARCH, EXPLAIN, A
 
 # ---- what an existing path holds (for the refusal message) -------------------------------------------------
 _SCHEMA_NAMES = {
-    "naslung-train-config": "a naslung training config", "naslung-train-result": "a naslung training result",
-    "naslung-cv": "a naslung cv summary", "naslung-search-config": "a naslung search config",
-    "naslung-search-pareto": "a naslung Pareto front", "naslung-members": "a naslung members file",
-    "naslung-explain": "a naslung explain summary", "naslung-ablation": "a naslung ablation summary",
-    "naslung-phantom": "a naslung phantom manifest", "naslung-reproduce": "a naslung reproduce status",
+    schemas.TRAIN_CONFIG: "a naslung training config", schemas.TRAIN_RESULT: "a naslung training result",
+    schemas.CV: "a naslung cv summary", schemas.SEARCH_CONFIG: "a naslung search config",
+    schemas.SEARCH_PARETO: "a naslung Pareto front", schemas.MEMBERS: "a naslung members file",
+    schemas.EXPLAIN: "a naslung explain summary", schemas.ABLATION: "a naslung ablation summary",
+    schemas.PHANTOM: "a naslung phantom manifest", schemas.REPRODUCE: "a naslung reproduce status",
 }
 
 

@@ -17,10 +17,10 @@ def cache_dir(*parts: str) -> Path:
 
 
 def check_creatable(path: Path, name: str) -> None:
-    """Raise :class:`~naslung.data.errors.DataError` unless ``path`` (a folder, existing or not) can be
+    """Raise :class:`~naslung.errors.DataError` unless ``path`` (a folder, existing or not) can be
     written in: its nearest existing ancestor must be a folder this process may write. ``name`` begins the
     message (e.g. ``"--out runs/x"``)."""
-    from naslung.data.errors import DataError
+    from naslung.errors import DataError
 
     parent = path
     while not parent.exists() and parent != parent.parent:

@@ -6,14 +6,12 @@ When a search feeds a training run, the run's test fold must be one of the folds
 ``exclude_folds``); otherwise the architecture was picked with that fold's nodules and the reported number
 is leaked.
 Callers check *before* any work starts (:func:`check_test_fold_unseen`), and again against what a search
-folder actually recorded (:func:`check_search_folder`).
+folder actually recorded (:func:`naslung.search.records.check_search_folder`, which reads the folder).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
-from pathlib import Path
 
 
 class ProtocolError(ValueError):
@@ -35,11 +33,3 @@ def check_test_fold_unseen(test_fold: int | None, search_excluded: Iterable[int]
         raise ProtocolError(
             f"test fold {test_fold} was among the folds the {where} trained and validated on (it excluded "
             f"only {excluded}); reporting it would leak the architecture choice into the test: {hint}")
-
-
-def check_search_folder(search_dir: str | os.PathLike[str], test_fold: int | None) -> None:
-    """:func:`check_test_fold_unseen` against the ``exclude_folds`` recorded in a search folder."""
-    from naslung.search.records import read_config
-
-    config = read_config(Path(search_dir)).get("config", {})
-    check_test_fold_unseen(test_fold, config.get("exclude_folds") or (), where=f"search in {search_dir}")

@@ -22,7 +22,7 @@ from naslung.data.dataset import (
 )
 from naslung.data.errors import DataError
 from naslung.data.prepare import PrepareConfig, prepare_dataset
-from naslung.explain.provenance import is_phantom, source_kind
+from naslung.data.source import is_phantom, source_kind
 from naslung.report.discover import RunInfo
 
 

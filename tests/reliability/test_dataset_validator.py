@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from naslung.data.errors import DataError
-from naslung.data.validate import check_pixels
+from naslung.data.pixels import check_pixels
 
 from .runtime_support import TRAIN_FAST, cli, error_line, write_tiny
 

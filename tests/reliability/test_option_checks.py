@@ -87,8 +87,10 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("train-arch-too-large", [*TRAIN, "--arch", BIG], ("--arch", "of memory", "available")),
     ("cv-arch-too-large", [*CV, "--arch", BIG], ("--arch", "of memory")),
     ("arch-info-too-large", ["arch", "info", BIG, "--size", "8"], (BIG, "of memory", "available")),
-    ("latency-budget-nothing-fits", [*SEARCH, "--latency-budget-ms", "1e-6"],
-     ("--latency-budget-ms", "no architecture")),
+    ("latency-budget-nothing-fits", [*SEARCH, "--max-latency-ms", "1e-6"],
+     ("--max-latency-ms", "no architecture")),
+    ("latency-budget-former-name", [*SEARCH, "--latency-budget-ms", "1e-6"],  # the hidden former name
+     ("--max-latency-ms", "no architecture")),
 ]
 CUDA_CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("arch-device-cuda", ["arch", "info", SPEC, "--device", "cuda"], ("--device", "CUDA")),

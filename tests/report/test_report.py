@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from naslung.explain.provenance import PHANTOM_NOTE
+from naslung.data.source import PHANTOM_NOTE
 from naslung.report.analysis import analyse
 from naslung.report.build import build_report
 from naslung.report.discover import discover

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from naslung.explain.provenance import is_phantom
+from naslung.data.source import is_phantom
 from naslung.metrics import binary_metrics
 from naslung.report.stats import (
     METRICS,

@@ -12,7 +12,7 @@ import pytest
 
 import naslung.train.engine as engine
 from naslung.data.errors import DataError
-from naslung.explain.provenance import PHANTOM_NOTE
+from naslung.data.source import PHANTOM_NOTE
 from naslung.train.ablation import (
     TABLE2,
     TABLE3,

@@ -31,7 +31,7 @@ def test_unknown_dims_is_refused():
 def test_train_options_read_the_dims_from_the_dataset(tmp_path):
     import numpy as np
 
-    from naslung.cli.train_options import resolve_config
+    from naslung.cli.train_options import TrainOptions
     from naslung.data.dataset import write_dataset
 
     n = 4
@@ -40,5 +40,5 @@ def test_train_options_read_the_dims_from_the_dataset(tmp_path):
               "world_center": np.zeros((n, 3)), "diameter_mm": np.ones(n), "malignancy_mean": np.ones(n),
               "malignancy_median": np.ones(n), "ratings": np.zeros((n, 0)), "padded": np.zeros(n, bool)}
     path = write_dataset(tmp_path / "d2.h5", arrays, {"window": [-1000, 400], "size": 8, "margin": 0})
-    assert resolve_config(data=path).arch == DEFAULT_ARCHS[2]
-    assert resolve_config(data=path, arch="[4,4,[8],[8],[8]]").arch == "[4,4,[8],[8],[8]]"
+    assert TrainOptions().resolve(path).arch == DEFAULT_ARCHS[2]
+    assert TrainOptions(arch="[4,4,[8],[8],[8]]").resolve(path).arch == "[4,4,[8],[8],[8]]"

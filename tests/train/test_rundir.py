@@ -6,6 +6,7 @@ import pytest
 
 from naslung.train.config import TrainConfig
 from naslung.train.engine import fit
+from naslung.train.result import TrainResult
 from naslung.train.rundir import CVDir, RunDir, finished_runs, parse_fold_dir, run_for_fold, runs_under
 
 from .conftest import synthetic_dataset
@@ -20,7 +21,7 @@ def test_states_follow_a_real_run(tmp_path):
     assert run.state() == "finished" and run.started()
     for path in (run.config, run.epochs_log, run.last, run.best, run.predictions_csv, run.predictions_json):
         assert path.is_file(), path
-    assert run.load_result().test_fold == 2
+    assert TrainResult.load(run.path).test_fold == 2
     assert run.read_config()["config"]["arch"] == config.arch
     assert CVDir(tmp_path / "cv").folds() == [2]
     assert [r.path for r in finished_runs(tmp_path / "cv")] == [run.path]

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from naslung.cli.common import check_threads
+from naslung.options import ATTENTIONS, HEADS
 
 app = typer.Typer(
     help="Inspect NAS-Lung architectures: cost, latency, search-space membership.", no_args_is_help=True
@@ -27,8 +28,8 @@ def _parse_spec(text: str) -> Any:
 def info(
     spec: str = typer.Argument(..., help='Architecture, e.g. "[4,4,[4,4],[4,8],[8,8]]".'),
     dims: int = typer.Option(3, "--dims", help="Spatial dimensions: 3 (volumes) or 2 (slices)."),
-    attention: str = typer.Option("cbam", help="cbam | cbam-spatial-first | none."),
-    head: str = typer.Option("angular", help="angular | linear."),
+    attention: str = typer.Option("cbam", help=" | ".join(ATTENTIONS) + "."),
+    head: str = typer.Option("angular", help=" | ".join(HEADS) + "."),
     cbam_kernel: int = typer.Option(7, "--cbam-kernel", help="Side of CBAM's spatial-gate conv: 3 or 7."),
     size: int = typer.Option(32, help="Input side (divisible by 8)."),
     threads: int | None = typer.Option(None, help="CPU threads for the timing (default: torch's current)."),

@@ -108,3 +108,13 @@ def check_threads(threads: int | None, option: str = "--threads") -> None:
 def pct(value: Any) -> str:
     """A rate in [0, 1] as a percentage with 2 decimals; ``-`` when undefined (None or NaN)."""
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"
+
+
+def from_alias(value: Any, old_value: Any, name: str, old: str, default: Any = None) -> Any:
+    """The value of option ``name``, also given under ``old``, its hidden former name (README, "What
+    changed"): ``old_value`` when that was given (None: not given); both given and different is an error."""
+    if old_value is None:
+        return value
+    if value != default and value != old_value:
+        raise typer.BadParameter(f"{old} is the former name of {name}; give one of them", param_hint=name)
+    return old_value

@@ -7,22 +7,34 @@ from typing import Any
 
 import typer
 
-from naslung.cli.common import check_threads, fail, pct
+from naslung.cli.common import check_threads, fail, from_alias, pct
 from naslung.cli.progress import progress_bar
 from naslung.cli.train_options import (
-    BUDGET_HELP,
+    ARCH,
+    ATTENTION,
+    BATCH,
+    BATCH_ALIAS,
+    BUDGET,
+    CHANNELS_LAST,
+    CONFIG_FILE,
     CV_OUT_HELP,
-    HELP,
+    DEVICE,
+    EPOCHS,
+    LOSS,
+    LR,
+    MAX_SHIFT,
     MEMBERS_HELP,
-    RECIPE_HELP,
-    SET_HELP,
-    check_for_data,
+    RECIPE,
+    SEED,
+    SELECT,
+    SETS,
+    SPLIT_SEED,
+    VAL_FRACTION,
+    TrainOptions,
     dump_json,
     load_data,
-    resolve_config,
     slug,
 )
-from naslung.options import SEED_MAX
 from naslung.outputs import CV_FOLDER, MEMBERS_CV, check_folder_output
 
 
@@ -33,28 +45,29 @@ def register(app: typer.Typer) -> None:
 
 def cv(
     data: Path = typer.Option(..., "--data", help="crop dataset file"),
-    arch: str | None = typer.Option(None, "--arch", help=HELP["arch"]),
+    arch: str | None = ARCH,
     members_file: Path | None = typer.Option(None, "--members", help=MEMBERS_HELP),
     folds: str = typer.Option("1-5", "--folds", help="test folds, e.g. 1-5 or 0,3"),
-    budget: str | None = typer.Option(None, "--budget", help=BUDGET_HELP),
-    recipe: str | None = typer.Option(None, "--recipe", help=RECIPE_HELP),
-    epochs: int | None = typer.Option(None, "--epochs", help=HELP["epochs"]),
-    batch: int | None = typer.Option(None, "--batch", help=HELP["batch"]),
-    loss: str | None = typer.Option(None, "--loss", help=HELP["loss"]),
-    attention: str | None = typer.Option(None, "--attention", help=HELP["attention"]),
-    seed: int | None = typer.Option(None, "--seed", min=0, max=SEED_MAX, help=HELP["seed"]),
-    split_seed: int | None = typer.Option(None, "--split-seed", min=0, max=SEED_MAX, help=HELP["split_seed"]),
-    device: str | None = typer.Option(None, "--device", help=HELP["device"]),
-    val_fraction: float | None = typer.Option(None, "--val-fraction", help=HELP["val_fraction"]),
-    select: str | None = typer.Option(None, "--select", help=HELP["select"]),
-    lr: float | None = typer.Option(None, "--lr", help=HELP["lr"]),
+    budget: str | None = BUDGET,
+    recipe: str | None = RECIPE,
+    epochs: int | None = EPOCHS,
+    batch: int | None = BATCH,
+    batch_alias: int | None = BATCH_ALIAS,
+    loss: str | None = LOSS,
+    attention: str | None = ATTENTION,
+    seed: int | None = SEED,
+    split_seed: int | None = SPLIT_SEED,
+    device: str | None = DEVICE,
+    val_fraction: float | None = VAL_FRACTION,
+    select: str | None = SELECT,
+    lr: float | None = LR,
     threads: int | None = typer.Option(None, "--threads"),
     jobs: int = typer.Option(1, "--jobs", min=1, help="runs trained at once, single-threaded, in spawned "
                              "processes (the same numbers as --jobs 1 --threads 1)"),
-    max_shift: int | None = typer.Option(None, "--max-shift", help=HELP["max_shift"]),
-    channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help="3-D only"),
-    config_file: Path | None = typer.Option(None, "--config", help=HELP["config"]),
-    sets: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
+    max_shift: int | None = MAX_SHIFT,
+    channels_last: bool | None = CHANNELS_LAST,
+    config_file: Path | None = CONFIG_FILE,
+    sets: list[str] | None = SETS,
     out: Path | None = typer.Option(None, "--out", help=CV_OUT_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -67,21 +80,19 @@ def cv(
         fold_list = parse_folds(folds)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--folds") from exc
+    options = TrainOptions(arch=arch, budget=budget, recipe=recipe, epochs=epochs, loss=loss,
+                           attention=attention, seed=seed, split_seed=split_seed, device=device,
+                           val_fraction=val_fraction, select=select, lr=lr, threads=threads,
+                           max_shift=max_shift, channels_last=channels_last, config_file=config_file,
+                           sets=sets, batch=from_alias(batch, batch_alias, "--batch-size", "--batch"))
     if members_file is not None:
-        others = [arch, batch, loss, attention, seed, split_seed, val_fraction, select, lr, max_shift,
-                  channels_last, config_file, sets, recipe]
-        _cv_members(data, members_file, fold_list, out, as_json, budget=budget, epochs=epochs,
-                    threads=threads, device=device, jobs=jobs, others=others)
+        _cv_members(data, members_file, fold_list, out, as_json, options, jobs=jobs)
         return
-    config = resolve_config(config_file=config_file, budget=budget, recipe=recipe, sets=sets,
-                            max_shift=max_shift, threads=threads, data=data,
-                            arch=arch, epochs=epochs, batch_size=batch, loss=loss, attention=attention,
-                            seed=seed, split_seed=split_seed, device=device, val_fraction=val_fraction,
-                            select_metric=select, lr=lr, channels_last=channels_last)
+    config = options.resolve(data)
     out = out or Path("runs") / f"cv_{slug(config)}"
     check_folder_output(out, CV_FOLDER, "--out", inputs=[("--data", data), ("--config", config_file)])
     dataset = load_data(data)
-    check_for_data(config, dataset, data, max_shift=max_shift, channels_last=channels_last, sets=sets)
+    options.check_for_data(config, dataset, data)
     try:
         result = run_cv(dataset, config, fold_list, out, progress=progress_bar(as_json), source=str(data),
                         jobs=jobs)
@@ -94,15 +105,14 @@ def cv(
     typer.echo(f"cv folder: {out}  ({result.seconds:.0f} s of training)")
 
 
-def _cv_members(data: Path, members_file: Path, folds: list[int], out: Path | None, as_json: bool, *,
-                budget: str | None, epochs: int | None, threads: int | None, device: str | None,
-                jobs: int, others: list[Any]) -> None:
+def _cv_members(data: Path, members_file: Path, folds: list[int], out: Path | None, as_json: bool,
+                options: TrainOptions, *, jobs: int) -> None:
     """``cv --members``: each member's own TrainConfig; only the budget, threads and device may change."""
-    from naslung.search.members import read_members
+    from naslung.search.members import read_members, run_members_cv
     from naslung.train.checkpoint import CheckpointError
-    from naslung.train.cv import run_members_cv
 
-    if any(v not in (None, []) for v in others):
+    budget, epochs, threads, device = options.budget, options.epochs, options.threads, options.device
+    if options.given_besides("budget", "epochs", "threads", "device"):
         raise typer.BadParameter("with --members each member trains with the search's settings; only "
                                  "--budget, --epochs, --threads and --device may be given",
                                  param_hint="--members")

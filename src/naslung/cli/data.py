@@ -70,7 +70,7 @@ def prepare(
         if vois is None:
             report = prepare_dataset(config, progress=progress_bar(json_out), on_warning=warn)
         else:
-            from naslung.data.vois import prepare_voi_set
+            from naslung.data.ct_slicing import prepare_voi_set
 
             report = prepare_voi_set(vois, config, progress=progress_bar(json_out), on_warning=warn)
     except DataError as exc:
@@ -110,7 +110,7 @@ def info(
 
     from naslung.data.dataset import describe_dataset
     from naslung.data.errors import DataError
-    from naslung.data.validate import check_pixels
+    from naslung.data.pixels import check_pixels
 
     try:
         summary = describe_dataset(dataset)

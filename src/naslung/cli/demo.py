@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from naslung.cli.common import pct
+from naslung.cli.common import from_alias, pct
 from naslung.options import SEED_MAX
 from naslung.outputs import DEMO, check_folder_output
 from naslung.pipeline.budgets import BUDGETS
@@ -29,8 +29,8 @@ def demo(
     search_trials: Optional[int] = typer.Option(None, help="POP trials (default: the budget's)."),  # noqa: UP045
     search_epochs: Optional[int] = typer.Option(  # noqa: UP045
         None, help="Epochs per search candidate (default: the budget's)."),
-    latency_budget_ms: Optional[float] = typer.Option(  # noqa: UP045
-        None, help="Only sample candidates predicted faster than this (ms, batch 1)."),
+    max_latency_ms: Optional[float] = typer.Option(  # noqa: UP045
+        None, "--max-latency-ms", help="Only sample candidates predicted faster than this (ms, batch 1)."),
     members: Optional[int] = typer.Option(  # noqa: UP045
         None, help="Ensemble members selected from the search (default: the budget's)."),
     epochs: Optional[int] = typer.Option(  # noqa: UP045
@@ -42,6 +42,8 @@ def demo(
     test_fold: int = typer.Option(
         1, help="LUNA16 fold held out for the final test: one the search never sees (1-5)."),
     workers: Optional[int] = typer.Option(None, help="Phantom rendering processes."),  # noqa: UP045
+    latency_budget_ms: Optional[float] = typer.Option(  # noqa: UP045
+        None, "--latency-budget-ms", hidden=True),  # the former name of --max-latency-ms
 ) -> None:
     """Phantom -> crops -> POP search -> train members -> majority-vote ensemble, printed beside the
     diameter baseline. Resumable: rerun to continue after a kill. Results are PHANTOM results."""
@@ -49,16 +51,18 @@ def demo(
     from rich.table import Table
 
     from naslung.cli.progress import RichProgress, progress_bar
+    from naslung.data.source import PHANTOM_NOTE
     from naslung.pipeline.budgets import budget_for
-    from naslung.pipeline.demo import PHANTOM_NOTE, DemoConfig, run_demo
+    from naslung.pipeline.demo import DemoConfig, run_demo
 
     console = Console()
     given = {"search_trials": search_trials, "search_epochs": search_epochs, "members": members,
              "epochs": epochs, "min_auc": min_auc, "min_balanced_accuracy": min_balanced_accuracy}
+    max_latency_ms = from_alias(max_latency_ms, latency_budget_ms, "--max-latency-ms", "--latency-budget-ms")
     try:
         chosen = budget_for(budget, {k: v for k, v in given.items() if v is not None})
         cfg = DemoConfig(out=str(out), seed=seed, limit=limit, budget=chosen,
-                         latency_budget_ms=latency_budget_ms, test_fold=test_fold, workers=workers)
+                         latency_budget_ms=max_latency_ms, test_fold=test_fold, workers=workers)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     check_folder_output(out, DEMO, "--out")

@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from naslung import schemas
 from naslung.cli.common import fail, pct
 from naslung.cli.train_options import dump_json
 from naslung.options import SEED_MAX
@@ -193,7 +194,7 @@ def ensemble_size(
     except (FileNotFoundError, ValueError) as exc:
         fail(exc)
     plot_size_study(rows, plot, title=f"fold {fold}, {len(paths)} runs, {repeats} repeats ({vote} vote)")
-    write_json_atomic(plot.with_suffix(".json"), {"schema": "naslung-ensemble-size", "fold": fold,
+    write_json_atomic(plot.with_suffix(".json"), {"schema": schemas.ENSEMBLE_SIZE, "fold": fold,
                                                   "runs": members.runs, "vote": vote, "seed": seed,
                                                   "rows": rows})
     if as_json:

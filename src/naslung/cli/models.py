@@ -115,9 +115,9 @@ def build(
 
     from naslung.cli.common import check_threads
     from naslung.cli.progress import progress_bar
+    from naslung.data.ct_slicing import prepare_voi_set
     from naslung.data.errors import DataError
     from naslung.data.prepare import PrepareConfig
-    from naslung.data.vois import prepare_voi_set
     from naslung.fingerprint import load_dataset
     from naslung.paths import cache_dir
     from naslung.zoo.build import build_bundle, check_destination, member_configs

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from naslung.cli.common import fail
+from naslung.cli.common import fail, from_alias
 from naslung.options import check_option
 from naslung.outputs import PNG, check_file_output
 
@@ -29,7 +29,8 @@ def predict(
                                                                       "coordX, coordY, coordZ"),
     out: Path | None = typer.Option(None, "--out", help="with --scans: the predictions CSV to write "
                                                         "(rerun after a kill: resumes)"),
-    batch: int = typer.Option(64, "--batch", min=1, help="with --scans: crops per forward pass"),
+    batch: int = typer.Option(64, "--batch-size", min=1, help="with --scans: crops per forward pass"),
+    batch_alias: int | None = typer.Option(None, "--batch", min=1, hidden=True),
     series: str | None = typer.Option(None, "--series", help="SeriesInstanceUID of the series to read when "
                                                              "the --image DICOM folder holds several"),
     coords: str | None = typer.Option(None, "--coords", help="world X,Y,Z in mm (LUNA16 convention)"),
@@ -55,6 +56,7 @@ def predict(
         save_overlays,
     )
 
+    batch = from_alias(batch, batch_alias, "--batch-size", "--batch", default=64)
     if scans is not None:
         _predict_study(model, scans, candidates, out, runtime=runtime, batch=batch, overwrite=overwrite,
                        spacing=spacing, window=window, as_json=as_json,

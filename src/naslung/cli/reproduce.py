@@ -37,6 +37,7 @@ def reproduce(
 ) -> None:
     """The paper's sequence at a budget; every stage resumable (rerun the same command to continue)."""
     from naslung.cli.progress import RichProgress, progress_bar
+    from naslung.data.source import phantom_note
     from naslung.pipeline.budgets import budget_for, parse_overrides
     from naslung.pipeline.reproduce import ReproduceConfig, run_reproduce
     from naslung.train.splits import parse_folds
@@ -57,7 +58,7 @@ def reproduce(
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
         return
-    print_results(summary["results"], "PHANTOM data: not LIDC results" if summary["phantom"] else "")
+    print_results(summary["results"], phantom_note(summary["phantom"]))
     typer.echo(f"results: {out / 'results.md'}; status: {summary['status']}")
     typer.echo(f"report: {summary['report']}")
 

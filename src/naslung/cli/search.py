@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from naslung.cli.common import fail, pct
+from naslung.cli.common import fail, from_alias, pct
 from naslung.models.cost import LATENCY_PATHS
 from naslung.options import ATTENTIONS, DEVICES, EXECUTORS, LOSSES, METRICS, SEED_MAX, choices
 from naslung.outputs import SEARCH, check_folder_output
@@ -30,14 +30,10 @@ def register(root: typer.Typer) -> None:
 
 
 def _data_note(data: Path) -> str:
-    """``"phantom data"`` when the dataset was rendered by the LIDC phantom (its numbers are not LIDC's)."""
-    from naslung.data.dataset import read_source_kind
+    """The plot title's phantom note (:func:`naslung.data.source.title_of_file`)."""
+    from naslung.data.source import title_of_file
 
-    try:
-        kind = read_source_kind(data)
-    except (OSError, ValueError):
-        return ""
-    return "phantom data (not LIDC accuracy)" if kind == "phantom" else ""
+    return title_of_file(data)
 
 
 #: Where a search goes when --out is not given.
@@ -93,15 +89,13 @@ def search(
         None, "--data", help="crop dataset file (naslung data prepare / phantom)"
     ),
     out: Path = typer.Option(DEFAULT_OUT, "--out", help="search folder"),
-    budget_trials: int | None = typer.Option(None, "--budget-trials", help=HELP["budget_trials"]),
-    budget_minutes: float | None = typer.Option(None, "--budget-minutes", help=HELP["budget_minutes"]),
+    max_trials: int | None = typer.Option(None, "--max-trials", help=HELP["budget_trials"]),
+    max_minutes: float | None = typer.Option(None, "--max-minutes", help=HELP["budget_minutes"]),
     patience: int | None = typer.Option(None, "--patience", help=HELP["patience"]),
     epochs: int | None = typer.Option(None, "--epochs", help=HELP["epochs"]),
     recipe: str | None = typer.Option(None, "--recipe", help=HELP["recipe"]),
     metric: str | None = typer.Option(None, "--metric", help=HELP["metric"]),
-    latency_budget_ms: float | None = typer.Option(
-        None, "--latency-budget-ms", help=HELP["latency_budget_ms"]
-    ),
+    max_latency_ms: float | None = typer.Option(None, "--max-latency-ms", help=HELP["latency_budget_ms"]),
     attention: str | None = typer.Option(None, "--attention", help=HELP["attention"]),
     loss: str | None = typer.Option(None, "--loss", help=HELP["loss"]),
     seed: int | None = typer.Option(None, "--seed", min=0, max=SEED_MAX, help=HELP["seed"]),
@@ -124,6 +118,10 @@ def search(
     latency_device: str | None = typer.Option(None, "--latency-device", help=HELP["latency_device"]),
     latency_path: str | None = typer.Option(None, "--latency-path", help=HELP["latency_path"]),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+    # former names (hidden; README, "What changed")
+    budget_trials: int | None = typer.Option(None, "--budget-trials", hidden=True),
+    budget_minutes: float | None = typer.Option(None, "--budget-minutes", hidden=True),
+    latency_budget_ms: float | None = typer.Option(None, "--latency-budget-ms", hidden=True),
 ) -> None:
     """Search the space of eq. 5-6 with POP; writes trials.jsonl, pareto.json and pareto.png into --out."""
     if ctx.invoked_subcommand is not None:
@@ -138,10 +136,11 @@ def search(
             recipe=recipe,
             out=str(out),
             data=str(data),
-            budget_trials=budget_trials,
-            budget_minutes=budget_minutes,
+            budget_trials=from_alias(max_trials, budget_trials, "--max-trials", "--budget-trials"),
+            budget_minutes=from_alias(max_minutes, budget_minutes, "--max-minutes", "--budget-minutes"),
             patience=patience,
-            latency_budget_ms=latency_budget_ms,
+            latency_budget_ms=from_alias(max_latency_ms, latency_budget_ms, "--max-latency-ms",
+                                         "--latency-budget-ms"),
             metric=metric,
             seed=seed,
             exclude_folds=None if exclude_folds is None else parse_folds(exclude_folds, allow_empty=True),

@@ -7,20 +7,32 @@ from typing import Any
 
 import typer
 
-from naslung.cli.common import fail, pct
+from naslung.cli.common import fail, from_alias, pct
 from naslung.cli.progress import progress_bar
 from naslung.cli.train_options import (
-    BUDGET_HELP,
-    HELP,
-    RECIPE_HELP,
-    SET_HELP,
-    check_for_data,
+    ARCH,
+    ATTENTION,
+    BATCH,
+    BATCH_ALIAS,
+    BUDGET,
+    CHANNELS_LAST,
+    CONFIG_FILE,
+    DEVICE,
+    EPOCHS,
+    LOSS,
+    LR,
+    MAX_SHIFT,
+    RECIPE,
+    SEED,
+    SELECT,
+    SETS,
+    SPLIT_SEED,
+    VAL_FRACTION,
+    TrainOptions,
     dump_json,
     load_data,
-    resolve_config,
     slug,
 )
-from naslung.options import SEED_MAX
 from naslung.outputs import TRAIN_RUN, check_folder_output
 from naslung.train.rundir import CVDir, RunDir
 
@@ -32,25 +44,26 @@ def register(app: typer.Typer) -> None:
 
 def train(
     data: Path = typer.Option(..., "--data", help="crop dataset file (naslung data prepare)"),
-    arch: str | None = typer.Option(None, "--arch", help=HELP["arch"]),
+    arch: str | None = ARCH,
     fold: int | None = typer.Option(None, "--fold", help="test fold (LUNA16 subset); omit for no test fold"),
-    budget: str | None = typer.Option(None, "--budget", help=BUDGET_HELP),
-    recipe: str | None = typer.Option(None, "--recipe", help=RECIPE_HELP),
-    epochs: int | None = typer.Option(None, "--epochs", help=HELP["epochs"]),
-    batch: int | None = typer.Option(None, "--batch", help=HELP["batch"]),
-    loss: str | None = typer.Option(None, "--loss", help=HELP["loss"]),
-    attention: str | None = typer.Option(None, "--attention", help=HELP["attention"]),
-    seed: int | None = typer.Option(None, "--seed", min=0, max=SEED_MAX, help=HELP["seed"]),
-    split_seed: int | None = typer.Option(None, "--split-seed", min=0, max=SEED_MAX, help=HELP["split_seed"]),
-    device: str | None = typer.Option(None, "--device", help=HELP["device"]),
-    val_fraction: float | None = typer.Option(None, "--val-fraction", help=HELP["val_fraction"]),
-    select: str | None = typer.Option(None, "--select", help=HELP["select"]),
-    lr: float | None = typer.Option(None, "--lr", help=HELP["lr"]),
+    budget: str | None = BUDGET,
+    recipe: str | None = RECIPE,
+    epochs: int | None = EPOCHS,
+    batch: int | None = BATCH,
+    batch_alias: int | None = BATCH_ALIAS,
+    loss: str | None = LOSS,
+    attention: str | None = ATTENTION,
+    seed: int | None = SEED,
+    split_seed: int | None = SPLIT_SEED,
+    device: str | None = DEVICE,
+    val_fraction: float | None = VAL_FRACTION,
+    select: str | None = SELECT,
+    lr: float | None = LR,
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads"),
-    max_shift: int | None = typer.Option(None, "--max-shift", help=HELP["max_shift"]),
-    channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help="3-D only"),
-    config_file: Path | None = typer.Option(None, "--config", help=HELP["config"]),
-    sets: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
+    max_shift: int | None = MAX_SHIFT,
+    channels_last: bool | None = CHANNELS_LAST,
+    config_file: Path | None = CONFIG_FILE,
+    sets: list[str] | None = SETS,
     out: Path | None = typer.Option(None, "--out", help="run folder (default runs/<arch>_<loss>_.../fold_K)"),
     resume: bool = typer.Option(False, "--resume", help="continue a killed run in --out"),
     as_json: bool = typer.Option(False, "--json", help="print result.json instead of a table"),
@@ -59,11 +72,12 @@ def train(
     from naslung.train.checkpoint import CheckpointError
     from naslung.train.engine import fit
 
-    config = resolve_config(config_file=config_file, budget=budget, recipe=recipe, sets=sets,
-                            max_shift=max_shift, threads=threads, data=data,
-                            arch=arch, epochs=epochs, batch_size=batch, loss=loss, attention=attention,
-                            seed=seed, split_seed=split_seed, device=device, val_fraction=val_fraction,
-                            select_metric=select, lr=lr, channels_last=channels_last)
+    options = TrainOptions(arch=arch, budget=budget, recipe=recipe, epochs=epochs, loss=loss,
+                           attention=attention, seed=seed, split_seed=split_seed, device=device,
+                           val_fraction=val_fraction, select=select, lr=lr, threads=threads,
+                           max_shift=max_shift, channels_last=channels_last, config_file=config_file,
+                           sets=sets, batch=from_alias(batch, batch_alias, "--batch-size", "--batch"))
+    config = options.resolve(data)
     if out is None:
         base = Path("runs") / slug(config)
         out = CVDir(base).run(fold).path if fold is not None else base / "dev"
@@ -73,7 +87,7 @@ def train(
              f"start a new run")
     dataset = load_data(data)
     check_classes(dataset, config, fold, data)
-    check_for_data(config, dataset, data, max_shift=max_shift, channels_last=channels_last, sets=sets)
+    options.check_for_data(config, dataset, data)
     try:
         result = fit(dataset, config, test_fold=fold, out_dir=out, resume=resume,
                      progress=progress_bar(as_json), source=str(data))

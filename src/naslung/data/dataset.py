@@ -40,10 +40,11 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from naslung import schemas
 from naslung.data.errors import DataError
 from naslung.data.validate import check_finite, check_open
 
-SCHEMA = "naslung-crops"
+SCHEMA = schemas.CROPS
 SCHEMA_VERSION = 1
 #: Where the crops come from: real LUNA16 scans, real LIDC nodule volumes (VOIs, ``prepare --vois``), the
 #: LIDC phantom (synthetic CT), or anything else.

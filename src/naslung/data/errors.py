@@ -1,8 +1,7 @@
-"""The one exception type for bad input data (files, tables, coordinates)."""
+"""Re-export of :class:`naslung.errors.DataError`, the one exception type for bad input data."""
 
 from __future__ import annotations
 
+from naslung.errors import DataError
 
-class DataError(ValueError):
-    """Bad input data. The message names the file and the problem; the CLI prints it without a
-    traceback and exits with status 2."""
+__all__ = ["DataError"]

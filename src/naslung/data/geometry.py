@@ -12,16 +12,13 @@ raw array puts nodules in the wrong place, so every transform here goes through 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from naslung.data.errors import DataError
-
-if TYPE_CHECKING:
-    from naslung.data.images import CTVolume
 
 AIR_HU = -1000.0
 
@@ -88,6 +85,17 @@ class Geometry:
             raise DataError(f"{path}: direction (TransformMatrix) {self.direction.ravel().tolist()} is "
                             f"singular or not finite")
         return self
+
+
+@dataclass(eq=False)
+class CTVolume:
+    """A CT volume in HU (read by :mod:`naslung.data.images`): ``array`` is ``(z, y, x)`` (int16 or
+    float32), a view kept alive by ``image``."""
+
+    array: np.ndarray
+    geometry: Geometry
+    path: Path
+    image: Any = field(default=None, repr=False)
 
 
 def nodule_world_center(geometry: Geometry, vox_x: float, vox_y: float, world_z: float) -> np.ndarray:

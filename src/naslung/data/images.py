@@ -14,30 +14,19 @@ stored values are counted through nibabel instead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from naslung.data.errors import DataError
-from naslung.data.geometry import Geometry
+from naslung.data.geometry import CTVolume, Geometry
 from naslung.data.metaimage import check_metaimage
 from naslung.data.scan_check import check_geometry, check_slice_positions, itk_warnings_as_errors
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 # NIfTI voxels are counted in slabs of about this many bytes, so the check holds no second full volume.
 _NIFTI_SLAB_BYTES = 16 << 20
-
-
-@dataclass(eq=False)
-class CTVolume:
-    """A CT volume in HU: ``array`` is ``(z, y, x)`` (int16 or float32), a view kept alive by ``image``."""
-
-    array: np.ndarray
-    geometry: Geometry
-    path: Path
-    image: Any = field(default=None, repr=False)
 
 
 def read_geometry(path: str | Path) -> Geometry:

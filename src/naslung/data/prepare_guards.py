@@ -10,12 +10,23 @@ import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from naslung import schemas
 from naslung.data.errors import DataError
 
-if TYPE_CHECKING:
-    from naslung.data.prepare import PrepareConfig
+
+class CropSettings(Protocol):
+    """What the guards read of :class:`naslung.data.prepare.PrepareConfig` (typed here, so that this module,
+    which prepare imports, does not import prepare back)."""
+
+    size: int
+    margin: int
+    dims: int
+
+    @property
+    def side(self) -> int: ...
+
 
 # Resource guard. Cutting one crop holds its sample coordinates (3 float64), their shifted copy and
 # broadcast temporaries (about 6 float64 in all), the resampled float32 crop, masks and the int16 result:
@@ -59,7 +70,7 @@ def available_memory() -> int | None:
         return None
 
 
-def memory_estimate(config: PrepareConfig, n_nodules: int = 0) -> dict[str, int]:
+def memory_estimate(config: CropSettings, n_nodules: int = 0) -> dict[str, int]:
     """Bytes: the working memory of cutting one crop, and the dataset in memory (float32) for training."""
     voxels = config.side ** config.dims
     return {"crop_work": voxels * CROP_WORK_BYTES_PER_VOXEL,
@@ -67,7 +78,7 @@ def memory_estimate(config: PrepareConfig, n_nodules: int = 0) -> dict[str, int]
             "dataset": voxels * DATASET_BYTES_PER_VOXEL * n_nodules}
 
 
-def check_memory(config: PrepareConfig, n_nodules: int = 0, available: int | None = None) -> None:
+def check_memory(config: CropSettings, n_nodules: int = 0, available: int | None = None) -> None:
     """Refuse crop settings that would exhaust memory (``CROP_WORK_BYTES_PER_VOXEL``), with the estimate."""
     available = available_memory() if available is None else available
     est = memory_estimate(config, n_nodules)
@@ -109,7 +120,7 @@ def write_errors(out: Path, refused: list[dict[str, Any]]) -> Path | None:
     if not refused:
         path.unlink(missing_ok=True)  # check_output accepted it: it is an errors list of an older run
         return None
-    return write_json_atomic(path, {"schema": "naslung-prepare-errors", "schema_version": 1,
+    return write_json_atomic(path, {"schema": schemas.PREPARE_ERRORS, "schema_version": 1,
                                     "dataset": str(out), "refused": refused})
 
 

@@ -32,8 +32,7 @@ import numpy as np
 from naslung.data.errors import DataError
 
 if TYPE_CHECKING:
-    from naslung.data.geometry import Geometry
-    from naslung.data.images import CTVolume
+    from naslung.data.geometry import CTVolume, Geometry
 
 #: Voxel spacing (mm) accepted on every axis: CT pixels are 0.2-1 mm, slices 0.5-5 mm.
 SPACING_MM = (0.1, 10.0)

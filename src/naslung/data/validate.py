@@ -6,8 +6,8 @@ what would give a wrong result without an error later: an image shape that disag
 (``size + 2 * margin`` per axis, ``spatial_dims`` axes), a negative margin, a size below 1, a spacing that is
 not a finite positive number, a negative or non-finite diameter, a non-finite world centre, a negative fold.
 :func:`check_trainable` refuses a dataset whose labels hold a single class where a model is to be trained.
-:func:`check_pixels` reads every crop (chunk by chunk) for non-finite values, values outside the stored HU
-window (prepare clips to it) and constant crops (a failed read gives a crop of one value).
+:func:`naslung.data.pixels.check_pixels` (``naslung data info --check``) reads every crop; it lives in its own
+module because it reads through :mod:`naslung.data.dataset`, which imports this one.
 
 Every problem is a :class:`~naslung.data.errors.DataError` whose one-line message names the file (and row).
 """
@@ -21,9 +21,6 @@ from typing import Any
 import numpy as np
 
 from naslung.data.errors import DataError
-
-#: Rows of images read at once by :func:`check_pixels` (48^3 int16 crops: 256 rows are 57 MB).
-CHUNK_ROWS = 256
 
 
 def _int_attr(attrs: dict[str, Any], key: str, path: Path) -> int | None:
@@ -104,57 +101,3 @@ def check_finite(images: np.ndarray, path: str | Path, first_row: int = 0) -> No
         row = int(np.flatnonzero(bad)[0])
         raise DataError(f"{path}: array 'images' row {first_row + row} holds non-finite values (NaN or inf); "
                         f"{int(bad.sum())} such crop(s)")
-
-
-def check_pixels(path: str | Path) -> dict[str, Any]:
-    """Read every crop of a dataset file; a :class:`DataError` names the first problem and counts them all.
-
-    Returns ``{"crops_read": N, "problems": 0}`` for a sound file.
-    """
-    import h5py
-
-    from naslung.data.dataset import _reading, _strings, check_layout, read_attrs
-
-    path = Path(path)
-    attrs = read_attrs(path)
-    lo, hi = attrs["window"]
-    problems: list[str] = []
-    counts = {"non-finite": 0, "outside the window": 0, "constant": 0}
-    with _reading(path), h5py.File(path, "r") as h5:
-        n = check_layout(h5, path, ("images", "labels", "seriesuid", "nodule_id"))
-        check_open(h5, attrs, path)
-        images = h5["images"]
-        for start in range(0, n, CHUNK_ROWS):
-            chunk = np.asarray(images[start:start + CHUNK_ROWS]).reshape(min(CHUNK_ROWS, n - start), -1)
-            for label, bad in (("non-finite", ~np.isfinite(chunk).all(axis=1) if chunk.dtype.kind == "f"
-                                else np.zeros(len(chunk), bool)),
-                               ("outside the window", _outside(chunk, lo, hi)),
-                               ("constant", (chunk.min(axis=1) == chunk.max(axis=1)) if chunk.size else
-                                np.zeros(len(chunk), bool))):
-                if bad.any():
-                    counts[label] += int(bad.sum())
-                    problems.append(f"array 'images' row {start + int(np.flatnonzero(bad)[0])} "
-                                    f"{_PROBLEM[label]}")
-        keys = list(zip(_strings(h5["seriesuid"][()]), _strings(h5["nodule_id"][()]), strict=True))
-    seen: dict[tuple[str, str], int] = {}
-    for row, key in enumerate(keys):
-        if key in seen:
-            problems.append(f"row {row} repeats nodule {key[1]} of series {key[0]} (row {seen[key]})")
-            counts["repeated"] = counts.get("repeated", 0) + 1
-        seen.setdefault(key, row)
-    if problems:
-        summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
-        raise DataError(f"{path}: {problems[0]} ({summary}, of {n} crops; HU window {lo:g},{hi:g})")
-    return {"crops_read": n, "problems": 0}
-
-
-_PROBLEM = {"non-finite": "holds non-finite values (NaN or inf)",
-            "outside the window": "holds values outside the HU window (prepare clips to it)",
-            "constant": "is constant: one value throughout (a failed read?)"}
-
-
-def _outside(chunk: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Rows of ``chunk`` with a finite value outside ``[lo, hi]`` (prepare clips every crop to it)."""
-    with np.errstate(invalid="ignore"):
-        finite = np.where(np.isfinite(chunk), chunk, lo) if chunk.dtype.kind == "f" else chunk
-        return ((finite < lo) | (finite > hi)).any(axis=1)

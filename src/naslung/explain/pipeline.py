@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from naslung.explain.provenance import PHANTOM_NOTE
+from naslung import schemas
+from naslung.data.source import is_phantom_kind, phantom_note
 
 DBI_COLUMNS = ("run", "loss", "features", "S0", "S1", "M01", "DBI", "n0", "n1")
 
@@ -61,8 +62,8 @@ def run_explain(run: str | Path, data: str | Path, fold: int, out: str | Path,
         _check_crops(r, dataset, data)
         check_same_data(r, dataset, data)
     seen = [check_unseen_fold(r, fold, allow_seen_fold) for r in runs]
-    phantom = dataset.source_kind == "phantom"
-    note = PHANTOM_NOTE if phantom else ""
+    phantom = is_phantom_kind(dataset.source_kind)
+    note = phantom_note(phantom)
     notes = [note] if note else []
     notes += [n for n in seen if n]
 
@@ -102,7 +103,7 @@ def run_explain(run: str | Path, data: str | Path, fold: int, out: str | Path,
     writer.writerows(dbi_rows)
     files["dbi_csv"] = str(write_text_atomic(out / "dbi.csv", buf.getvalue()))
     files["dbi_json"] = str(write_json_atomic(out / "dbi.json", dbi_rows))
-    summary = {"schema": "naslung-explain", "schema_version": 1, "data": str(data), "fold": fold,
+    summary = {"schema": schemas.EXPLAIN, "schema_version": 1, "data": str(data), "fold": fold,
                "phantom": phantom, "notes": notes, "runs": per_run, "dbi": dbi_rows,
                "examples": [e.to_dict() for e in examples], "files": files}
     write_json_atomic(out / "explain.json", summary)

@@ -35,15 +35,8 @@ from naslung.models.blocks.nd import check_dims
 from naslung.models.blocks.residual import ConvBNReLU, ResidualBlock
 from naslung.models.heads.angular import AngularHead
 from naslung.models.spec import ArchSpec, coerce_spec
-from naslung.options import EMBEDDINGS
+from naslung.options import ATTENTION_ORDERS, ATTENTIONS, EMBEDDINGS, HEADS, check_option
 
-#: attention option -> CBAM order (``None``: no attention).
-ATTENTIONS: dict[str, str | None] = {
-    "cbam": "channel-first",
-    "cbam-spatial-first": "spatial-first",
-    "none": None,
-}
-HEADS: tuple[str, ...] = ("angular", "linear")
 STAGES: tuple[str, ...] = ("stage1", "stage2", "stage3", "stage4", "stage5")
 ATTENTION_STAGES: tuple[str, ...] = ("stage2", "stage3", "stage4", "stage5")
 
@@ -64,7 +57,7 @@ def layer_plan(spec: ArchSpec | str, in_channels: int = 1, attention: str = "cba
     """The blocks of ``spec`` in order: the one place the layout above is written (the model is built from
     it, and :func:`naslung.models.cost.analytic_cost` sums the blocks' closed-form costs over it)."""
     spec = coerce_spec(spec)
-    with_cbam = ATTENTIONS[_check_option("attention", attention, list(ATTENTIONS))] is not None
+    with_cbam = ATTENTION_ORDERS[check_option("attention", attention, ATTENTIONS)] is not None
     c1, c2 = spec.stem
     plan = [Layer("stage1", "conv", in_channels, c1), Layer("stage2", "conv", c1, c2)]
     plan += [Layer("stage2", "cbam", c2, c2)] if with_cbam else []
@@ -75,12 +68,6 @@ def layer_plan(spec: ArchSpec | str, in_channels: int = 1, attention: str = "cba
             width = out
         plan += [Layer(name, "cbam", width, width)] if with_cbam else []
     return plan
-
-
-def _check_option(kind: str, value: str, valid: tuple[str, ...] | list[str]) -> str:
-    if value not in valid:
-        raise ValueError(f"unknown {kind} {value!r}; valid: {', '.join(valid)}")
-    return value
 
 
 class NASLungNet(nn.Module):
@@ -102,9 +89,9 @@ class NASLungNet(nn.Module):
     ) -> None:
         super().__init__()
         spec = coerce_spec(spec)
-        _check_option("attention", attention, list(ATTENTIONS))
-        _check_option("head", head, HEADS)
-        _check_option("embedding", embedding, EMBEDDINGS)
+        check_option("attention", attention, ATTENTIONS)
+        check_option("head", head, HEADS)
+        check_option("embedding", embedding, EMBEDDINGS)
         check_dims(spatial_dims)
         if cbam_kernel not in SPATIAL_KERNELS:
             raise ValueError(
@@ -124,7 +111,7 @@ class NASLungNet(nn.Module):
             "cbam_kernel": int(cbam_kernel),
             "embedding": embedding,
         }
-        order = ATTENTIONS[attention] or "channel-first"
+        order = ATTENTION_ORDERS[attention] or "channel-first"
         blocks: dict[str, list[nn.Module]] = {name: [] for name in STAGES}
         plan = layer_plan(spec, in_channels, attention)
         last_residual = max(i for i, layer in enumerate(plan) if layer.kind == "residual")

@@ -20,13 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from naslung import schemas
 from naslung.atomic import atomic_path
 from naslung.models.blocks.cbam import direct_spatial_conv
 from naslung.models.fuse import fold_batchnorm
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
-METADATA_KEY = "naslung_model_config"
+METADATA_KEY = schemas.ONNX_METADATA_KEY
 #: ONNX opset written by :func:`export_onnx` (ONNX Runtime >= 1.16 runs it).
 OPSET = 17
 #: Version of what :func:`export_onnx` writes; part of :func:`cached_export`'s key.

@@ -147,17 +147,9 @@ def budget_for(name: str, overrides: Mapping[str, Any] | None = None) -> Budget:
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     """``["search_trials=2", "search_minutes=null"]`` -> ``{"search_trials": 2, "search_minutes": None}``.
 
-    Values are JSON (``null`` clears a stop); field names are checked by :meth:`Budget.override`.
+    :func:`naslung.options.parse_field_values` over :class:`Budget`'s fields (``null`` clears a stop);
+    :meth:`Budget.override` checks the values.
     """
-    import json
+    from naslung.options import parse_field_values
 
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set {item!r}: use FIELD=VALUE with a budget field")
-        try:
-            out[key.strip().replace("-", "_")] = json.loads(raw)
-        except ValueError:
-            raise ValueError(f"--set {item!r}: the value must be JSON (a number, null, [4,8])") from None
-    return out
+    return parse_field_values(items, Budget, "budget", exclude=("name", "overrides"))

@@ -18,11 +18,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from naslung.data.source import PHANTOM_NOTE, PHANTOM_TITLE
+from naslung.options import FOLDS
 from naslung.pipeline.budgets import BUDGETS, Budget
 from naslung.progress import Progress
 from naslung.search.objective import PAPER_TEST_FOLDS
 
-PHANTOM_NOTE = "PHANTOM data (synthetic CT rendered from LIDC annotations; not LIDC accuracy)"
+__all__ = ["PHANTOM_NOTE", "DemoConfig", "run_demo"]
 
 
 @dataclass
@@ -52,10 +54,10 @@ class DemoConfig:
 
 def validate(config: DemoConfig) -> None:
     """Refuse a demo that would report a fold its search trained on, or nonsense counts, before any work."""
+    from naslung.options import check_fold
     from naslung.protocol import check_test_fold_unseen
 
-    if not 0 <= int(config.test_fold) <= 9:
-        raise ValueError(f"--test-fold {config.test_fold}: must be a LUNA16 subset 0-9")
+    check_fold(config.test_fold, "--test-fold")
     if not isinstance(config.budget, Budget):
         raise TypeError(f"budget must be a naslung.pipeline.budgets.Budget, got {config.budget!r}")
     if config.limit is not None and config.limit < 1:
@@ -112,7 +114,7 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print,
     dataset = load_dataset(data_file)
     timings["prepare_s"] = time.perf_counter() - t
 
-    search_folds = ",".join(str(f) for f in range(10) if f not in config.search_exclude_folds)
+    search_folds = ",".join(str(f) for f in FOLDS if f not in config.search_exclude_folds)
     log(f"[3/7] POP search ({budget.name} budget): {budget.search_stop()}, {budget.search_epochs} epochs "
         f"each, on folds {search_folds} (channels {list(budget.search_channels)}, depth "
         f"{budget.search_depth[0]}-{budget.search_depth[1]})")
@@ -121,7 +123,7 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print,
     search_cfg = stages.search_config_for(budget, data_file, search_dir, seed=config.seed,
                                           exclude_folds=config.search_exclude_folds,
                                           latency_budget_ms=config.latency_budget_ms)
-    search = stages.pop_search(search_cfg, [config.test_fold], note="phantom data", log=log)
+    search = stages.pop_search(search_cfg, [config.test_fold], note=PHANTOM_TITLE, log=log)
     members = stages.select_members_file(search_dir, budget.members, budget.epochs, log=log,
                                          floor=budget.floor())
     timings["search_s"] = time.perf_counter() - t

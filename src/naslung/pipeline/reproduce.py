@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from naslung import schemas
+from naslung.options import check_folds
 from naslung.pipeline import estimate as est
 from naslung.pipeline import stages
 from naslung.pipeline.budgets import BUDGETS, Budget
@@ -94,9 +96,7 @@ def validate(config: ReproduceConfig) -> None:
     """Refuse, before any work, a run that would report a fold its search saw, or nonsense options."""
     if not config.folds:
         raise ValueError("--folds: no test fold given")
-    outside = [f for f in config.folds if not 0 <= f <= 9]
-    if outside:
-        raise ValueError(f"--folds: folds {outside} are outside the LUNA16 subsets 0-9")
+    check_folds(config.folds, "--folds: folds")
     if not isinstance(config.budget, Budget):
         raise TypeError(f"budget must be a naslung.pipeline.budgets.Budget, got {config.budget!r}")
     if config.jobs < 1:
@@ -110,6 +110,7 @@ def validate(config: ReproduceConfig) -> None:
 def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print,
                   progress: Progress | None = None) -> dict[str, Any]:
     """Run (or resume) every stage; returns the summary (also in ``reproduce.json``'s stage results)."""
+    from naslung.data.source import is_phantom_kind, phantom_title
     from naslung.fingerprint import fingerprint_of, load_dataset
     from naslung.train.config import TrainConfig
     from naslung.train.cv import validate_cv
@@ -123,7 +124,7 @@ def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print,
     # The members' split is the search's (split_seed = seed): every test fold must leave both classes in it.
     validate_cv(dataset, TrainConfig(split_seed=config.seed, device=config.device), config.folds)
     fingerprint = fingerprint_of(dataset)
-    phantom = dataset.source_kind == "phantom"
+    phantom = is_phantom_kind(dataset.source_kind)
     Path(config.out).mkdir(parents=True, exist_ok=True)
     job = {"data": str(Path(config.data).resolve()), "fingerprint": fingerprint, "phantom": phantom,
            "budget": budget.to_dict(), "folds": list(config.folds),
@@ -136,7 +137,7 @@ def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print,
                          f"({status.saved_job.get('data')}); use another --out")
     status.save()
     runner = _Runner(config, status, log, dataset)
-    note = "phantom data (not LIDC accuracy)" if phantom else ""
+    note = phantom_title(phantom)
 
     runner.stage("search", {"fingerprint": fingerprint, "budget": _search_fields(budget), "seed": config.seed,
                             "exclude_folds": list(config.exclude_folds)},
@@ -281,7 +282,7 @@ def _ensemble(members: Any, config: ReproduceConfig) -> dict[str, Any]:
     from naslung.atomic import write_json_atomic, write_text_atomic
 
     table = stages.ensemble_table(members, config.paths["members"], config.folds)
-    write_json_atomic(config.paths["results_json"], {"schema": "naslung-reproduce-results",
+    write_json_atomic(config.paths["results_json"], {"schema": schemas.REPRODUCE_RESULTS,
                                                      "schema_version": 1, "budget": config.budget.to_dict(),
                                                      **table})
     write_text_atomic(config.paths["results_md"], results_markdown(table))

@@ -58,8 +58,8 @@ def search_config_for(budget: Budget, data: str | Path, out: str | Path, *, seed
 def check_search_protocol(search_dir: str | Path, exclude_folds: Sequence[int], test_folds: Sequence[int],
                           where: str) -> None:
     """Refuse, before any work, test folds the search would see or that an existing search folder saw."""
-    from naslung.protocol import check_search_folder, check_test_fold_unseen
-    from naslung.search.records import CONFIG
+    from naslung.protocol import check_test_fold_unseen
+    from naslung.search.records import CONFIG, check_search_folder
 
     for fold in test_folds:
         check_test_fold_unseen(fold, exclude_folds, where=where)
@@ -71,8 +71,7 @@ def check_search_protocol(search_dir: str | Path, exclude_folds: Sequence[int], 
 def pop_search(config: SearchConfig, test_folds: Sequence[int], *, note: str = "",
                log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or resume) the search of ``config``; its summary. See the module docstring for the protocol."""
-    from naslung.protocol import check_search_folder
-    from naslung.search.records import CONFIG, TRIALS
+    from naslung.search.records import CONFIG, TRIALS, check_search_folder
     from naslung.search.runner import run_search
 
     search_dir = Path(config.out)
@@ -113,7 +112,7 @@ def train_members(dataset: NoduleDataset, members: Members, folds: Sequence[int]
                   budget: Budget, source: str | Path,
                   progress: Progress | None = None) -> dict[str, CVResult]:
     """Train every member on every test fold at the budget's epochs (``root/<member>/fold_<K>``)."""
-    from naslung.train.cv import run_members_cv
+    from naslung.search.members import run_members_cv
 
     return run_members_cv(dataset, members, list(folds), root, budget=budget.train_budget,
                           epochs=budget.epochs, progress=progress, source=str(source))
@@ -129,6 +128,7 @@ def ensemble_table(members: Members, root: str | Path, folds: Sequence[int]) -> 
     from naslung.atomic import read_json
     from naslung.ensemble.vote import ensemble_predict, load_members
     from naslung.train.cv import summarize
+    from naslung.train.result import TrainResult
     from naslung.train.rundir import CVDir
 
     dirs = member_dirs(members, root)
@@ -137,7 +137,7 @@ def ensemble_table(members: Members, root: str | Path, folds: Sequence[int]) -> 
     agreement: dict[str, float] = {}
     for fold in folds:
         for member, path in zip(members.members, dirs, strict=True):
-            result = CVDir(path).run(fold).load_result()
+            result = TrainResult.load(CVDir(path).run(fold).path)
             rows.append({"method": f"member {member.record.get('rank', '?')}", "member": member.name,
                          "arch": member.config.arch, "fold": int(fold), "params": result.params,
                          "epoch": result.epoch, **rates(result.test_metrics)})

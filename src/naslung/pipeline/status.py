@@ -23,7 +23,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-SCHEMA = "naslung-reproduce"
+from naslung import schemas
+
+SCHEMA = schemas.REPRODUCE
 SCHEMA_VERSION = 1
 
 

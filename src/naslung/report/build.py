@@ -15,7 +15,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from naslung.explain.provenance import PHANTOM_NOTE
+from naslung.data.source import PHANTOM_NOTE
 from naslung.report import html as H
 from naslung.report.analysis import Entry, analyse
 from naslung.report.discover import Experiment, discover

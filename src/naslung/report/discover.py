@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from naslung.explain.provenance import source_kind
+from naslung import schemas
+from naslung.data.source import is_phantom_kind, source_kind
 
 #: figure file name pattern -> (order, caption) of the paper's figure it reproduces.
 FIGURES: tuple[tuple[str, int, str], ...] = (
@@ -52,7 +53,7 @@ class RunInfo:
 
     @property
     def phantom(self) -> bool:
-        return source_kind(self.config) == "phantom"
+        return is_phantom_kind(source_kind(self.config))
 
     @property
     def source(self) -> str | None:
@@ -103,11 +104,11 @@ def discover(root: str | Path) -> Experiment:
     exp = Experiment(root=root)
     for cv_json in sorted(root.rglob("cv.json")):
         data = _read_json(cv_json)
-        if isinstance(data, dict) and data.get("schema") == "naslung-cv":
+        if isinstance(data, dict) and data.get("schema") == schemas.CV:
             exp.cv_dirs[cv_json.parent] = data
     for run_dir in runs_under(root):
         result = _read_json(run_dir.result)
-        if not isinstance(result, dict) or result.get("schema") != "naslung-train-result":
+        if not isinstance(result, dict) or result.get("schema") != schemas.TRAIN_RESULT:
             continue
         run = run_dir.path
         config = _read_json(run_dir.config) or {}
@@ -126,7 +127,7 @@ def discover(root: str | Path) -> Experiment:
             exp.dbi.append((dbi_json, rows))
     for ablation_json in sorted(root.rglob("ablation.json")):
         data = _read_json(ablation_json)
-        if isinstance(data, dict) and data.get("schema") == "naslung-ablation":
+        if isinstance(data, dict) and data.get("schema") == schemas.ABLATION:
             exp.ablations.append((ablation_json, data))
     if not exp.runs:
         raise FileNotFoundError(f"{root}: no finished training run (result.json) in or under it")

@@ -18,7 +18,7 @@ from typing import Any
 
 from naslung.models.cost import LATENCY_PATHS
 from naslung.models.spec import PAPER_CHANNELS, PAPER_DEPTH, ArchSpec
-from naslung.options import DEVICES, EXECUTORS, LATENCY_KINDS, METRICS, check_option, check_seed
+from naslung.options import DEVICES, EXECUTORS, LATENCY_KINDS, METRICS, check_folds, check_option, check_seed
 from naslung.search.latency_model import FEATURES
 from naslung.search.objective import DEFAULT_LATENCY_PATH, PAPER_TEST_FOLDS
 from naslung.train.config import RECIPES, TrainConfig
@@ -187,10 +187,7 @@ class SearchConfig:
                                 f"got {type(getattr(self, name)).__name__}")
         check_option("metric", self.metric, METRICS)
         check_seed("seed", self.seed)
-        object.__setattr__(self, "exclude_folds", tuple(sorted({int(f) for f in self.exclude_folds})))
-        outside = [f for f in self.exclude_folds if not 0 <= f <= 9]
-        if outside:
-            raise ValueError(f"exclude_folds {outside} are outside the LUNA16 subsets 0-9")
+        object.__setattr__(self, "exclude_folds", tuple(check_folds(self.exclude_folds, "exclude_folds")))
         for name in ("budget_trials", "patience"):
             _at_least("", name, getattr(self, name), 1, optional=True)
         if self.budget_minutes is not None and not 0 < self.budget_minutes < math.inf:

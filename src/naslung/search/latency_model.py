@@ -32,10 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from naslung import schemas
 from naslung.options import LATENCY_KINDS as KINDS
 
 FEATURES: tuple[str, ...] = ("macs", "activation_bytes", "depth")
-SCHEMA = "naslung-latency-model"
+SCHEMA = schemas.LATENCY_MODEL
 SCHEMA_VERSION = 2
 #: Feature scales so that the least-squares problem is well conditioned (MACs in millions, bytes in MB).
 _SCALE = {"macs": 1e6, "activation_bytes": 1e6, "depth": 1.0}

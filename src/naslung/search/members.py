@@ -18,15 +18,22 @@ member on a fold that the search saw is refused (:mod:`naslung.protocol`).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from naslung import schemas
 from naslung.atomic import read_json, write_json_atomic
 from naslung.train.config import TrainConfig
 
+if TYPE_CHECKING:
+    from naslung.data.dataset import NoduleDataset
+    from naslung.progress import Progress
+    from naslung.train.cv import CVResult
+
 MEMBERS = "members.json"
-SCHEMA = "naslung-members"
+SCHEMA = schemas.MEMBERS
 SCHEMA_VERSION = 1
 
 
@@ -114,3 +121,48 @@ def read_members(path: str | Path) -> Members:
     return Members(path=path, search=str(data.get("search", "")),
                    exclude_folds=tuple(int(f) for f in data.get("exclude_folds") or ()),
                    dataset_fingerprint=data.get("dataset_fingerprint"), members=tuple(members))
+
+
+def run_members_cv(
+    dataset: NoduleDataset,
+    members: Members,
+    folds: Sequence[int],
+    out_dir: str | Path,
+    *,
+    budget: str | None = None,
+    epochs: int | None = None,
+    threads: int | None = None,
+    device: str | None = None,
+    progress: Progress | None = None,
+    source: str | None = None,
+    jobs: int = 1,
+) -> dict[str, CVResult]:
+    """:func:`naslung.train.cv.run_cv` for every member of a members file, in ``out_dir/<member name>``.
+
+    Each member trains with its own recorded :class:`TrainConfig` (the search's settings); only the budget
+    (``budget``/``epochs``), ``threads`` and ``device`` may change. Refused before any training: a test fold
+    the search trained or validated on (:mod:`naslung.protocol`), and a dataset other than the search's.
+    ``jobs > 1`` trains that many (member, fold) runs at once, as in :func:`~naslung.train.cv.run_cv`.
+    """
+    from naslung.fingerprint import check_same, fingerprint_of
+    from naslung.protocol import check_test_fold_unseen
+    from naslung.train.cv import run_cv, validate_cv
+    from naslung.train.rundir import CVDir
+
+    for fold in folds:
+        check_test_fold_unseen(fold, members.exclude_folds, where=f"search {members.search}")
+    if members.dataset_fingerprint:
+        check_same(members.dataset_fingerprint, fingerprint_of(dataset), members.path,
+                   "train its members")
+    configs = {m.name: TrainConfig.resolve(m.config.to_dict(), budget, epochs=epochs, num_threads=threads,
+                                           device=device) for m in members.members}
+    for config in configs.values():
+        validate_cv(dataset, config, folds)
+    out = Path(out_dir)
+    if jobs > 1:
+        from naslung.train.parallel import fit_side_by_side
+
+        fit_side_by_side(source or "", [(config, int(f), CVDir(out / name).run(f).path)
+                                        for name, config in configs.items() for f in folds], jobs, progress)
+    return {name: run_cv(dataset, config, folds, out / name, progress=progress, source=source)
+            for name, config in configs.items()}

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from naslung import schemas
 from naslung.atomic import append_jsonl, read_json, read_jsonl, write_json_atomic
 
 TRIALS = "trials.jsonl"
@@ -21,9 +22,9 @@ CONFIG = "search_config.json"
 LATENCY_MODEL = "latency_model.json"
 PARETO = "pareto.json"
 PLOT = "pareto.png"
-TRIAL_SCHEMA = "naslung-search-trial"
-CONFIG_SCHEMA = "naslung-search-config"
-PARETO_SCHEMA = "naslung-search-pareto"
+TRIAL_SCHEMA = schemas.SEARCH_TRIAL
+CONFIG_SCHEMA = schemas.SEARCH_CONFIG
+PARETO_SCHEMA = schemas.SEARCH_PARETO
 SCHEMA_VERSION = 1
 #: ``search_config.json``: 1 wrote the flat config, 2 the nested frozen :class:`SearchConfig` (both read).
 CONFIG_SCHEMA_VERSION = 2
@@ -139,6 +140,15 @@ def read_config(out: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: search configuration schema version {version!r} is newer than this "
                          f"naslung reads ({CONFIG_SCHEMA_VERSION}); upgrade naslung")
     return data
+
+
+def check_search_folder(out: str | Path, test_fold: int | None) -> None:
+    """:func:`naslung.protocol.check_test_fold_unseen` against the ``exclude_folds`` recorded in a search
+    folder."""
+    from naslung.protocol import check_test_fold_unseen
+
+    config = read_config(Path(out)).get("config", {})
+    check_test_fold_unseen(test_fold, config.get("exclude_folds") or (), where=f"search in {out}")
 
 
 def write_pareto(out: str | Path, front: list[dict[str, Any]], summary: dict[str, Any]) -> Path:

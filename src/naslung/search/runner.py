@@ -204,7 +204,7 @@ def _run_search(
     state = PopState(space, predicted, config.latency_budget_ms, config.seed)
     if config.latency_budget_ms is not None and not state.in_budget.any():
         fastest = float(predicted.min())
-        raise ValueError(f"--latency-budget-ms {config.latency_budget_ms:g}: no architecture of the space is "
+        raise ValueError(f"--max-latency-ms {config.latency_budget_ms:g}: no architecture of the space is "
                          f"predicted at or under it (the fastest is predicted at {fastest:.3g} ms on this "
                          f"device); raise the budget")
     retry = replay(state, existing)

@@ -22,15 +22,17 @@ from typing import Any
 
 import numpy as np
 
+from naslung import schemas
 from naslung.atomic import write_json_atomic, write_text_atomic
 from naslung.data.errors import DataError
 from naslung.models.spec import ArchSpec
+from naslung.options import HEAD_FOR_LOSS
 from naslung.progress import Progress
-from naslung.train.config import HEAD_FOR_LOSS, TrainConfig
+from naslung.train.config import TrainConfig
 from naslung.train.cv import CNN, SUMMARY_METRICS, summarize
 from naslung.train.rundir import CVDir
 
-SCHEMA = "naslung-ablation"
+SCHEMA = schemas.ABLATION
 SCHEMA_VERSION = 1
 JSON_NAME = "ablation.json"
 MARKDOWN_NAME = "ablation.md"
@@ -161,7 +163,7 @@ def run_ablation(data: str | Path, archs: Sequence[str], folds: Sequence[int], o
     ``jobs > 1`` runs that many cv folders at once in spawned processes, each single-threaded unless
     ``threads`` says otherwise. Everything is validated before the first epoch; finished folds are read back.
     """
-    from naslung.explain.provenance import PHANTOM_NOTE
+    from naslung.data.source import PHANTOM_NOTE, is_phantom_kind
     from naslung.fingerprint import fingerprint_of, load_dataset
     from naslung.lock import output_lock
 
@@ -178,7 +180,7 @@ def run_ablation(data: str | Path, archs: Sequence[str], folds: Sequence[int], o
         raise DataError(f"--data: {exc}") from None
     out = Path(out_dir)
     validate(dataset, configs, folds, out)
-    phantom = dataset.source_kind == "phantom"
+    phantom = is_phantom_kind(dataset.source_kind)
     fingerprint = fingerprint_of(dataset)
     started = time.perf_counter()
     with output_lock(out, "naslung ablate"):

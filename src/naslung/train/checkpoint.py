@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
+from naslung import schemas
 from naslung.atomic import atomic_path
 
-SCHEMA = "naslung-checkpoint"
+SCHEMA = schemas.CHECKPOINT
 SCHEMA_VERSION = 1
 
 

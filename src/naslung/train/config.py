@@ -8,7 +8,7 @@ from typing import Any
 
 from naslung.models.blocks.cbam import SPATIAL_KERNELS
 from naslung.models.spec import ArchSpec, coerce_spec
-from naslung.options import ATTENTIONS, DEVICES, EMBEDDINGS, LOSSES, check_option, check_seed
+from naslung.options import ATTENTIONS, DEVICES, EMBEDDINGS, HEAD_FOR_LOSS, LOSSES, check_option, check_seed
 from naslung.options import METRICS as SELECT_METRICS
 from naslung.train.augment import ExtraAugment
 from naslung.train.schedule import LAMBDA_SCHEDULES, LR_SCHEDULES
@@ -36,8 +36,6 @@ RECIPES: dict[str, dict[str, Any]] = {"naslung": {}, "paper": PAPER_RECIPE}
 #: (benchmarks/recipe_ablation.py --variants model1,arch-8 --set select_metric=auc --set epochs=32).
 DEFAULT_ARCHS: dict[int, str] = {3: "[4,4,[4,4],[4,8],[8,8]]", 2: "[8,8,[8,8],[16,16],[32,32]]"}
 
-#: Loss -> classifier head (docs/CONTRACTS.md): A-Softmax needs the angular (normalised, bias-free) head.
-HEAD_FOR_LOSS = {"asoftmax": "angular", "softmax": "linear"}
 
 
 @dataclass(frozen=True)

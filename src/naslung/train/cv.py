@@ -14,21 +14,20 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from naslung import schemas
 from naslung.atomic import write_json_atomic, write_text_atomic
 from naslung.data.dataset import NoduleDataset
+from naslung.options import check_folds
 from naslung.progress import Progress
 from naslung.train.baselines import BASELINES, fit_baseline
 from naslung.train.config import TrainConfig
 from naslung.train.engine import data_split, fit
 from naslung.train.result import TrainResult
 from naslung.train.rundir import CVDir
-
-if TYPE_CHECKING:
-    from naslung.search.members import Members
 
 SUMMARY_METRICS = ("accuracy", "sensitivity", "specificity", "f1", "auc")
 CNN = "cnn"
@@ -45,7 +44,7 @@ class CVResult:
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": "naslung-cv", "schema_version": 1, "folds": self.folds, "per_fold": self.rows,
+        return {"schema": schemas.CV, "schema_version": 1, "folds": self.folds, "per_fold": self.rows,
                 "summary": self.summary, "seconds": self.seconds,
                 "std": "sample standard deviation over folds (ddof=1); NaN folds are skipped"}
 
@@ -84,49 +83,6 @@ def run_cv(
         return _run_cv(dataset, config, list(folds), out, tuple(baselines), progress, source, fingerprint)
 
 
-def run_members_cv(
-    dataset: NoduleDataset,
-    members: Members,
-    folds: Sequence[int],
-    out_dir: str | Path,
-    *,
-    budget: str | None = None,
-    epochs: int | None = None,
-    threads: int | None = None,
-    device: str | None = None,
-    progress: Progress | None = None,
-    source: str | None = None,
-    jobs: int = 1,
-) -> dict[str, CVResult]:
-    """:func:`run_cv` for every member of a members file, in ``out_dir/<member name>``.
-
-    Each member trains with its own recorded :class:`TrainConfig` (the search's settings); only the budget
-    (``budget``/``epochs``), ``threads`` and ``device`` may change. Refused before any training: a test fold
-    the search trained or validated on (:mod:`naslung.protocol`), and a dataset other than the search's.
-    ``jobs > 1`` trains that many (member, fold) runs at once, as in :func:`run_cv`.
-    """
-    from naslung.fingerprint import check_same, fingerprint_of
-    from naslung.protocol import check_test_fold_unseen
-
-    for fold in folds:
-        check_test_fold_unseen(fold, members.exclude_folds, where=f"search {members.search}")
-    if members.dataset_fingerprint:
-        check_same(members.dataset_fingerprint, fingerprint_of(dataset), members.path,
-                   "train its members")
-    configs = {m.name: TrainConfig.resolve(m.config.to_dict(), budget, epochs=epochs, num_threads=threads,
-                                           device=device) for m in members.members}
-    for config in configs.values():
-        validate_cv(dataset, config, folds)
-    out = Path(out_dir)
-    if jobs > 1:
-        from naslung.train.parallel import fit_side_by_side
-
-        fit_side_by_side(source or "", [(config, int(f), CVDir(out / name).run(f).path)
-                                        for name, config in configs.items() for f in folds], jobs, progress)
-    return {name: run_cv(dataset, config, folds, out / name, progress=progress, source=source)
-            for name, config in configs.items()}
-
-
 def validate_cv(dataset: NoduleDataset, config: TrainConfig, folds: Sequence[int],
                 baselines: Sequence[str] = BASELINES) -> None:
     """Raise ``ValueError`` for folds outside 0-9 or absent from the data, and for a fold whose training or
@@ -134,9 +90,7 @@ def validate_cv(dataset: NoduleDataset, config: TrainConfig, folds: Sequence[int
     folds = list(folds)
     if not folds:
         raise ValueError("--folds: no test fold given")
-    outside = sorted({f for f in folds if not 0 <= int(f) <= 9})
-    if outside:
-        raise ValueError(f"--folds: folds {outside} are outside the LUNA16 subsets 0-9")
+    check_folds(folds, "--folds: folds")
     present = sorted({int(f) for f in np.asarray(dataset.fold).tolist()})
     missing = sorted({int(f) for f in folds} - set(present))
     if missing:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from naslung import schemas
 from naslung.allocator import keep_freed_memory
 from naslung.atomic import append_jsonl, write_json_atomic
 from naslung.data.dataset import NoduleDataset
@@ -238,7 +239,7 @@ def _write_config(out: Path, config: TrainConfig, test_fold: int | None, split: 
     from naslung.provenance import provenance
 
     write_json_atomic(RunDir(out).config, {
-        "schema": "naslung-train-config", "schema_version": 1,
+        "schema": schemas.TRAIN_CONFIG, "schema_version": 1,
         "config": config.to_dict(), "test_fold": test_fold, "model_config": model.config, "params": params,
         "split": {**split.sizes(), "val_nodule_ids": [str(n) for n in dataset.nodule_id[split.val]]},
         "protocol": "inner validation split of the training folds picks the epoch; test fold evaluated once",

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from naslung import schemas
 from naslung.atomic import read_json, read_jsonl
 from naslung.train.predictions import Predictions, read_predictions
 from naslung.train.rundir import RunDir
@@ -13,7 +14,7 @@ from naslung.train.rundir import RunDir
 if TYPE_CHECKING:
     from torch import nn
 
-RESULT_SCHEMA = "naslung-train-result"
+RESULT_SCHEMA = schemas.TRAIN_RESULT
 RESULT_SCHEMA_VERSION = 1
 
 

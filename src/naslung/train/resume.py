@@ -119,7 +119,9 @@ def check_out_dir(out: Path, config: TrainConfig, test_fold: int | None, resume:
                                   f"choose another --out")
         return None
     if run.finished():
-        done = run.load_result()
+        from naslung.train.result import TrainResult
+
+        done = TrainResult.load(run.path)
         differ = changed_options(done.config, config)
         if done.spec != config.arch:
             raise CheckpointError(f"{out}: finished run has spec {done.spec}, "

@@ -21,10 +21,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from naslung.train.result import TrainResult
+from naslung import schemas
 
 FOLD_DIR = re.compile(r"^fold_(\d+)$")
 
@@ -88,19 +87,12 @@ class RunDir:
             return "finished"
         return "partial" if self.last.is_file() else "new"
 
-    def load_result(self) -> TrainResult:
-        """The finished run's :class:`~naslung.train.result.TrainResult`, schema-checked (no model)."""
-        from naslung.train.result import TrainResult
-
-        return TrainResult.load(self.path)
-
     def read_result(self) -> dict[str, Any]:
         """``result.json`` as a dict, schema-checked; errors name the file."""
         from naslung.atomic import read_json
-        from naslung.train.result import RESULT_SCHEMA
 
         data = read_json(self.result, "training result")
-        if not isinstance(data, dict) or data.get("schema") != RESULT_SCHEMA:
+        if not isinstance(data, dict) or data.get("schema") != schemas.TRAIN_RESULT:
             raise ValueError(f"{self.result}: not a naslung training result")
         return data
 
@@ -111,7 +103,7 @@ class RunDir:
         if not self.config.is_file():
             raise FileNotFoundError(f"{self.config}: not found; is {self.path} a naslung run folder?")
         data = read_json(self.config, "training config")
-        if not isinstance(data, dict) or data.get("schema") != "naslung-train-config":
+        if not isinstance(data, dict) or data.get("schema") != schemas.TRAIN_CONFIG:
             raise ValueError(f"{self.config}: not a naslung training config")
         return data
 

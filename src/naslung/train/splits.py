@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from naslung.options import check_folds
+
 
 @dataclass(frozen=True)
 class Split:
@@ -97,8 +99,6 @@ def inner_split(
     return Split(train=train, val=val, test=np.sort(test), test_fold=test_fold)
 
 
-#: LUNA16 ships ten subsets; a fold is one of them.
-FOLDS = range(10)
 
 
 def parse_folds(text: str | None, allow_empty: bool = False) -> list[int]:
@@ -127,7 +127,4 @@ def parse_folds(text: str | None, allow_empty: bool = False) -> list[int]:
                 out.add(int(part))
         except ValueError:
             raise ValueError(f"bad fold list {text!r}: use e.g. '1-5' or '0,3'") from None
-    outside = sorted(f for f in out if f not in FOLDS)
-    if outside:
-        raise ValueError(f"bad fold list {text!r}: folds {outside} are outside the LUNA16 subsets 0-9")
-    return sorted(out)
+    return check_folds(out, f"bad fold list {text!r}: folds")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from naslung import schemas
 from naslung.progress import Progress
 from naslung.train.config import TrainConfig
 from naslung.zoo.card import (
@@ -30,7 +31,7 @@ from naslung.zoo.card import (
     input_section,
     member_entry,
 )
-from naslung.zoo.registry import CARD_FILE, WEIGHTS_FILE, Recipe, model_dir, read_card
+from naslung.zoo.registry import CARD_FILE, WEIGHTS_FILE, Recipe, model_dir, read_card, sha256_file
 
 #: TrainConfig fields that may differ between the cv folder and the build (they do not change the recipe).
 RUNTIME_FIELDS = ("num_threads", "device")
@@ -174,7 +175,7 @@ def cv_metrics(recipe: Recipe, cv_dir: str | Path, configs: Sequence[tuple[str, 
             raise FileNotFoundError(f"--cv {cv_dir}: no {path}; give a finished `naslung cv"
                                     f"{'' if recipe.kind == 'single' else ' --members'}` folder")
         data = read_json(path, "cv summary")
-        if not isinstance(data, dict) or data.get("schema") != "naslung-cv":
+        if not isinstance(data, dict) or data.get("schema") != schemas.CV:
             raise ValueError(f"{path}: not a naslung cv summary")
         _compare_configs(data.get("config"), config, path)
         summaries.append(data)
@@ -278,8 +279,6 @@ def build_bundle(recipe: Recipe, dataset: Any, configs: Sequence[tuple[str, Trai
             target = tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             _strip_checkpoint(best, target)
-            from naslung.zoo.load import sha256_file
-
             members.append(member_entry(name, config.arch, result.params, rel, sha256_file(target),
                                         config.to_dict(), result.epoch, len(result.history)))
         first = trained[0][2]

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from naslung import schemas
 from naslung.zoo.registry import RECIPES, Recipe, read_card
 
-CARD_SCHEMA = "naslung-model-card"
+CARD_SCHEMA = schemas.MODEL_CARD
 CARD_SCHEMA_VERSION = 1
 #: The metrics a card reports (``naslung.metrics.binary_metrics`` keys), with their column titles.
 CARD_METRICS = (("accuracy", "accuracy"), ("sensitivity", "sensitivity"), ("specificity", "specificity"),

@@ -7,20 +7,12 @@ against the sha256 its card records before it is loaded.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from naslung.explain.runs import CropSettings, RunModel
-from naslung.zoo.registry import model_dir, read_card
+from naslung.zoo.registry import model_dir, read_card, sha256_file
 
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+__all__ = ["crop_of", "load_bundled", "sha256_file"]
 
 
 def crop_of(card: dict) -> CropSettings:

@@ -9,11 +9,14 @@ builds). A name of the table whose folder holds no ``card.json`` is "not built":
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from naslung import schemas
 
 #: Environment variable that replaces the package's models folder.
 MODELS_ENV = "NASLUNG_MODELS"
@@ -21,6 +24,15 @@ CARD_FILE = "card.json"
 WEIGHTS_FILE = "best.pt"
 #: The kinds of recipe: one model trained with TrainConfig's defaults, or the members of a ``members.json``.
 KINDS = ("single", "ensemble")
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -98,7 +110,7 @@ def read_card(name: str, root: str | Path | None = None) -> dict[str, Any] | Non
     if not path.is_file():
         return None
     card = read_json(path, "model card")
-    if not isinstance(card, dict) or card.get("schema") != "naslung-model-card":
+    if not isinstance(card, dict) or card.get("schema") != schemas.MODEL_CARD:
         raise ValueError(f"{path}: not a naslung model card")
     return card
 

@@ -10,7 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-SCHEMA = "naslung-phantom"
+from naslung import schemas
+
+SCHEMA = schemas.PHANTOM
 MANIFEST = "phantom.json"
 DISCLAIMER = (
     "Synthetic CT rendered from LIDC contours and ratings: accuracy on the phantom is not accuracy on LIDC."
