@@ -1,9 +1,11 @@
-"""`naslung predict --runtime torch|onnx`: the folded torch path and ONNX Runtime agree with the model."""
+"""`naslung predict --runtime torch|onnx|openvino`: the folded torch path, ONNX Runtime and OpenVINO agree
+with the model."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -86,6 +88,39 @@ def test_onnx_runtime_equals_torch_and_exports_once(tiny_runs, luna, tmp_path, m
     assert len(exports) == 2
 
 
+HAS_OPENVINO = HAS_ONNX and importlib.util.find_spec("openvino") is not None
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="openvino not installed (pip install 'naslung[openvino]')")
+@pytest.mark.skipif(bool(os.environ.get("ONEDNN_MAX_CPU_ISA")), reason="OpenVINO returns nothing under it")
+def test_openvino_runtime_equals_torch(tiny_runs, luna, tmp_path, monkeypatch):
+    monkeypatch.setenv("NASLUNG_CACHE", str(tmp_path / "cache"))
+    tree, data = luna
+    dataset = load_dataset(data)
+    members = load_members(tiny_runs["asoftmax"]) + load_members(tiny_runs["softmax"])
+    settings, _ = resolve_settings(members)
+    x = torch.cat(_crops(luna, settings))
+    for m in members:
+        with torch.no_grad():
+            want = m.model.eval()(x).numpy()
+        assert np.abs(member_runner(m, "openvino")(x).numpy() - want).max() < 1e-4
+        assert np.abs(member_runner(m, "openvino")(x[:1]).numpy() - want[:1]).max() < 1e-4  # batch 1 too
+    scan, world = _scan_path(tree, dataset.seriesuid[0]), [("n", tuple(dataset.world_center[0]))]
+    by_torch = predict_nodules(scan, world, members, settings, runtime="torch")[0]
+    by_openvino = predict_nodules(scan, world, members, settings, runtime="openvino", attention=False)[0]
+    for a, b in zip(by_torch.members, by_openvino.members, strict=True):
+        assert abs(a["prob_malignant"] - b["prob_malignant"]) < 1e-4
+
+
+def test_openvino_refuses_the_onednn_cap(monkeypatch, tmp_path):
+    from naslung.models.onnx import OpenVinoRunner
+
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    with pytest.raises(RuntimeError, match="ONEDNN_MAX_CPU_ISA"):
+        OpenVinoRunner(tmp_path / "missing.onnx")
+
+
 def test_cli_runtime_errors_are_one_line(tiny_runs, luna, monkeypatch):
     from naslung.cli.app import app
 
@@ -95,7 +130,7 @@ def test_cli_runtime_errors_are_one_line(tiny_runs, luna, monkeypatch):
     args = ["predict", "--model", str(tiny_runs["asoftmax"]), "--image", str(scan),
             "--coords", ",".join(map(str, dataset.world_center[0]))]
     bad = CliRunner().invoke(app, [*args, "--runtime", "tensorrt"])
-    assert bad.exit_code != 0 and "unknown runtime 'tensorrt'; valid: torch, onnx" in bad.output
+    assert bad.exit_code != 0 and "unknown runtime 'tensorrt'; valid: torch, onnx, openvino" in bad.output
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the onnx extra were not installed
     missing = CliRunner().invoke(app, [*args, "--runtime", "onnx"])
     assert missing.exit_code != 0 and "Traceback" not in missing.output

@@ -40,7 +40,8 @@ def predict(
     overlay: Path | None = typer.Option(None, "--overlay", help="attention overlay PNG"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing overlay PNG or --out CSV"),
     runtime: str = typer.Option("torch", "--runtime",
-                                help="torch, or onnx: ONNX Runtime on an export cached per checkpoint"),
+                                help="torch; onnx: ONNX Runtime, or openvino: OpenVINO, on an export "
+                                "cached per checkpoint"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Each member's probability, the majority vote (paper section 3.5), soft vote and agreement."""

@@ -36,7 +36,7 @@ from naslung.options import check_option
 from naslung.train.rundir import RunDir, runs_under
 
 #: What ``naslung predict --runtime`` runs the members with.
-RUNTIMES: tuple[str, ...] = ("torch", "onnx")
+RUNTIMES: tuple[str, ...] = ("torch", "onnx", "openvino")
 #: A member ready to predict: ``(B, 1, *S)`` float32 crops -> ``(B, num_classes)`` float32 logits.
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
@@ -196,16 +196,24 @@ def member_runner(member: RunModel, runtime: str = "torch") -> Runner:
 
     ``torch``: a BN-folded eval copy (:func:`naslung.models.fast.eval_model`), in the memory format
     :func:`naslung.models.fast.serving_channels_last` gives (contiguous on CPU). ``onnx``: the member's
-    ``best.pt`` exported once to the ONNX cache and run by ONNX Runtime; without the ``onnx`` extra an
-    ``ImportError`` says how to install it.
+    ``best.pt`` exported once to the ONNX cache and run by ONNX Runtime; ``openvino``: the same file run by
+    OpenVINO (:class:`naslung.models.onnx.OpenVinoRunner`); without the extra an ``ImportError`` says how to
+    install it.
     """
     check_option("runtime", runtime, RUNTIMES)
-    if runtime == "onnx":
-        from naslung.models.onnx import OnnxRunner, cached_export, require_onnx
+    if runtime in ("onnx", "openvino"):
+        from naslung.models.onnx import (
+            OnnxRunner,
+            OpenVinoRunner,
+            cached_export,
+            require_onnx,
+            require_openvino,
+        )
 
-        require_onnx("--runtime onnx")
-        onnx_runner = OnnxRunner(cached_export(member.model, RunDir(member.path).best, member.crop.size))
-        return lambda x: torch.from_numpy(onnx_runner(x))
+        (require_onnx if runtime == "onnx" else require_openvino)(f"--runtime {runtime}")
+        exported = cached_export(member.model, RunDir(member.path).best, member.crop.size)
+        runner = OnnxRunner(exported) if runtime == "onnx" else OpenVinoRunner(exported)
+        return lambda x: torch.from_numpy(runner(x))
     from naslung.models.fast import eval_model, serving_channels_last
     from naslung.train.inference import format_input
 

@@ -4,8 +4,15 @@
 dynamic batch axis: input ``"image"`` ``(B, C_in, *S)`` float32, output ``"logits"`` ``(B, num_classes)``.
 The model's :attr:`~naslung.models.factory.NASLungNet.config` travels in the file's metadata
 (``naslung_model_config``), so a runner knows the input layout it expects. :class:`OnnxRunner` runs such a
-file on the CPU with a chosen number of threads. :func:`cached_export` exports a checkpoint once and reuses
-the file (``naslung predict --runtime onnx``).
+file on the CPU with a chosen number of threads, and :class:`OpenVinoRunner` runs the same file with OpenVINO
+(the ``openvino`` extra), which fuses the conv, bias and elementwise chains. :func:`cached_export` exports a
+checkpoint once and reuses the file (``naslung predict --runtime onnx|openvino``).
+
+Measured with ``benchmarks/engines.py`` (one thread, this project's AVX-512 VM, the same ONNX file): OpenVINO
+ran Model-1 at batch 1 in 6.3 ms against 9.2 ms on the torch serving path and 12.5 ms on ONNX Runtime; the mid
+model 8.1 against 18.9 and 24.7 ms; batch 32 Model-1 4.5 against 4.6 ms per nodule. On an AVX2-only CPU
+(issue 22's figures) it lost at batch 32 for Model-1 (5.7 against 3.1 ms) and won at batch 1 for the mid
+model (10.7 against 16.4 ms). No engine wins everywhere, so torch stays the default and OpenVINO is a choice.
 """
 
 from __future__ import annotations
@@ -34,6 +41,19 @@ OPSET = 17
 EXPORT_VERSION = 1
 #: One line that says how to get the optional runtime.
 INSTALL_HINT = "pip install 'naslung[onnx]'"
+
+
+OPENVINO_HINT = "pip install 'naslung[openvino]'"
+
+
+def require_openvino(what: str = "OpenVINO") -> None:
+    """Raise ``ImportError`` with one line that says how to install, unless openvino (and onnx, which writes
+    the file it reads) import."""
+    require_onnx(what)
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        raise ImportError(f"{what} needs openvino (not installed): {OPENVINO_HINT}") from None
 
 
 def require_onnx(what: str = "ONNX") -> None:
@@ -145,3 +165,41 @@ class OnnxRunner:
         logits -= logits.max(axis=1, keepdims=True)
         e = np.exp(logits)
         return e[:, 1] / e.sum(axis=1)
+
+
+class OpenVinoRunner(OnnxRunner):
+    """Run an exported model with OpenVINO on the CPU; the interface of :class:`OnnxRunner`.
+
+    OpenVINO compiles the ONNX graph for this CPU (its plugin fuses conv + bias + activation and CBAM's
+    elementwise chain) with ``threads`` inference threads and the latency hint. Its CPU plugin carries its
+    own oneDNN: with ``ONEDNN_MAX_CPU_ISA=AVX2`` set (AVX2 emulation on an AVX-512 machine) OpenVINO 2026.4
+    returned empty outputs, so this runner refuses to run under that variable rather than return nothing.
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        import os
+
+        import openvino as ov
+
+        if os.environ.get("ONEDNN_MAX_CPU_ISA"):
+            raise RuntimeError("OpenVINO returns empty outputs while ONEDNN_MAX_CPU_ISA is set; unset it or "
+                               "use --runtime torch|onnx")
+        self.path = Path(path)
+        core = ov.Core()
+        properties: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if threads is not None:
+            properties["INFERENCE_NUM_THREADS"] = int(threads)
+        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", properties)
+        self.request = self.compiled.create_infer_request()
+        import onnx
+
+        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        self.config: dict[str, Any] = json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else {}
+
+    def __call__(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Logits ``(B, num_classes)`` float32 for a float input ``(B, C_in, *S)``."""
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().numpy()
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        out = self.request.infer({0: x})
+        return np.array(next(iter(out.values())), dtype=np.float32, copy=True)
