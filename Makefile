@@ -35,8 +35,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/train_throughput.py
-	$(BIN)/python benchmarks/inference.py
+	$(BIN)/python benchmarks/train_throughput.py --isa both
+	$(BIN)/python benchmarks/inference.py --isa both
+	$(BIN)/python benchmarks/engines.py --isa native
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
