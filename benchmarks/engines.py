@@ -29,8 +29,8 @@ from _isa import add_isa_argument, dispatched_isa, run_for_isa
 
 from naslung.allocator import keep_freed_memory
 from naslung.models import MODEL_1, build_model
-from naslung.models.cost import device_name
 from naslung.models.fast import eval_model
+from naslung.models.machine import device_name
 from naslung.models.onnx import OnnxRunner, export_onnx
 
 MID = "[4,4,[16,32],[32,64],[64,128]]"

@@ -71,7 +71,7 @@ def header(s: Settings) -> str:
                  f"matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}, "
                  f"cudnn.benchmark={torch.backends.cudnn.benchmark}")
     else:
-        from naslung.models.cost import cpu_isa, device_name
+        from naslung.models.machine import cpu_isa, device_name
 
         name, extra = device_name("cpu"), f"ISA {cpu_isa() or '?'}, {torch.get_num_threads()} threads"
     return (f"device: {name} ({s.device.type}); torch {torch.__version__}; {extra}\n"
@@ -178,8 +178,8 @@ def inference(arch: str, s: Settings) -> dict[str, Any]:
     """Batch-1 latency and batched nodules/s of the eager eval model and of ``eval_model``; their logits'
     max abs difference."""
     from naslung.models import build_model
-    from naslung.models.cost import time_forward
     from naslung.models.fast import eval_model, to_channels_last
+    from naslung.models.latency import time_forward
 
     torch.manual_seed(0)
     model = build_model(arch).to(s.device)

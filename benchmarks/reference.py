@@ -39,9 +39,9 @@ from _isa import add_isa_argument, dispatched_isa, run_for_isa
 from naslung.allocator import keep_freed_memory
 from naslung.losses import build_criterion
 from naslung.models import build_model
-from naslung.models.cost import device_name
 from naslung.models.fast import eval_model
 from naslung.models.kernels.switch import set_fused_kernels
+from naslung.models.machine import device_name
 
 MODELS = {"Model-1": ("[4,4,[4,4],[4,8],[8,8]]", [[4, 4], [4, 8], [8, 8]]),
           "mid": ("[4,4,[16,32],[32,64],[64,128]]", [[16, 32], [32, 64], [64, 128]])}

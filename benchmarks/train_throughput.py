@@ -49,8 +49,8 @@ from naslung.allocator import keep_freed_memory
 from naslung.losses import build_criterion
 from naslung.models import build_model
 from naslung.models.blocks.cbam import set_spatial_fft
-from naslung.models.cost import cpu_isa, device_name
 from naslung.models.kernels.switch import set_fused_kernels
+from naslung.models.machine import cpu_isa, device_name
 from naslung.train.augment import random_crop_flip
 
 ARCHS = ("[4,4,[4,4],[4,8],[8,8]]", "[4,4,[16,32],[32,64],[64,128]]")

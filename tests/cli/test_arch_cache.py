@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from naslung.cli.arch import app
-from naslung.models.cost import cpu_isa
+from naslung.models.machine import cpu_isa
 
 runner = CliRunner()
 ARGS = ["info", "[4,4,[4],[4],[8]]", "--dims", "2", "--size", "16"]

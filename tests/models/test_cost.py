@@ -8,17 +8,9 @@ import pytest
 import torch
 
 from naslung.models import MODEL_1, build_model
-from naslung.models.cost import (
-    LATENCY_SCHEMA,
-    activation_bytes,
-    count_macs,
-    count_parameters,
-    cpu_isa,
-    device_name,
-    measure_latency,
-    profile,
-    time_forward,
-)
+from naslung.models.cost import activation_bytes, count_macs, count_parameters, profile
+from naslung.models.latency import LATENCY_SCHEMA, measure_latency, time_forward
+from naslung.models.machine import cpu_isa, device_name
 
 SMALL = "[4,4,[4],[4],[8]]"
 

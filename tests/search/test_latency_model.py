@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from naslung.models.cost import cpu_isa
+from naslung.models.machine import cpu_isa
 from naslung.search.costs import space_costs
 from naslung.search.latency_model import (
     LatencyModel,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from naslung.models import cost, fast
+from naslung.models import fast, latency
 from naslung.search import records as rec
 from naslung.search.config import LatencyConfig, SearchConfig, SpaceConfig
 from naslung.search.objective import SyntheticEvaluator, TrainEvaluator
@@ -28,7 +28,7 @@ def asked(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         calls.append(kw)
         return {"median_ms": 1.0, "key": {"threads": kw["threads"]}}
 
-    monkeypatch.setattr(cost, "measure_latency", fake)
+    monkeypatch.setattr(latency, "measure_latency", fake)
     return calls
 
 
@@ -68,9 +68,9 @@ def test_measure_latency_times_the_folded_model_on_the_folded_path(monkeypatch: 
 
     monkeypatch.setattr(fast, "eval_model", spy)
     args = {"input_size": 16, "threads": 1, "warmup": 0, "repeats": 1, "use_cache": False}
-    cost.measure_latency("[4,4,[4],[4],[8]]", path="eager", **args)
+    latency.measure_latency("[4,4,[4],[4],[8]]", path="eager", **args)
     assert calls == []
-    res = cost.measure_latency("[4,4,[4],[4],[8]]", path="folded", **args)
+    res = latency.measure_latency("[4,4,[4],[4],[8]]", path="folded", **args)
     # CPU serves contiguous (serving_channels_last)
     assert calls == [False] and res["key"]["path"] == "folded"
 

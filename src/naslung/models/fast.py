@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from naslung.allocator import keep_freed_memory
-from naslung.models.cost import cpu_isa
 from naslung.models.fuse import fold_batchnorm
+from naslung.models.machine import cpu_isa
 
 
 def bf16_supported(device: str | torch.device = "cpu") -> bool:
