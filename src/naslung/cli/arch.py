@@ -51,15 +51,10 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Parameters, MACs, activation bytes, batch-1 latency and batch-32 throughput of SPEC."""
-    from naslung.models.cost import (
-        LATENCY_PATHS,
-        analytic_cost,
-        check_memory,
-        dispatch_isa,
-        measure_latency,
-        profile,
-    )
+    from naslung.models.cost import analytic_cost, check_memory, profile
     from naslung.models.factory import build_model
+    from naslung.models.latency import LATENCY_PATHS, measure_latency
+    from naslung.models.machine import dispatch_isa
     from naslung.models.spec import space_violations
     from naslung.options import check_option
 

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 
 from naslung.cli.common import fail, from_alias, pct
-from naslung.models.cost import LATENCY_PATHS
+from naslung.models.latency import LATENCY_PATHS
 from naslung.options import ATTENTIONS, DEVICES, EXECUTORS, LOSSES, METRICS, SEED_MAX, choices
 from naslung.outputs import SEARCH, check_folder_output
 from naslung.search.config import SearchConfig

@@ -16,7 +16,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from naslung.models.cost import LATENCY_PATHS
+from naslung.models.latency import LATENCY_PATHS
 from naslung.models.spec import PAPER_CHANNELS, PAPER_DEPTH, ArchSpec
 from naslung.options import DEVICES, EXECUTORS, LATENCY_KINDS, METRICS, check_folds, check_option, check_seed
 from naslung.search.latency_model import FEATURES
@@ -68,7 +68,7 @@ class LatencyConfig:
 
     ``samples`` candidates are timed untrained to fit the latency model of ``kind``
     (``naslung.search.latency_model``) that POP prunes with. ``path`` is what is timed
-    (:data:`naslung.models.cost.LATENCY_PATHS`): ``folded``, the serving path
+    (:data:`naslung.models.latency.LATENCY_PATHS`): ``folded``, the serving path
     (:func:`naslung.models.fast.eval_model`: batch norm folded, contiguous on CPU), or ``eager``,
     the unfolded eval model. A saved config without a path was timed eagerly (:data:`LEGACY_LATENCY_PATH`),
     and a resumed search keeps its folder's path, so that every trial of one search is timed alike.
@@ -94,7 +94,7 @@ class LatencyConfig:
                              f"got {self.samples}")
 
     def measure_options(self) -> dict[str, Any]:
-        """The options of :func:`naslung.models.cost.measure_latency` (``TrainEvaluator.latency``)."""
+        """The options of :func:`naslung.models.latency.measure_latency` (``TrainEvaluator.latency``)."""
         return {"device": self.device, "threads": self.threads, "warmup": self.warmup,
                 "repeats": self.repeats, "path": self.path}
 

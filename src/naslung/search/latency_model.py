@@ -15,7 +15,7 @@ The held-out error (MAPE, R^2) comes from a seeded split; the stored coefficient
 samples.
 
 Cache: a fitted model is stored per calibration context, to which :func:`cached_model` adds the host (CPU
-model and instruction-set flags, see :func:`naslung.models.cost.machine_key`); it records the 1-minute load
+model and instruction-set flags, see :func:`naslung.models.machine.machine_key`); it records the 1-minute load
 average before and after the calibration in ``measured``, and ``refresh=True`` calibrates again and replaces
 the stored model.
 """
@@ -205,7 +205,7 @@ def host_context() -> dict[str, str]:
     Part of every cache key: a latency model fitted on one CPU says little about another, and even a GPU
     timing of these small networks includes the host's dispatch overhead.
     """
-    from naslung.models.cost import cpu_isa, device_name
+    from naslung.models.machine import cpu_isa, device_name
 
     return {"host_cpu": device_name("cpu"), "host_isa": cpu_isa()}
 
@@ -219,7 +219,7 @@ def cached_model(
     """Load the model fitted for ``context`` (plus :func:`host_context`) from the latency cache, or
     ``build()`` it and store it. ``refresh=True`` always builds and replaces the stored model (to refresh the
     per-candidate timings as well, ``build`` must measure with ``refresh=True`` too)."""
-    from naslung.models.cost import load_average
+    from naslung.models.machine import load_average
 
     if cache is None:
         from naslung.paths import cache_dir

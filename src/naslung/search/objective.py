@@ -29,7 +29,7 @@ from naslung.train.config import TrainConfig
 #: Test folds of the paper's protocol (section 4.1): the search never looks at them by default.
 PAPER_TEST_FOLDS: tuple[int, ...] = (1, 2, 3, 4, 5)
 #: What the search times by default: the serving path (:func:`naslung.models.fast.eval_model`, batch norm
-#: folded, contiguous on CPU), one of :data:`naslung.models.cost.LATENCY_PATHS`.
+#: folded, contiguous on CPU), one of :data:`naslung.models.latency.LATENCY_PATHS`.
 DEFAULT_LATENCY_PATH = "folded"
 
 
@@ -121,7 +121,7 @@ class TrainEvaluator:
         train: the :class:`~naslung.train.config.TrainConfig` every candidate trains with (a dict of its
             fields is accepted); ``arch`` and ``seed`` are replaced per trial.
         exclude_folds: folds removed before training (default: the paper's test folds 1-5).
-        latency: options of :func:`naslung.models.cost.measure_latency` (device, threads, warmup, repeats,
+        latency: options of :func:`naslung.models.latency.measure_latency` (device, threads, warmup, repeats,
             path; the path defaults to :data:`DEFAULT_LATENCY_PATH`).
         size, spatial_dims: model input; read from the dataset attributes when ``None``.
     """
@@ -181,13 +181,14 @@ class TrainEvaluator:
 
     def device_label(self) -> str:
         """Name of the device latency is measured on (CPU or GPU model)."""
-        from naslung.models.cost import device_name
+        from naslung.models.machine import device_name
 
         return device_name(self._latency_device())
 
     def measure(self, spec: ArchSpec) -> dict[str, Any]:
         """``{"latency_ms", "device", "threads"}``: warmed median batch-1 latency, cached per spec."""
-        from naslung.models.cost import device_name, measure_latency
+        from naslung.models.latency import measure_latency
+        from naslung.models.machine import device_name
 
         opts = {"path": DEFAULT_LATENCY_PATH, **self.latency}
         opts.pop("device", None)
