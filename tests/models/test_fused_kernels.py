@@ -200,3 +200,19 @@ def test_the_same_checks_pass_under_avx2_dispatch():
                          env=env, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "passed" in out.stdout and "skipped" not in out.stdout.split("\n")[-2]
+
+
+def test_a_nan_propagates_as_on_torch_path():
+    """A non-finite input must reach the loss (training stops on it), as it does through torch's ops."""
+    bn = BatchNorm3d(4)
+    x = _layout(torch.randn(2, 4, 4, 4, 4), True)
+    x[0, 1, 0, 0, 0] = float("nan")
+    x.requires_grad_()
+    assert bn_relu_module.fused_applies(bn, x)
+    assert torch.isnan(bn_relu(bn, x)).any()
+    cbam = CBAM(4)
+    y = _layout(torch.rand(2, 4, 6, 6, 6), True)
+    y[1, 2, 3, 3, 3] = float("nan")
+    y.requires_grad_()
+    assert fused_applies(cbam, y)
+    assert torch.isnan(cbam(y)[1]).any()

@@ -112,7 +112,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_impl(const at
   std::vector<float> scale(C), shift(C);
   for (int64_t c = 0; c < C; ++c) {
     const double shifted = sum[c] / rows;  // mean - pivot
-    const double var = std::max(0.0, sq[c] / rows - shifted * shifted);
+    const double raw_var = sq[c] / rows - shifted * shifted;
+    const double var = raw_var < 0.0 ? 0.0 : raw_var;  // rounding below 0 is clamped; a NaN stays
     const double mean = shifted + xp[c];
     const double r = 1.0 / std::sqrt(var + eps);
     mean_t.data_ptr<float>()[c] = static_cast<float>(mean);
@@ -132,7 +133,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_impl(const at
     for (int64_t v = lo; v < hi; ++v) {
       const float* __restrict xr = xp + v * W;
       float* __restrict yr = yp + v * W;
-      for (int64_t j = 0; j < W; ++j) yr[j] = std::max(0.f, xr[j] * sc[j] + sh[j]);
+      for (int64_t j = 0; j < W; ++j) {
+        const float z = xr[j] * sc[j] + sh[j];
+        yr[j] = z < 0.f ? 0.f : z;  // a NaN passes through, as torch.relu's does
+      }
     }
   });
   return {y, mean_t, var_t, rstd_t};

@@ -75,7 +75,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_pool(const at::Tensor& x_
           const float* row = xb + p * C;
           for (int64_t c = 0; c < C; ++c) {
             sum[c] += row[c];
-            if (row[c] > m[c]) {
+            if (row[c] > m[c] || (row[c] != row[c] && m[c] == m[c])) {  // the first NaN wins, as in max
               m[c] = row[c];
               where[c] = p;
             }
@@ -93,7 +93,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_pool(const at::Tensor& x_
         int64_t at_best = 0;
         for (int64_t p = 0; p < P; ++p) {
           acc += xr[p];
-          if (xr[p] > best) {
+          if (xr[p] > best || (xr[p] != xr[p] && best == best)) {
             best = xr[p];
             at_best = p;
           }
@@ -151,7 +151,7 @@ void descriptor_kernel(const float* x, const float* a, float* desc, int64_t B, i
       for (int64_t c = 0; c < n; ++c) {
         const float v = x[ix.at(b, p, c)] * ab[c];
         sum += v;
-        best = std::max(best, v);
+        best = (v > best || v != v) ? v : best;  // a NaN sticks, as in torch.amax
       }
       desc[(b * 2) * P + p] = sum * inv_c;
       desc[(b * 2 + 1) * P + p] = best;
@@ -215,7 +215,7 @@ void grad_spatial_kernel(const float* g, const float* x, const float* a, float* 
         const int64_t j = ix.at(b, p, c);
         const float y = x[j] * ab[c];
         acc += g[j] * y;
-        best = std::max(best, y);
+        best = (y > best || y != y) ? y : best;
       }
       float ties = 0.f;
       for (int64_t c = 0; c < n; ++c) ties += static_cast<float>(x[ix.at(b, p, c)] * ab[c] == best);
