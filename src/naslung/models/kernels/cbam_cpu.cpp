@@ -148,13 +148,15 @@ void descriptor_kernel(const float* x, const float* a, float* desc, int64_t B, i
       const int64_t b = i / P, p = i % P;
       const float* ab = a + b * n;
       float sum = 0.f, best = -std::numeric_limits<float>::infinity();
+      bool nan = false;
       for (int64_t c = 0; c < n; ++c) {
         const float v = x[ix.at(b, p, c)] * ab[c];
         sum += v;
-        best = (v > best || v != v) ? v : best;  // a NaN sticks, as in torch.amax
+        best = std::max(best, v);
+        nan = nan || (v != v);
       }
       desc[(b * 2) * P + p] = sum * inv_c;
-      desc[(b * 2 + 1) * P + p] = best;
+      desc[(b * 2 + 1) * P + p] = nan ? std::numeric_limits<float>::quiet_NaN() : best;  // as torch.amax
     }
   });
 }
@@ -215,7 +217,7 @@ void grad_spatial_kernel(const float* g, const float* x, const float* a, float* 
         const int64_t j = ix.at(b, p, c);
         const float y = x[j] * ab[c];
         acc += g[j] * y;
-        best = (y > best || y != y) ? y : best;
+        best = std::max(best, y);  // a NaN makes acc NaN: ds is NaN either way
       }
       float ties = 0.f;
       for (int64_t c = 0; c < n; ++c) ties += static_cast<float>(x[ix.at(b, p, c)] * ab[c] == best);
