@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from naslung.data.dataset import load_dataset
 from naslung.data.errors import DataError
-from naslung.explain.predict import (
+from naslung.serving.predict import (
     find_members,
     load_members,
     parse_coords,
@@ -20,7 +20,7 @@ from naslung.explain.predict import (
     read_coords_file,
     resolve_settings,
 )
-from naslung.explain.runs import load_run_model
+from naslung.serving.runs import load_run_model
 from naslung.train.engine import predict_proba
 
 

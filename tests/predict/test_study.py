@@ -8,8 +8,8 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from naslung.explain.predict import load_members, resolve_settings
-from naslung.explain.study import errors_path, partial_path, predict_study, read_errors
+from naslung.serving.predict import load_members, resolve_settings
+from naslung.serving.study import errors_path, partial_path, predict_study, read_errors
 
 BAD_UID = "1.2.826.0.1.3680043.2.9999.1"
 MISSING_UID = "1.2.826.0.1.3680043.2.9999.2"

@@ -38,7 +38,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory, helpers) -> dict:
 
 
 def test_unbuilt_names_are_listed_not_loaded(tmp_path, monkeypatch):
-    from naslung.zoo.load import load_bundled
+    from naslung.serving.bundled import load_bundled
 
     monkeypatch.setenv(MODELS_ENV, str(tmp_path))
     result = CliRunner().invoke(app, ["models", "list", "--json"])
@@ -56,7 +56,7 @@ def test_unbuilt_names_are_listed_not_loaded(tmp_path, monkeypatch):
 
 
 def test_card_checksum_and_text(bundle, monkeypatch):
-    from naslung.zoo.load import sha256_file
+    from naslung.serving.bundled import sha256_file
 
     root = bundle["root"]
     card = read_card("voi3d-default", root)
@@ -97,9 +97,9 @@ def test_cv_of_another_recipe_is_refused(bundle):
 
 
 def test_model_name_predicts_as_the_run_folder(bundle, luna, monkeypatch):
-    from naslung.explain.predict import load_members, predict_nodules, resolve_settings
-    from naslung.explain.runs import load_run_model
     from naslung.fingerprint import fingerprint_of
+    from naslung.serving.predict import load_members, predict_nodules, resolve_settings
+    from naslung.serving.runs import load_run_model
     from naslung.zoo.build import _work_dir
 
     tree, _ = luna

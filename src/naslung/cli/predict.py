@@ -45,7 +45,7 @@ def predict(
 ) -> None:
     """Each member's probability, the majority vote (paper section 3.5), soft vote and agreement."""
     from naslung.data.prepare import parse_window
-    from naslung.explain.predict import (
+    from naslung.serving.predict import (
         RUNTIMES,
         load_members,
         overlay_paths,
@@ -122,13 +122,13 @@ def _predict_study(model: Path, scans: Path, candidates: Path | None, out: Path 
                    batch: int, overwrite: bool, spacing: float | None, window: str | None, as_json: bool,
                    others: dict[str, object]) -> None:
     """``predict --scans DIR --candidates CSV --out CSV``: every candidate of a study
-    (:mod:`naslung.explain.study`)."""
+    (:mod:`naslung.serving.study`)."""
     from naslung.cli.progress import progress_bar
     from naslung.data.errors import DataError
     from naslung.data.prepare import parse_window
-    from naslung.explain.predict import RUNTIMES, load_members, resolve_settings
-    from naslung.explain.study import errors_path, predict_study
     from naslung.outputs import STUDY_ERRORS, STUDY_PREDICTIONS
+    from naslung.serving.predict import RUNTIMES, load_members, resolve_settings
+    from naslung.serving.study import errors_path, predict_study
 
     given = [name for name, value in others.items() if value is not None]
     if given:

@@ -47,9 +47,9 @@ def run_explain(run: str | Path, data: str | Path, fold: int, out: str | Path,
     from naslung.explain.features import extract_features
     from naslung.explain.guards import check_same_data, check_unseen_fold
     from naslung.explain.montage import explain_examples, save_montage
-    from naslung.explain.runs import load_run_model
     from naslung.explain.tsne import Panel, embed, plot_panels
     from naslung.fingerprint import load_dataset
+    from naslung.serving.runs import load_run_model
 
     data, out = Path(data), Path(out)
     dataset = load_dataset(data)

@@ -10,7 +10,7 @@ Output: ``seriesuid,coordX,coordY,coordZ,probability`` (the coordinates as writt
 an ensemble, whose ``probability`` is the members' mean. Scans run one at a time in the order they first
 appear in the table, rows in table order; each scan is read, checked
 (:func:`naslung.data.scan_check.check_scan`), predicted on the serving path
-(:func:`naslung.explain.predict.member_runner`) in batches, and released.
+(:func:`naslung.serving.predict.member_runner`) in batches, and released.
 
 Resume: rows go to ``OUT.partial``, appended and fsynced per scan, and each finished scan is recorded in
 ``OUT.progress.jsonl`` with the byte length of the partial file after it. A rerun of the same command
@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from naslung.data.errors import DataError
-from naslung.explain.runs import CropSettings, RunModel
 from naslung.progress import Progress, tracked
+from naslung.serving.runs import CropSettings, RunModel
 
 COORDS = ("coordX", "coordY", "coordZ")
 WORLD = ("wx", "wy", "wz")
@@ -159,7 +159,7 @@ def _predict_scan(volume: Any, rows: Any, runners: Sequence[Callable], settings:
     import torch
 
     from naslung.ensemble.vote import majority_vote
-    from naslung.explain.predict import model_input
+    from naslung.serving.predict import model_input
 
     inputs, kept, errors = [], [], []
     for row in rows.itertuples(index=False):
@@ -218,7 +218,7 @@ def predict_study(scans: str | Path, candidates: str | Path, members: Sequence[R
     from naslung.atomic import append_jsonl, write_json_atomic
     from naslung.data.images import read_ct
     from naslung.data.scan_check import check_scan
-    from naslung.explain.predict import member_runner
+    from naslung.serving.predict import member_runner
 
     out, scans, candidates = Path(out), Path(scans), Path(candidates)
     if batch < 1:

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from naslung.data.errors import DataError
-from naslung.explain.runs import CropSettings, RunModel, load_run_model
 from naslung.options import check_option
+from naslung.serving.runs import CropSettings, RunModel, load_run_model
 from naslung.train.rundir import RunDir, runs_under
 
 #: What ``naslung predict --runtime`` runs the members with.
@@ -63,12 +63,12 @@ def find_members(model: str | Path) -> list[Path]:
 
 
 def load_members(model: str | Path) -> list[RunModel]:
-    """Load every member of ``model``: a bundled model name (:func:`naslung.zoo.load.load_bundled`; an
+    """Load every member of ``model``: a bundled model name (:func:`naslung.serving.bundled.load_bundled`; an
     existing path of that name wins), else the runs of :func:`find_members`."""
     from naslung.zoo.registry import is_model_name
 
     if is_model_name(model):
-        from naslung.zoo.load import load_bundled
+        from naslung.serving.bundled import load_bundled
 
         return load_bundled(str(model))
     return [load_run_model(p) for p in find_members(model)]

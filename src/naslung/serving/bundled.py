@@ -1,4 +1,4 @@
-"""A bundled model, loaded for prediction: one :class:`~naslung.explain.runs.RunModel` per member.
+"""A bundled model, loaded for prediction: one :class:`~naslung.serving.runs.RunModel` per member.
 
 The weights are rebuilt by :func:`naslung.train.checkpoint.load_model` (the run folders' own loader); the crop
 settings come from the card (a bundled model has no dataset file beside it). Each weights file is checked
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from naslung.explain.runs import CropSettings, RunModel
+from naslung.serving.runs import CropSettings, RunModel
 from naslung.zoo.registry import model_dir, read_card, sha256_file
 
 __all__ = ["crop_of", "load_bundled", "sha256_file"]
