@@ -35,11 +35,13 @@ def load_bundled(name: str, root: str | Path | None = None) -> list[RunModel]:
 
     card = built_card(name, root)
     crop = crop_of(card)
+    trained = tuple(int(f) for f in (card.get("data") or {}).get("folds", []))
     members = []
     for m in card["members"]:
         weights = checked_weights(name, m, root)
         label = name if card["kind"] == "single" else f"{name}/{m['name']}"
         members.append(RunModel(path=weights.parent, model=load_model(weights), test_fold=None,
                                 spec=str(m["arch"]), loss=(m.get("config") or {}).get("loss"), crop=crop,
-                                config={"config": m.get("config") or {}}, label=label))
+                                config={"config": m.get("config") or {}}, label=label,
+                                trained_folds=trained))
     return members

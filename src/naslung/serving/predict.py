@@ -74,6 +74,18 @@ def load_members(model: str | Path) -> list[RunModel]:
     return [load_run_model(p) for p in find_members(model)]
 
 
+def load_for_fold(model: str | Path, fold: int | None = None) -> list[RunModel]:
+    """The models that ``explain`` and ``evaluate`` use on ``fold``: every member of a bundled model name
+    (its card's folds in ``trained_folds``), else the run, or ``fold_<fold>`` of a cv folder."""
+    from naslung.zoo.registry import is_model_name
+
+    if is_model_name(model):
+        from naslung.serving.bundled import load_bundled
+
+        return load_bundled(str(model))
+    return [load_run_model(model, fold)]
+
+
 def resolve_settings(members: Sequence[RunModel], spacing: float | None = None,
                      window: tuple[float, float] | None = None) -> tuple[CropSettings, list[str]]:
     """The one crop setting of all members, and notes on what had to be assumed.
