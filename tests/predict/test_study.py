@@ -51,6 +51,9 @@ def test_kill_then_resume_equals_an_uninterrupted_run(tiny_runs, study, tmp_path
     assert header[:5] == ["seriesuid", "coordX", "coordY", "coordZ", "probability"]
     assert (header[-1] == "vote" and len(header) == 8) if ensemble else len(header) == 5
     assert report.rows == 6 and len(whole.read_text().splitlines()) == 7
+    took = report.seconds
+    assert set(took) == {"read", "crop", "model", "total"} and min(took.values()) > 0
+    assert took["read"] + took["crop"] + took["model"] <= took["total"]
 
     killed = tmp_path / "killed.csv"
     seen = []

@@ -41,9 +41,13 @@ def predict(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing overlay PNG or --out CSV"),
     runtime: str = typer.Option("torch", "--runtime",
                                 help="torch, or onnx: ONNX Runtime on an export cached per checkpoint"),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads of torch and ONNX Runtime (on a "
+                                                              "machine shared with other jobs, 1 is often "
+                                                              "fastest: docs/performance.md)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Each member's probability, the majority vote (paper section 3.5), soft vote and agreement."""
+    from naslung.cli.common import check_threads
     from naslung.data.prepare import parse_window
     from naslung.serving.predict import (
         RUNTIMES,
@@ -57,6 +61,11 @@ def predict(
     )
 
     batch = from_alias(batch, batch_alias, "--batch-size", "--batch", default=64)
+    check_threads(threads)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     if scans is not None:
         _predict_study(model, scans, candidates, out, runtime=runtime, batch=batch, overwrite=overwrite,
                        spacing=spacing, window=window, as_json=as_json,

@@ -208,15 +208,16 @@ def member_runner(member: RunModel, runtime: str = "torch") -> Runner:
 
     ``torch``: a BN-folded eval copy (:func:`naslung.models.fast.eval_model`), in the memory format
     :func:`naslung.models.fast.serving_channels_last` gives (contiguous on CPU). ``onnx``: the member's
-    ``best.pt`` exported once to the ONNX cache and run by ONNX Runtime; without the ``onnx`` extra an
-    ``ImportError`` says how to install it.
+    ``best.pt`` exported once to the ONNX cache and run by ONNX Runtime with as many threads as torch; without
+    the ``onnx`` extra an ``ImportError`` says how to install it.
     """
     check_option("runtime", runtime, RUNTIMES)
     if runtime == "onnx":
         from naslung.models.onnx import OnnxRunner, cached_export, require_onnx
 
         require_onnx("--runtime onnx")
-        onnx_runner = OnnxRunner(cached_export(member.model, RunDir(member.path).best, member.crop.size))
+        onnx_runner = OnnxRunner(cached_export(member.model, RunDir(member.path).best, member.crop.size),
+                                 threads=torch.get_num_threads())
         return lambda x: torch.from_numpy(onnx_runner(x))
     from naslung.models.fast import eval_model, serving_channels_last
     from naslung.train.inference import format_input
