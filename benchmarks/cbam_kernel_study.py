@@ -45,7 +45,7 @@ def _run(task: tuple[str, str, int, int, str]) -> dict[str, Any]:
                          channels_last=channels_last, embedding=embedding, num_threads=1, device="cpu")
     t0 = time.perf_counter()
     result = fit(ds, config, test_fold=fold, out_dir=Path(out) / name, resume=True)
-    from naslung.explain.runs import load_run_model
+    from naslung.serving.runs import load_run_model
 
     model = load_run_model(RunDir(Path(out) / name).path).model.eval()
     rows = np.flatnonzero(np.asarray(ds.fold) == fold)

@@ -69,16 +69,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("pipeline",),
     ("cli",),
 )
-#: Modules whose layer is not their folder's. fingerprint.py wraps data.dataset's loader (it ranks with data);
-#: the serving code still in explain/ and zoo/load.py (a bundled model loaded for prediction, built as
-#: serving's RunModel) rank with serving, the package they move to. An entry whose module is gone is ignored.
+#: Modules whose layer is not their folder's. fingerprint.py wraps data.dataset's loader (it ranks with data).
 ROLES = {
     "naslung.fingerprint": "data",
     "naslung.__main__": "cli",
-    "naslung.explain.predict": "serving",
-    "naslung.explain.runs": "serving",
-    "naslung.explain.study": "serving",
-    "naslung.zoo.load": "serving",
 }
 RANK = {package: rank for rank, peers in enumerate(LAYERS) for package in peers}
 #: The import cycles between modules allowed, at most (docs/ARCHITECTURE.md).

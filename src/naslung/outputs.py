@@ -187,8 +187,10 @@ STUDY_PREDICTIONS = FileKind("naslung study predictions (CSV)", (".csv",),
                              lambda p: _head(p, 64).startswith(b"seriesuid,coordX,coordY,coordZ,probability"))
 STUDY_ERRORS = FileKind("naslung list of study prediction errors (JSON)", (".json",),
                         json_schema(schemas.STUDY_ERRORS))
+EVALUATION_JSON = FileKind("naslung evaluation of a model on a dataset (JSON)", (".json",),
+                           json_schema(schemas.EVALUATION))
 FILE_KINDS: tuple[FileKind, ...] = (CROP_DATASET, PNG, ONNX, REPORT, LABEL_TABLE, ENSEMBLE_SIZE_JSON,
-                                    PREPARE_ERRORS, STUDY_PREDICTIONS, STUDY_ERRORS)
+                                    PREPARE_ERRORS, STUDY_PREDICTIONS, STUDY_ERRORS, EVALUATION_JSON)
 
 
 @dataclass(frozen=True)

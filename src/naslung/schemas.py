@@ -62,6 +62,8 @@ ENSEMBLE_SIZE = "naslung-ensemble-size"
 EXPLAIN = "naslung-explain"
 #: The errors file of study prediction.
 STUDY_ERRORS = "naslung-study-errors"
+#: ``naslung evaluate --data --out``: a model re-run on a dataset (:mod:`naslung.serving.evaluate`).
+EVALUATION = "naslung-evaluation"
 #: A bundled model's ``card.json`` (:mod:`naslung.zoo.card`).
 MODEL_CARD = "naslung-model-card"
 #: ``reproduce.json``, the status of ``naslung reproduce`` (:mod:`naslung.pipeline.status`).

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from naslung.explain.features import extract_features
 from naslung.explain.pipeline import run_explain
-from naslung.explain.runs import load_run_model
+from naslung.serving.runs import load_run_model
 from naslung.train.predictions import read_predictions
 
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from naslung.data.dataset import load_dataset
 from naslung.data.errors import DataError
-from naslung.explain.predict import (
+from naslung.serving.predict import (
     find_members,
     load_members,
     parse_coords,
@@ -20,7 +20,7 @@ from naslung.explain.predict import (
     read_coords_file,
     resolve_settings,
 )
-from naslung.explain.runs import load_run_model
+from naslung.serving.runs import load_run_model
 from naslung.train.engine import predict_proba
 
 
@@ -89,9 +89,18 @@ def test_ensemble_votes_and_cli(tiny_runs, luna, tmp_path):
         assert n["majority"] == int(votes > 1)  # > floor(2/2): a tie is benign
         assert n["agreement"] == pytest.approx(max(votes, 2 - votes) / 2 if votes != 1 else 0.5)
         assert (tmp_path / f"ov_{n['id']}.png").is_file()
-    text = CliRunner().invoke(app, ["predict", "--model", str(tiny_runs["asoftmax"]), "--image", str(scan),
-                                    "--coords", ",".join(map(str, world[0]))])
+    before = torch.get_num_threads()
+    try:
+        args = ["--coords", ",".join(map(str, world[0])), "--threads", "1"]
+        text = CliRunner().invoke(app, ["predict", "--model", str(tiny_runs["asoftmax"]), "--image",
+                                        str(scan), *args])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
     assert text.exit_code == 0 and "majority of 1" in text.output
+    zero = CliRunner().invoke(app, ["predict", "--model", str(tiny_runs["asoftmax"]), "--image", str(scan),
+                                    "--coords", "0,0,0", "--threads", "0"])
+    assert zero.exit_code == 2 and "--threads" in zero.output
 
 
 def test_bad_inputs_fail_clearly(tiny_runs, luna, tmp_path):

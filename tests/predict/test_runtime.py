@@ -15,14 +15,14 @@ import torch
 from typer.testing import CliRunner
 
 from naslung.data.dataset import load_dataset
-from naslung.explain.predict import (
+from naslung.models.fuse import count_batchnorms
+from naslung.serving.predict import (
     load_members,
     member_runner,
     model_input,
     predict_nodules,
     resolve_settings,
 )
-from naslung.models.fuse import count_batchnorms
 
 HAS_ONNX = all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
 

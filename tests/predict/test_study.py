@@ -8,8 +8,8 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from naslung.explain.predict import load_members, resolve_settings
-from naslung.explain.study import errors_path, partial_path, predict_study, read_errors
+from naslung.serving.predict import load_members, resolve_settings
+from naslung.serving.study import errors_path, partial_path, predict_study, read_errors
 
 BAD_UID = "1.2.826.0.1.3680043.2.9999.1"
 MISSING_UID = "1.2.826.0.1.3680043.2.9999.2"
@@ -51,6 +51,9 @@ def test_kill_then_resume_equals_an_uninterrupted_run(tiny_runs, study, tmp_path
     assert header[:5] == ["seriesuid", "coordX", "coordY", "coordZ", "probability"]
     assert (header[-1] == "vote" and len(header) == 8) if ensemble else len(header) == 5
     assert report.rows == 6 and len(whole.read_text().splitlines()) == 7
+    took = report.seconds
+    assert set(took) == {"read", "crop", "model", "total"} and min(took.values()) > 0
+    assert took["read"] + took["crop"] + took["model"] <= took["total"]
 
     killed = tmp_path / "killed.csv"
     seen = []

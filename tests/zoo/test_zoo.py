@@ -15,30 +15,8 @@ from naslung.zoo.registry import MODELS_ENV, RECIPES, is_built, model_dir, read_
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "models.md"
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory, helpers) -> dict:
-    """``voi3d-default`` built with a tiny config on tiny synthetic crops, with a 2-fold cv of the same."""
-    from naslung.fingerprint import load_dataset
-    from naslung.train.cv import run_cv
-    from naslung.zoo.build import build_bundle
-
-    tmp = tmp_path_factory.mktemp("zoo")
-    data = helpers.synth().write_synthetic(tmp / "tiny.h5", n=64, folds=4, seed=3)
-    dataset = load_dataset(data)
-    config = helpers.tiny_config()
-    cv_dir = tmp / "cv"
-    run_cv(dataset, config, [1, 2], cv_dir, source=str(data))
-    root = tmp / "models"
-    rec = recipe("voi3d-default")
-    report = build_bundle(rec, dataset, [(rec.name, config)], command="naslung models build test",
-                          prepare_command="naslung data prepare (synthetic)", source=str(data), cv=cv_dir,
-                          root=root)
-    return {"root": root, "report": report, "dataset": dataset, "config": config, "data": data,
-            "cv": cv_dir, "tmp": tmp}
-
-
 def test_unbuilt_names_are_listed_not_loaded(tmp_path, monkeypatch):
-    from naslung.zoo.load import load_bundled
+    from naslung.serving.bundled import load_bundled
 
     monkeypatch.setenv(MODELS_ENV, str(tmp_path))
     result = CliRunner().invoke(app, ["models", "list", "--json"])
@@ -56,7 +34,7 @@ def test_unbuilt_names_are_listed_not_loaded(tmp_path, monkeypatch):
 
 
 def test_card_checksum_and_text(bundle, monkeypatch):
-    from naslung.zoo.load import sha256_file
+    from naslung.serving.bundled import sha256_file
 
     root = bundle["root"]
     card = read_card("voi3d-default", root)
@@ -97,9 +75,9 @@ def test_cv_of_another_recipe_is_refused(bundle):
 
 
 def test_model_name_predicts_as_the_run_folder(bundle, luna, monkeypatch):
-    from naslung.explain.predict import load_members, predict_nodules, resolve_settings
-    from naslung.explain.runs import load_run_model
     from naslung.fingerprint import fingerprint_of
+    from naslung.serving.predict import load_members, predict_nodules, resolve_settings
+    from naslung.serving.runs import load_run_model
     from naslung.zoo.build import _work_dir
 
     tree, _ = luna

@@ -20,6 +20,7 @@ from naslung.cli.train_options import (
     CV_OUT_HELP,
     DEVICE,
     EPOCHS,
+    INIT,
     LOSS,
     LR,
     MAX_SHIFT,
@@ -31,8 +32,10 @@ from naslung.cli.train_options import (
     SPLIT_SEED,
     VAL_FRACTION,
     TrainOptions,
+    check_init_for,
     dump_json,
     load_data,
+    load_init,
     slug,
 )
 from naslung.outputs import CV_FOLDER, MEMBERS_CV, check_folder_output
@@ -68,10 +71,15 @@ def cv(
     channels_last: bool | None = CHANNELS_LAST,
     config_file: Path | None = CONFIG_FILE,
     sets: list[str] | None = SETS,
+    init_name: str | None = INIT,
     out: Path | None = typer.Option(None, "--out", help=CV_OUT_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Cross-validate over test folds (resumable: finished folds are skipped), with baselines beside it."""
+    """Cross-validate over test folds (resumable: finished folds are skipped), with baselines beside it.
+
+    Every fold starts from a random init unless --init names a bundled model; a test fold that model was
+    trained on is refused (the bundled deployment models were trained on every fold).
+    """
     from naslung.train.checkpoint import CheckpointError
     from naslung.train.cv import run_cv
     from naslung.train.splits import parse_folds
@@ -86,16 +94,21 @@ def cv(
                            max_shift=max_shift, channels_last=channels_last, config_file=config_file,
                            sets=sets, batch=from_alias(batch, batch_alias, "--batch-size", "--batch"))
     if members_file is not None:
+        if init_name is not None:
+            raise typer.BadParameter("each member starts from a random init; --init applies to a single "
+                                     "configuration", param_hint="--init")
         _cv_members(data, members_file, fold_list, out, as_json, options, jobs=jobs)
         return
+    init, options = load_init(init_name, options)
     config = options.resolve(data)
     out = out or Path("runs") / f"cv_{slug(config)}"
     check_folder_output(out, CV_FOLDER, "--out", inputs=[("--data", data), ("--config", config_file)])
     dataset = load_data(data)
     options.check_for_data(config, dataset, data)
+    check_init_for(init, config, dataset, data, list(fold_list))
     try:
         result = run_cv(dataset, config, fold_list, out, progress=progress_bar(as_json), source=str(data),
-                        jobs=jobs)
+                        jobs=jobs, init=init)
     except (CheckpointError, FileExistsError, ValueError) as exc:
         fail(exc)
     if as_json:

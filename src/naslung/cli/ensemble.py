@@ -21,10 +21,33 @@ def register(app: typer.Typer) -> None:
 
 
 def evaluate(
-    runs: list[Path] = typer.Argument(..., help="run folders or cv folders"),
+    runs: list[Path] | None = typer.Argument(None, help="run folders or cv folders (metrics from their saved "
+                                                        "predictions)", show_default=False),
+    model: str | None = typer.Option(None, "--model", help="with --data: bundled model NAME (naslung models "
+                                                           "list), or a run or cv folder"),
+    run: Path | None = typer.Option(None, "--run", help="with --data: a run folder or cv folder"),
+    data: Path | None = typer.Option(None, "--data", help="re-run the model on this crop dataset (naslung "
+                                                          "data prepare) and score it"),
+    folds: str | None = typer.Option(None, "--folds", help="with --data: folds to score, e.g. 1-5 (default: "
+                                                           "a run's test folds; a bundled model's: all)"),
+    out: Path | None = typer.Option(None, "--out", help="with --data: write the metrics JSON here"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out file"),
+    allow_seen_fold: bool = typer.Option(
+        False, "--allow-seen-fold", help="score folds the model trained on (refused by default; the JSON "
+                                         "notes it)"),
+    batch: int = typer.Option(128, "--batch-size", min=1, help="with --data: crops per forward pass"),
+    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Per-fold metrics of finished runs, recomputed from their saved predictions."""
+    """Per-fold metrics of finished runs, recomputed from their saved predictions; or, with --data, of a
+    model (--model NAME|RUN or --run RUN) re-run on a dataset's folds."""
+    if data is not None or model is not None or run is not None:
+        _evaluate_on_data(runs, model, run, data, folds, out, overwrite=overwrite,
+                          allow_seen_fold=allow_seen_fold, batch=batch, threads=threads, as_json=as_json)
+        return
+    if not runs:
+        raise typer.BadParameter("give run folders, or --model NAME|--run RUN with --data DATASET.h5",
+                                 param_hint="RUNS")
     from naslung.train.evaluate import evaluate_runs
 
     try:
@@ -46,6 +69,72 @@ def evaluate(
                       *(pct(m.get(k)) for k in ("accuracy", "sensitivity", "specificity", "f1", "auc")),
                       str(m.get("n", "-")))
     Console().print(table)
+
+
+def _evaluate_on_data(runs: list[Path] | None, model: str | None, run: Path | None, data: Path | None,
+                      folds: str | None, out: Path | None, *, overwrite: bool, allow_seen_fold: bool,
+                      batch: int, threads: int | None, as_json: bool) -> None:
+    """``evaluate --model NAME|--run RUN --data DATASET.h5``: :mod:`naslung.serving.evaluate`."""
+    from naslung.cli.common import check_threads
+    from naslung.outputs import EVALUATION_JSON, check_file_output
+
+    if runs:
+        raise typer.BadParameter("give run folders (saved predictions) or --model/--run with --data, not "
+                                 "both", param_hint="RUNS")
+    if (model is None) == (run is None):
+        raise typer.BadParameter("give exactly one of --model NAME and --run RUN", param_hint="--model")
+    if data is None:
+        raise typer.BadParameter("--model/--run score a model on a dataset: give --data DATASET.h5",
+                                 param_hint="--data")
+    check_threads(threads)
+    fold_list = None
+    if folds is not None:
+        from naslung.train.splits import parse_folds
+
+        try:
+            fold_list = parse_folds(folds)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--folds") from exc
+    target = model if model is not None else str(run)
+    if out is not None:
+        check_file_output(out, EVALUATION_JSON, "--out", overwrite=overwrite,
+                          inputs=[("--data", data), ("--run", run)])
+    import torch
+
+    from naslung.atomic import write_json_atomic
+    from naslung.serving.evaluate import METRICS, evaluate_on_data
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        result = evaluate_on_data(target, data, fold_list, allow_seen_fold=allow_seen_fold, batch=batch)
+        if out is not None:
+            write_json_atomic(out, result)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(exc)
+    if as_json:
+        dump_json(result)
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    for note in result["notes"]:
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    titles = {"accuracy": "accuracy", "f1": "F1", "auc": "AUC", "sensitivity": "sensitivity",
+              "specificity": "specificity"}
+    table = Table(title=f"{escape(str(target))} on {escape(str(data))} ({result['method']}, %)")
+    for col in ("fold", *(titles[k] for k in METRICS), "n"):
+        table.add_column(col, justify="right")
+    rows = [(str(r["fold"]), r["metrics"]) for r in result["per_fold"]]
+    if len(rows) > 1:
+        rows.append(("pooled", result["pooled"]["metrics"]))
+    for label, m in rows:
+        table.add_row(label, *(pct(m.get(k)) for k in METRICS), str(m.get("n", "-")))
+    console.print(table)
+    if out is not None:
+        typer.echo(f"metrics: {out}")
 
 
 def _run_list(runs: list[Path] | None, extra: list[Path] | None) -> list[Path]:

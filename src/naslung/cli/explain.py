@@ -18,7 +18,10 @@ def register(app: typer.Typer) -> None:
 
 
 def explain(
-    run: Path = typer.Argument(..., help="run folder (naslung train --out) or cv folder"),
+    run: Path | None = typer.Argument(None, help="run folder (naslung train --out) or cv folder",
+                                      show_default=False),
+    model: str | None = typer.Option(None, "--model", help="bundled model NAME (naslung models list) in "
+                                                           "place of RUN: every member of it"),
     data: Path = typer.Option(..., "--data", help="crop dataset file the run was trained on"),
     fold: int = typer.Option(..., "--fold", help="fold whose nodules are explained (the run's test fold)"),
     out: Path = typer.Option(..., "--out", help="output folder for PNGs, dbi.csv and explain.json"),
@@ -34,19 +37,29 @@ def explain(
     """Explain runs on one fold: stage-2 attention montage, t-SNE of features, Davies-Bouldin index.
 
     Each run must have been trained on --data (its recorded dataset fingerprint) and have --fold as its
-    test fold; another dataset is refused, and so is a fold the run saw unless --allow-seen-fold.
+    test fold; another dataset is refused, and so is a fold the run saw unless --allow-seen-fold. A bundled
+    model (--model NAME) saw every fold its card lists: with the deployment models, every fold.
     """
     import torch
 
     from naslung.explain.pipeline import run_explain
 
+    if (run is None) == (model is None):
+        raise typer.BadParameter("give a RUN folder or --model NAME (one of them)", param_hint="RUN")
     check_threads(threads)
     check_folder_output(out, EXPLAIN, "--out",
                         inputs=[("RUN", run), ("--data", data), *(("--compare", c) for c in compare or [])])
+    if model is not None:
+        from naslung.zoo.registry import RECIPES, is_model_name
+
+        if not is_model_name(model):
+            fail(f"--model {model}: not a bundled model name (known: {', '.join(RECIPES)}); give a run "
+                 f"folder as RUN")
     if threads:
         torch.set_num_threads(threads)
     try:
-        summary = run_explain(run, data, fold, out, compare or [], per_group, seed, allow_seen_fold)
+        summary = run_explain(model if model is not None else run, data, fold, out, compare or [], per_group,
+                              seed, allow_seen_fold)
     except (FileNotFoundError, ValueError) as exc:
         fail(exc)
     if as_json:

@@ -30,7 +30,7 @@ def export(
     from naslung.zoo.registry import is_model_name
 
     if is_model_name(source):  # a bundled model: its one weights file, checksum-checked
-        from naslung.zoo.load import load_bundled
+        from naslung.serving.bundled import load_bundled
 
         try:
             bundled = load_bundled(str(source))

@@ -42,11 +42,15 @@ def predict(
     runtime: str = typer.Option("torch", "--runtime",
                                 help="torch; onnx: ONNX Runtime, or openvino: OpenVINO, on an export "
                                 "cached per checkpoint"),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads of torch and ONNX Runtime (on a "
+                                                              "machine shared with other jobs, 1 is often "
+                                                              "fastest: docs/performance.md)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Each member's probability, the majority vote (paper section 3.5), soft vote and agreement."""
+    from naslung.cli.common import check_threads
     from naslung.data.prepare import parse_window
-    from naslung.explain.predict import (
+    from naslung.serving.predict import (
         RUNTIMES,
         load_members,
         overlay_paths,
@@ -58,6 +62,11 @@ def predict(
     )
 
     batch = from_alias(batch, batch_alias, "--batch-size", "--batch", default=64)
+    check_threads(threads)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     if scans is not None:
         _predict_study(model, scans, candidates, out, runtime=runtime, batch=batch, overwrite=overwrite,
                        spacing=spacing, window=window, as_json=as_json,
@@ -123,13 +132,13 @@ def _predict_study(model: Path, scans: Path, candidates: Path | None, out: Path 
                    batch: int, overwrite: bool, spacing: float | None, window: str | None, as_json: bool,
                    others: dict[str, object]) -> None:
     """``predict --scans DIR --candidates CSV --out CSV``: every candidate of a study
-    (:mod:`naslung.explain.study`)."""
+    (:mod:`naslung.serving.study`)."""
     from naslung.cli.progress import progress_bar
     from naslung.data.errors import DataError
     from naslung.data.prepare import parse_window
-    from naslung.explain.predict import RUNTIMES, load_members, resolve_settings
-    from naslung.explain.study import errors_path, predict_study
     from naslung.outputs import STUDY_ERRORS, STUDY_PREDICTIONS
+    from naslung.serving.predict import RUNTIMES, load_members, resolve_settings
+    from naslung.serving.study import errors_path, predict_study
 
     given = [name for name, value in others.items() if value is not None]
     if given:

@@ -19,6 +19,7 @@ from naslung.cli.train_options import (
     CONFIG_FILE,
     DEVICE,
     EPOCHS,
+    INIT,
     LOSS,
     LR,
     MAX_SHIFT,
@@ -29,8 +30,10 @@ from naslung.cli.train_options import (
     SPLIT_SEED,
     VAL_FRACTION,
     TrainOptions,
+    check_init_for,
     dump_json,
     load_data,
+    load_init,
     slug,
 )
 from naslung.outputs import TRAIN_RUN, check_folder_output
@@ -64,11 +67,15 @@ def train(
     channels_last: bool | None = CHANNELS_LAST,
     config_file: Path | None = CONFIG_FILE,
     sets: list[str] | None = SETS,
+    init_name: str | None = INIT,
     out: Path | None = typer.Option(None, "--out", help="run folder (default runs/<arch>_<loss>_.../fold_K)"),
     resume: bool = typer.Option(False, "--resume", help="continue a killed run in --out"),
     as_json: bool = typer.Option(False, "--json", help="print result.json instead of a table"),
 ) -> None:
-    """Train one model with the test fold held out; the epoch is chosen on an inner validation split."""
+    """Train one model with the test fold held out; the epoch is chosen on an inner validation split.
+
+    The weights start from a random init unless --init names a bundled model; config.json records which.
+    """
     from naslung.train.checkpoint import CheckpointError
     from naslung.train.engine import fit
 
@@ -77,6 +84,7 @@ def train(
                            val_fraction=val_fraction, select=select, lr=lr, threads=threads,
                            max_shift=max_shift, channels_last=channels_last, config_file=config_file,
                            sets=sets, batch=from_alias(batch, batch_alias, "--batch-size", "--batch"))
+    init, options = load_init(init_name, options)
     config = options.resolve(data)
     if out is None:
         base = Path("runs") / slug(config)
@@ -88,9 +96,10 @@ def train(
     dataset = load_data(data)
     check_classes(dataset, config, fold, data)
     options.check_for_data(config, dataset, data)
+    check_init_for(init, config, dataset, data, [fold])
     try:
         result = fit(dataset, config, test_fold=fold, out_dir=out, resume=resume,
-                     progress=progress_bar(as_json), source=str(data))
+                     progress=progress_bar(as_json), source=str(data), init=init)
     except (CheckpointError, FileExistsError, ValueError) as exc:
         fail(exc)
     if as_json:

@@ -75,6 +75,10 @@ MAX_SHIFT = typer.Option(None, "--max-shift", help=HELP["max_shift"])
 CHANNELS_LAST = typer.Option(None, "--channels-last/--no-channels-last", help="3-D only")
 CONFIG_FILE = typer.Option(None, "--config", help=HELP["config"])
 SETS = typer.Option(None, "--set", help=SET_HELP)
+INIT_HELP = ("start from the weights of bundled model NAME (NAME/MEMBER for an ensemble's member; naslung "
+             "models list) instead of a random init; never the default. --arch defaults to the model's; a "
+             "test fold the model was trained on is refused")
+INIT = typer.Option(None, "--init", help=INIT_HELP)
 
 
 @dataclass(frozen=True)
@@ -227,6 +231,39 @@ def slug(config: Any) -> str:
     """Default folder name of a configuration: ``4-4-4-4-8_asoftmax_cbam_s0``."""
     arch = re.sub(r"[^0-9]+", "-", config.arch).strip("-")
     return f"{arch}_{config.loss}_{config.attention}_s{config.seed}"
+
+
+def load_init(name: str | None, options: TrainOptions) -> tuple[Any, TrainOptions]:
+    """``--init NAME`` as a :class:`naslung.train.init.WeightInit` (None without ``--init``), and ``options``
+    with ``--arch`` defaulting to the model's architecture when neither ``--arch``, ``--set arch=`` nor
+    ``--config`` gives one. A model that is unknown, not built or damaged is a ``typer.BadParameter``."""
+    if name is None:
+        return None, options
+    from dataclasses import replace
+
+    from naslung.zoo.init import init_from_bundle
+
+    try:
+        init = init_from_bundle(name)
+    except (FileNotFoundError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--init") from exc
+    in_sets = any(str(s).split("=", 1)[0].strip() == "arch" for s in options.sets or [])
+    in_file = options.config_file is not None and "arch" in _read_config_file(options.config_file)
+    arch = init.model_options.get("arch")
+    if options.arch is None and not in_sets and not in_file and arch:
+        options = replace(options, arch=str(arch))
+    return init, options
+
+
+def check_init_for(init: Any, config: TrainConfig, dataset: Any, data: Path, folds: list[int | None]) -> None:
+    """:func:`naslung.train.init.check_init` as a one-line error (exit 2)."""
+    from naslung.cli.common import fail
+    from naslung.train.init import check_init
+
+    try:
+        check_init(init, config, dataset, folds, data)
+    except ValueError as exc:
+        fail(exc)
 
 
 def load_data(data: Path) -> Any:

@@ -7,7 +7,7 @@ that agree with the majority decision) are reported beside it; agreement is an u
 
 No model runs here: the members' probabilities are the ``predictions.csv`` that training wrote, computed on
 the serving path (:func:`naslung.train.inference.predict_proba` runs :func:`naslung.models.fast.eval_model`);
-``naslung predict`` runs the members on new crops the same way (:mod:`naslung.explain.predict`).
+``naslung predict`` runs the members on new crops the same way (:mod:`naslung.serving.predict`).
 """
 
 from __future__ import annotations

@@ -34,15 +34,33 @@ def check_same_data(run: Any, dataset: Any, data: Any) -> None:
             f"{data} has {now[:24]}...; give the run's own dataset")
 
 
-def check_unseen_fold(run: Any, fold: int, allow_seen_fold: bool = False) -> str | None:
+def check_unseen_fold(run: Any, fold: int, allow_seen_fold: bool = False,
+                      option: str = "explain") -> str | None:
     """Refuse ``fold`` when the run trained or validated on it; with ``allow_seen_fold``, the note to
-    record instead (None when the fold is the run's test fold)."""
+    record instead (None when the fold is the run's test fold).
+
+    A bundled model (``run.trained_folds`` set, from its card) saw exactly the folds its card lists; a run
+    folder saw every fold but its test fold. ``option`` is the verb of the messages (``explain``,
+    ``evaluate``).
+    """
+    done = option + ("d" if option.endswith("e") else "ed")
+    trained = getattr(run, "trained_folds", None)
+    if trained is not None:
+        if int(fold) not in {int(f) for f in trained}:
+            return None
+        folds = sorted(int(f) for f in trained)
+        what = (f"{run.name}: fold {fold} was training data for this bundled model (its card: trained on "
+                f"folds {', '.join(map(str, folds))})")
+        if allow_seen_fold:
+            return f"{what}; {done} anyway (--allow-seen-fold)"
+        raise ExplainDataError(f"{what}; {option} it on data it never saw, or pass --allow-seen-fold to "
+                               f"{option} it anyway")
     if run.test_fold is not None and int(run.test_fold) == int(fold):
         return None
     held_out = (f"its test fold is {run.test_fold}" if run.test_fold is not None
                 else "it held out no test fold")
     what = f"{run.path}: fold {fold} was training or validation data for this run ({held_out})"
     if allow_seen_fold:
-        return f"{what}; explained anyway (--allow-seen-fold)"
+        return f"{what}; {done} anyway (--allow-seen-fold)"
     hint = f"--fold {run.test_fold}" if run.test_fold is not None else "a run with a test fold"
-    raise ExplainDataError(f"{what}; explain {hint}, or pass --allow-seen-fold to explain it anyway")
+    raise ExplainDataError(f"{what}; {option} {hint}, or pass --allow-seen-fold to {option} it anyway")

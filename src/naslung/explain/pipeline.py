@@ -25,17 +25,11 @@ from naslung.data.source import is_phantom_kind, phantom_note
 DBI_COLUMNS = ("run", "loss", "features", "S0", "S1", "M01", "DBI", "n0", "n1")
 
 
-def _check_crops(run: Any, dataset: Any, data: Path) -> None:
-    crop = run.crop
-    if crop.dims != dataset.spatial_dims or crop.size != dataset.size:
-        raise ValueError(f"{run.path}: trained on {crop.dims}-D crops of side {crop.size}, but {data} holds "
-                         f"{dataset.spatial_dims}-D crops of side {dataset.size}")
-
-
 def run_explain(run: str | Path, data: str | Path, fold: int, out: str | Path,
                 compare: Sequence[str | Path] = (), per_group: int = 4, seed: int = 0,
                 allow_seen_fold: bool = False) -> dict[str, Any]:
-    """Explain ``run`` (a run or cv folder) on the nodules of ``fold`` in dataset ``data``; see module doc.
+    """Explain ``run`` (a run or cv folder, or a bundled model name: every member of it) on the nodules of
+    ``fold`` in dataset ``data``; see module doc.
 
     ``compare``: more runs (e.g. the Softmax twin of an A-Softmax run) for the t-SNE and DBI table. The
     montage uses the first run. Every run must have been trained on ``data`` (its recorded fingerprint) and
@@ -47,9 +41,10 @@ def run_explain(run: str | Path, data: str | Path, fold: int, out: str | Path,
     from naslung.explain.features import extract_features
     from naslung.explain.guards import check_same_data, check_unseen_fold
     from naslung.explain.montage import explain_examples, save_montage
-    from naslung.explain.runs import load_run_model
     from naslung.explain.tsne import Panel, embed, plot_panels
     from naslung.fingerprint import load_dataset
+    from naslung.serving.evaluate import check_crops
+    from naslung.serving.predict import load_for_fold
 
     data, out = Path(data), Path(out)
     dataset = load_dataset(data)
@@ -57,9 +52,9 @@ def run_explain(run: str | Path, data: str | Path, fold: int, out: str | Path,
     if rows.size == 0:
         raise ValueError(f"--fold {fold}: {data} has no nodule in fold {fold} "
                          f"(folds present: {sorted(set(np.asarray(dataset.fold).tolist()))})")
-    runs = [load_run_model(r, fold) for r in (run, *compare)]
+    runs = [m for r in (run, *compare) for m in load_for_fold(r, fold)]
     for r in runs:
-        _check_crops(r, dataset, data)
+        check_crops(r, dataset, data)
         check_same_data(r, dataset, data)
     seen = [check_unseen_fold(r, fold, allow_seen_fold) for r in runs]
     phantom = is_phantom_kind(dataset.source_kind)
@@ -76,12 +71,12 @@ def run_explain(run: str | Path, data: str | Path, fold: int, out: str | Path,
                 stats = davies_bouldin(fs.features, fs.labels, normalize=norm)
             except ValueError as exc:
                 stats = {"error": str(exc)}
-            dbi_rows.append({"run": str(r.path), "loss": r.loss, "features": kind, **stats})
+            dbi_rows.append({"run": r.name, "loss": r.loss, "features": kind, **stats})
         try:
             panels.append(Panel(embed(fs.features, seed=seed), fs.labels, title))
         except ValueError as exc:
-            notes.append(f"{r.path}: no t-SNE ({exc})")
-        per_run.append({"run": str(r.path), "spec": r.spec, "loss": r.loss, "test_fold": r.test_fold,
+            notes.append(f"{r.name}: no t-SNE ({exc})")
+        per_run.append({"run": r.name, "spec": r.spec, "loss": r.loss, "test_fold": r.test_fold,
                         "n": int(rows.size), "accuracy": float(np.mean((fs.prob >= 0.5) == fs.labels))})
         if r is runs[0]:
             first = fs
@@ -96,7 +91,7 @@ def run_explain(run: str | Path, data: str | Path, fold: int, out: str | Path,
         files["montage"] = str(save_montage(examples, out / "montage.png", per_group,
                                             f"{title}\n{note}" if note else title))
     except ValueError as exc:  # a model without attention
-        notes.append(f"{runs[0].path}: no attention montage ({exc})")
+        notes.append(f"{runs[0].name}: no attention montage ({exc})")
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=DBI_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()

@@ -26,6 +26,7 @@ from naslung.progress import Progress
 from naslung.train.baselines import BASELINES, fit_baseline
 from naslung.train.config import TrainConfig
 from naslung.train.engine import data_split, fit
+from naslung.train.init import WeightInit, check_init, init_record
 from naslung.train.result import TrainResult
 from naslung.train.rundir import CVDir
 
@@ -59,6 +60,7 @@ def run_cv(
     progress: Progress | None = None,
     source: str | None = None,
     jobs: int = 1,
+    init: WeightInit | None = None,
 ) -> CVResult:
     """Train and test ``config`` on every fold in ``folds``; baselines on the same splits beside it.
 
@@ -66,12 +68,15 @@ def run_cv(
     folder is locked against a second writer and refuses a dataset other than the one it was made with.
     ``jobs > 1`` trains that many folds at once, single-threaded, in spawned processes that load the dataset
     from ``source`` (:mod:`naslung.train.parallel`); the numbers equal a ``jobs=1`` run with one thread.
+    ``init``: trained weights every fold starts from (:mod:`naslung.train.init`); a test fold they were
+    trained on is refused before anything trains.
     """
     from naslung.fingerprint import fingerprint_of
     from naslung.lock import output_lock
 
     out = Path(out_dir)
     validate_cv(dataset, config, folds, tuple(baselines))
+    check_init(init, config, dataset, folds, source)
     fingerprint = fingerprint_of(dataset)
     with output_lock(out, "naslung cv"):
         _check_cv_dataset(out, fingerprint)
@@ -79,8 +84,9 @@ def run_cv(
             from naslung.train.parallel import fit_side_by_side
 
             fit_side_by_side(source or "", [(config, int(f), CVDir(out).run(f).path) for f in folds], jobs,
-                             progress)
-        return _run_cv(dataset, config, list(folds), out, tuple(baselines), progress, source, fingerprint)
+                             progress, init=init)
+        return _run_cv(dataset, config, list(folds), out, tuple(baselines), progress, source, fingerprint,
+                       init)
 
 
 def validate_cv(dataset: NoduleDataset, config: TrainConfig, folds: Sequence[int],
@@ -132,11 +138,11 @@ def _check_cv_dataset(out: Path, fingerprint: str) -> None:
 
 def _run_cv(dataset: NoduleDataset, config: TrainConfig, folds: list[int], out: Path,
             baselines: tuple[str, ...], progress: Progress | None, source: str | None,
-            fingerprint: str) -> CVResult:
+            fingerprint: str, init: WeightInit | None = None) -> CVResult:
     results, rows = [], []
     for fold in folds:
         result = fit(dataset, config, test_fold=fold, out_dir=CVDir(out).run(fold).path, resume=True,
-                     progress=progress, source=source)
+                     progress=progress, source=source, init=init)
         results.append(result)
         rows.append({"method": CNN, "fold": fold, "epoch": result.epoch, "params": result.params,
                      "seconds": result.seconds, **_pick(result.test_metrics)})
@@ -153,7 +159,7 @@ def _run_cv(dataset: NoduleDataset, config: TrainConfig, folds: list[int], out: 
     result = CVResult(folds=list(folds), rows=rows, summary=summary, results=results,
                       seconds=float(sum(r.seconds for r in results)))
     write_json_atomic(CVDir(out).summary_json, {
-        **result.to_dict(), "config": config.to_dict(), "source": source,
+        **result.to_dict(), "config": config.to_dict(), "init": init_record(init), "source": source,
         "dataset": {"source": source, "fingerprint": fingerprint}})
     write_text_atomic(CVDir(out).summary_csv, to_csv(rows, summary))
     return result

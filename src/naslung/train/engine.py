@@ -10,8 +10,10 @@
 4. once training ends, load the chosen weights and predict the test fold a single time.
 
 The test rows are not even copied out of the dataset before step 4, so neither training nor selection
-can see them. A run folder holds ``config.json``, ``epochs.jsonl``, ``last.pt``, ``best.pt``,
-``predictions.csv/.json`` and, once finished, ``result.json``. ``resume=True`` continues from ``last.pt``
+can see them. The weights start from a random init (seeded by ``config.seed``) unless ``init`` names
+trained weights (:mod:`naslung.train.init`; ``config.json`` records which). A run folder holds
+``config.json``, ``epochs.jsonl``, ``last.pt``, ``best.pt``, ``predictions.csv/.json`` and, once finished,
+``result.json``. ``resume=True`` continues from ``last.pt``
 and gives the same numbers as an uninterrupted run (CPU; the global and explicit RNG states travel in
 the checkpoint).
 
@@ -44,6 +46,7 @@ from naslung.train.ema import ModelEMA
 from naslung.train.epoch import class_weights, steps_per_epoch, stop_early, train_epoch
 from naslung.train.guards import at_epoch, run_folder
 from naslung.train.inference import channels_last_applies, metrics_of, predict_proba, predictions_of
+from naslung.train.init import WeightInit, apply_init, check_init, init_record
 from naslung.train.predictions import write_predictions
 from naslung.train.result import TrainResult
 from naslung.train.resume import check_out_dir, restore_state, rewrite_log, save_state
@@ -102,6 +105,7 @@ def fit(
     *,
     progress: Progress | None = None,
     source: str | None = None,
+    init: WeightInit | None = None,
 ) -> TrainResult:
     """Train ``config`` with ``test_fold`` held out; see the module docstring for the protocol.
 
@@ -115,9 +119,12 @@ def fit(
         progress: receives the epochs (task ``"<arch> fold <k>"``, with loss and validation scores) and the
             batches of each epoch (task ``"  batches"``); None reports nothing.
         source: where the dataset came from (recorded in ``config.json``).
+        init: trained weights to start from (:mod:`naslung.train.init`); None (the default): a random init.
+            Checked against ``config``, the data and ``test_fold`` first; recorded in ``config.json``.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    check_init(init, config, dataset, [test_fold], source)
     out = Path(out_dir) if out_dir is not None else None
     if resume == "auto":
         resume = out is not None and RunDir(out).started()
@@ -125,17 +132,36 @@ def fit(
         raise ValueError(f"resume must be True, False or 'auto', got {resume!r}")
     if out is not None:  # one writer per run folder, and never a resume against other data
         with run_folder(out, dataset):
+            if resume:
+                _check_same_init(out, init)
             finished = check_out_dir(out, config, test_fold, resume)
             if finished is not None:
                 return finished
             with _threads(config.num_threads):
-                return _fit(dataset, config, test_fold, out, resume, progress, source)
+                return _fit(dataset, config, test_fold, out, resume, progress, source, init)
     with _threads(config.num_threads):
-        return _fit(dataset, config, test_fold, out, resume, progress, source)
+        return _fit(dataset, config, test_fold, out, resume, progress, source, init)
+
+
+def _check_same_init(out: Path, init: WeightInit | None) -> None:
+    """Refuse to resume (or read back) a run that started from other weights than ``init``."""
+    from naslung.train.checkpoint import CheckpointError
+
+    run = RunDir(out)
+    if not run.config.is_file():
+        return
+    recorded = run.read_config().get("init")  # runs written before "init" existed started at random
+    if recorded != init_record(init):
+        def text(r: dict[str, Any] | None) -> str:
+            if r is None:
+                return "a random init"
+            return f"--init {r.get('model')}" + (f"/{r['member']}" if r.get("member") else "")
+        raise CheckpointError(f"{out}: this run started from {text(recorded)}, this command asks for "
+                              f"{text(init_record(init))}; use another --out")
 
 
 def _fit(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None, out: Path | None, resume: bool,
-         progress: Progress | None, source: str | None) -> TrainResult:
+         progress: Progress | None, source: str | None, init: WeightInit | None = None) -> TrainResult:
     started = time.perf_counter()
     run = RunDir(out) if out is not None else None
     device = resolve_device(config.device)
@@ -155,6 +181,7 @@ def _fit(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None, out
         torch.manual_seed(config.seed)
         model, criterion = build(config, dims, total_iterations,
                                  class_weights(train_y) if config.class_balance else None)
+        apply_init(model, init)  # after the random init, so the RNG stream is the same either way
         model.to(device)
         criterion.to(device)
         if channels_last_applies(config.channels_last, dims):
@@ -178,7 +205,7 @@ def _fit(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None, out
             best_state = load_checkpoint(run.best, map_location=device)["model"]
         params = count_parameters(model)
         if out is not None:
-            _write_config(out, config, test_fold, split, dataset, model, params, device, source)
+            _write_config(out, config, test_fold, split, dataset, model, params, device, source, init)
             rewrite_log(run.epochs_log, history)
 
         with tracked(progress, f"{config.arch} fold {test_fold}", config.epochs) as epoch_done:
@@ -234,13 +261,15 @@ def _fit(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None, out
 
 
 def _write_config(out: Path, config: TrainConfig, test_fold: int | None, split: Split, dataset: NoduleDataset,
-                  model: nn.Module, params: int, device: torch.device, source: str | None) -> None:
+                  model: nn.Module, params: int, device: torch.device, source: str | None,
+                  init: WeightInit | None = None) -> None:
     from naslung.fingerprint import fingerprint_of
     from naslung.provenance import provenance
 
     write_json_atomic(RunDir(out).config, {
         "schema": schemas.TRAIN_CONFIG, "schema_version": 1,
-        "config": config.to_dict(), "test_fold": test_fold, "model_config": model.config, "params": params,
+        "config": config.to_dict(), "test_fold": test_fold, "init": init_record(init),
+        "model_config": model.config, "params": params,
         "split": {**split.sizes(), "val_nodule_ids": [str(n) for n in dataset.nodule_id[split.val]]},
         "protocol": "inner validation split of the training folds picks the epoch; test fold evaluated once",
         "dataset": {"source": source, "n": len(dataset), "size": dataset.size, "margin": dataset.margin,

@@ -16,15 +16,17 @@ from typing import Any
 
 from naslung.progress import Progress, tracked
 from naslung.train.config import TrainConfig
+from naslung.train.init import WeightInit
 from naslung.train.rundir import RunDir
 
 
 def fit_side_by_side(data_path: str | Path, tasks: Sequence[tuple[TrainConfig, int, Path]], jobs: int,
-                     progress: Progress | None = None) -> None:
+                     progress: Progress | None = None, init: WeightInit | None = None) -> None:
     """Train each unfinished ``(config, test_fold, run_dir)`` of ``tasks``, ``jobs`` at once, 1 thread each.
 
     ``data_path`` is the crop dataset file every worker loads. Raises the first worker's error (the other
-    runs keep what they finished: they resume on the next call).
+    runs keep what they finished: they resume on the next call). ``init``: the weights every run starts from
+    (:mod:`naslung.train.init`), sent to each worker.
     """
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
@@ -44,14 +46,14 @@ def fit_side_by_side(data_path: str | Path, tasks: Sequence[tuple[TrainConfig, i
     pool = ProcessPoolExecutor(min(jobs, len(todo)), mp_context=get_context("spawn"),
                                initializer=die_with_parent, initargs=(os.getpid(),))
     with pool, tracked(progress, "runs side by side", len(todo)) as report:
-        futures = [pool.submit(_fit_job, str(data), config.to_dict(), fold, str(out))
+        futures = [pool.submit(_fit_job, str(data), config.to_dict(), fold, str(out), init)
                    for config, fold, out in todo]
         for future in as_completed(futures):
             future.result()
             report(1)
 
 
-def _fit_job(data: str, config: dict[str, Any], fold: int, out: str) -> None:
+def _fit_job(data: str, config: dict[str, Any], fold: int, out: str, init: WeightInit | None = None) -> None:
     import torch
 
     from naslung.data.dataset import load_dataset
@@ -59,4 +61,4 @@ def _fit_job(data: str, config: dict[str, Any], fold: int, out: str) -> None:
 
     torch.set_num_threads(1)
     fit(load_dataset(data), TrainConfig.from_dict(config), test_fold=fold, out_dir=out, resume=True,
-        source=data)
+        source=data, init=init)

@@ -118,3 +118,26 @@ def read_card(name: str, root: str | Path | None = None) -> dict[str, Any] | Non
 def is_model_name(text: str | os.PathLike[str]) -> bool:
     """``text`` is a registry name and not an existing path (an existing folder of that name wins)."""
     return str(text) in RECIPES and not Path(text).exists()
+
+
+def checked_weights(name: str, member: dict[str, Any], root: str | Path | None = None) -> Path:
+    """The weights file of ``member`` (an entry of the card's ``members``) of bundled model ``name``, after
+    checking its sha256 against the card: ``FileNotFoundError`` when it is missing, ``ValueError`` when it
+    differs."""
+    weights = model_dir(name, root) / member["weights"]
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: weights of bundled model {name} are missing")
+    got = sha256_file(weights)
+    if got != member["sha256"]:
+        raise ValueError(f"{weights}: sha256 {got} differs from the card's {member['sha256']}; the bundled "
+                         f"weights were changed or damaged")
+    return weights
+
+
+def built_card(name: str, root: str | Path | None = None) -> dict[str, Any]:
+    """The card of ``name``; ``FileNotFoundError`` giving the build command when it is not built."""
+    card = read_card(name, root)
+    if card is None:
+        raise FileNotFoundError(f"bundled model {name} is not built ({model_dir(name, root)} holds no "
+                                f"card.json); build it with: {recipe(name).build_command()}")
+    return card

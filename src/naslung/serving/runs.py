@@ -57,6 +57,9 @@ class RunModel:
     crop: CropSettings
     config: dict[str, Any] = field(default_factory=dict)
     label: str | None = None  # how reports name it (a bundled model's ``NAME/member``); default its path
+    #: every fold whose nodules trained or validated it, when known as such (a bundled model's card); None:
+    #: a run folder, which trained on every fold but its ``test_fold``
+    trained_folds: tuple[int, ...] | None = None
 
     @property
     def name(self) -> str:

@@ -10,7 +10,7 @@ Output: ``seriesuid,coordX,coordY,coordZ,probability`` (the coordinates as writt
 an ensemble, whose ``probability`` is the members' mean. Scans run one at a time in the order they first
 appear in the table, rows in table order; each scan is read, checked
 (:func:`naslung.data.scan_check.check_scan`), predicted on the serving path
-(:func:`naslung.explain.predict.member_runner`) in batches, and released.
+(:func:`naslung.serving.predict.member_runner`) in batches, and released.
 
 Resume: rows go to ``OUT.partial``, appended and fsynced per scan, and each finished scan is recorded in
 ``OUT.progress.jsonl`` with the byte length of the partial file after it. A rerun of the same command
@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from naslung.data.errors import DataError
-from naslung.explain.runs import CropSettings, RunModel
 from naslung.progress import Progress, tracked
+from naslung.serving.runs import CropSettings, RunModel
 
 COORDS = ("coordX", "coordY", "coordZ")
 WORLD = ("wx", "wy", "wz")
@@ -68,6 +68,9 @@ class StudyReport:
     skipped_scans: int  # already done by an earlier, interrupted run
     errors: list[dict[str, Any]] = field(default_factory=list)
     errors_file: Path | None = None
+    #: wall seconds of this call: ``read`` (reading and checking scans), ``crop`` (cutting the crops),
+    #: ``model`` (the members' forward passes) and ``total``
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def _image_uid(path: Path) -> str | None:
@@ -154,13 +157,19 @@ def _identity(members: Sequence[RunModel], candidates: Path, scans: Path, settin
 
 
 def _predict_scan(volume: Any, rows: Any, runners: Sequence[Callable], settings: CropSettings, batch: int,
-                  n_members: int) -> tuple[list[str], list[dict[str, Any]]]:
-    """Output lines of one scan's rows, and the rows refused (outside the scan)."""
+                  n_members: int, seconds: dict[str, float] | None = None
+                  ) -> tuple[list[str], list[dict[str, Any]]]:
+    """Output lines of one scan's rows, and the rows refused (outside the scan); adds the seconds spent
+    cutting crops and in the models to ``seconds["crop"]`` and ``seconds["model"]``."""
+    import time
+
     import torch
 
     from naslung.ensemble.vote import majority_vote
-    from naslung.explain.predict import model_input
+    from naslung.serving.predict import model_input
 
+    seconds = seconds if seconds is not None else {}
+    started = time.perf_counter()
     inputs, kept, errors = [], [], []
     for row in rows.itertuples(index=False):
         world = (row.wx, row.wy, row.wz)
@@ -170,12 +179,15 @@ def _predict_scan(volume: Any, rows: Any, runners: Sequence[Callable], settings:
         except DataError as exc:
             errors.append({"seriesuid": row.seriesuid, "scan": str(volume.path), "rows": [int(row.row)],
                            "coord": [float(v) for v in world], "error": str(exc)})
+    cut = time.perf_counter()
+    seconds["crop"] = seconds.get("crop", 0.0) + cut - started
     probs = np.zeros((n_members, len(kept)))
     with torch.no_grad():
         for start in range(0, len(kept), batch):
             x = torch.cat(inputs[start:start + batch])
             for j, run in enumerate(runners):
                 probs[j, start:start + len(x)] = torch.softmax(run(x).float(), dim=1)[:, 1].double().numpy()
+    seconds["model"] = seconds.get("model", 0.0) + time.perf_counter() - cut
     lines = []
     votes = majority_vote(probs) if n_members > 1 and len(kept) else None
     for i, row in enumerate(kept):
@@ -215,11 +227,15 @@ def predict_study(scans: str | Path, candidates: str | Path, members: Sequence[R
 
     ``on_scan_done(seriesuid)`` is called after each scan is recorded (tests interrupt the run there).
     """
+    import time
+
     from naslung.atomic import append_jsonl, write_json_atomic
     from naslung.data.images import read_ct
     from naslung.data.scan_check import check_scan
-    from naslung.explain.predict import member_runner
+    from naslung.serving.predict import member_runner
 
+    started = time.perf_counter()
+    seconds = {"read": 0.0, "crop": 0.0, "model": 0.0}
     out, scans, candidates = Path(out), Path(scans), Path(candidates)
     if batch < 1:
         raise ValueError(f"--batch must be >= 1, got {batch}")
@@ -254,13 +270,16 @@ def predict_study(scans: str | Path, candidates: str | Path, members: Sequence[R
                                     "error": f"series {uid}: no scan of this series under {scans}"})
             else:
                 path, series = index[uid]
+                reading = time.perf_counter()
                 try:
                     volume = check_scan(read_ct(path, series))
                 except (DataError, OSError) as exc:
                     scan_errors.append({"seriesuid": uid, "scan": str(path), "rows": row_numbers,
                                         "error": str(exc)})
                 else:
-                    lines, scan_errors = _predict_scan(volume, rows, runners, settings, batch, len(members))
+                    seconds["read"] += time.perf_counter() - reading
+                    lines, scan_errors = _predict_scan(volume, rows, runners, settings, batch, len(members),
+                                                       seconds)
                     del volume
             with open(partial, "a", encoding="utf-8") as fh:
                 fh.write("".join(lines))
@@ -277,8 +296,9 @@ def predict_study(scans: str | Path, candidates: str | Path, members: Sequence[R
                                          "n_errors": len(errors), "errors": errors})
     os.replace(partial, out)
     progress_path(out).unlink(missing_ok=True)
+    seconds["total"] = time.perf_counter() - started
     return StudyReport(out=out, scans=len(order), rows=n_rows, skipped_scans=len(done & set(order)),
-                       errors=errors, errors_file=errors_path(out))
+                       errors=errors, errors_file=errors_path(out), seconds=seconds)
 
 
 def read_errors(out: str | Path) -> list[dict[str, Any]]:

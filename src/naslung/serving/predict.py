@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from naslung.data.errors import DataError
-from naslung.explain.runs import CropSettings, RunModel, load_run_model
 from naslung.options import check_option
+from naslung.serving.runs import CropSettings, RunModel, load_run_model
 from naslung.train.rundir import RunDir, runs_under
 
 #: What ``naslung predict --runtime`` runs the members with.
@@ -63,15 +63,27 @@ def find_members(model: str | Path) -> list[Path]:
 
 
 def load_members(model: str | Path) -> list[RunModel]:
-    """Load every member of ``model``: a bundled model name (:func:`naslung.zoo.load.load_bundled`; an
+    """Load every member of ``model``: a bundled model name (:func:`naslung.serving.bundled.load_bundled`; an
     existing path of that name wins), else the runs of :func:`find_members`."""
     from naslung.zoo.registry import is_model_name
 
     if is_model_name(model):
-        from naslung.zoo.load import load_bundled
+        from naslung.serving.bundled import load_bundled
 
         return load_bundled(str(model))
     return [load_run_model(p) for p in find_members(model)]
+
+
+def load_for_fold(model: str | Path, fold: int | None = None) -> list[RunModel]:
+    """The models that ``explain`` and ``evaluate`` use on ``fold``: every member of a bundled model name
+    (its card's folds in ``trained_folds``), else the run, or ``fold_<fold>`` of a cv folder."""
+    from naslung.zoo.registry import is_model_name
+
+    if is_model_name(model):
+        from naslung.serving.bundled import load_bundled
+
+        return load_bundled(str(model))
+    return [load_run_model(model, fold)]
 
 
 def resolve_settings(members: Sequence[RunModel], spacing: float | None = None,
@@ -196,9 +208,9 @@ def member_runner(member: RunModel, runtime: str = "torch") -> Runner:
 
     ``torch``: a BN-folded eval copy (:func:`naslung.models.fast.eval_model`), in the memory format
     :func:`naslung.models.fast.serving_channels_last` gives (contiguous on CPU). ``onnx``: the member's
-    ``best.pt`` exported once to the ONNX cache and run by ONNX Runtime; ``openvino``: the same file run by
-    OpenVINO (:class:`naslung.models.onnx.OpenVinoRunner`); without the extra an ``ImportError`` says how to
-    install it.
+    ``best.pt`` exported once to the ONNX cache and run by ONNX Runtime with as many threads as torch;
+    ``openvino``: the same file run by OpenVINO (:class:`naslung.models.onnx.OpenVinoRunner`, as many threads);
+    without the extra an ``ImportError`` says how to install it.
     """
     check_option("runtime", runtime, RUNTIMES)
     if runtime in ("onnx", "openvino"):
@@ -212,7 +224,8 @@ def member_runner(member: RunModel, runtime: str = "torch") -> Runner:
 
         (require_onnx if runtime == "onnx" else require_openvino)(f"--runtime {runtime}")
         exported = cached_export(member.model, RunDir(member.path).best, member.crop.size)
-        runner = OnnxRunner(exported) if runtime == "onnx" else OpenVinoRunner(exported)
+        runner_type = OnnxRunner if runtime == "onnx" else OpenVinoRunner
+        runner = runner_type(exported, threads=torch.get_num_threads())
         return lambda x: torch.from_numpy(runner(x))
     from naslung.models.fast import eval_model, serving_channels_last
     from naslung.train.inference import format_input

@@ -1,4 +1,4 @@
-"""A bundled model, loaded for prediction: one :class:`~naslung.explain.runs.RunModel` per member.
+"""A bundled model, loaded for prediction: one :class:`~naslung.serving.runs.RunModel` per member.
 
 The weights are rebuilt by :func:`naslung.train.checkpoint.load_model` (the run folders' own loader); the crop
 settings come from the card (a bundled model has no dataset file beside it). Each weights file is checked
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from naslung.explain.runs import CropSettings, RunModel
-from naslung.zoo.registry import model_dir, read_card, sha256_file
+from naslung.serving.runs import CropSettings, RunModel
+from naslung.zoo.registry import sha256_file
 
 __all__ = ["crop_of", "load_bundled", "sha256_file"]
 
@@ -31,25 +31,17 @@ def load_bundled(name: str, root: str | Path | None = None) -> list[RunModel]:
     ``ValueError`` for a weights file whose sha256 differs from its card's.
     """
     from naslung.train.checkpoint import load_model
-    from naslung.zoo.registry import recipe
+    from naslung.zoo.registry import built_card, checked_weights
 
-    card = read_card(name, root)
-    folder = model_dir(name, root)
-    if card is None:
-        raise FileNotFoundError(f"bundled model {name} is not built ({folder} holds no card.json); build it "
-                                f"with: {recipe(name).build_command()}")
+    card = built_card(name, root)
     crop = crop_of(card)
+    trained = tuple(int(f) for f in (card.get("data") or {}).get("folds", []))
     members = []
     for m in card["members"]:
-        weights = folder / m["weights"]
-        if not weights.is_file():
-            raise FileNotFoundError(f"{weights}: weights of bundled model {name} are missing")
-        got = sha256_file(weights)
-        if got != m["sha256"]:
-            raise ValueError(f"{weights}: sha256 {got} differs from the card's {m['sha256']}; the bundled "
-                             f"weights were changed or damaged")
+        weights = checked_weights(name, m, root)
         label = name if card["kind"] == "single" else f"{name}/{m['name']}"
         members.append(RunModel(path=weights.parent, model=load_model(weights), test_fold=None,
                                 spec=str(m["arch"]), loss=(m.get("config") or {}).get("loss"), crop=crop,
-                                config={"config": m.get("config") or {}}, label=label))
+                                config={"config": m.get("config") or {}}, label=label,
+                                trained_folds=trained))
     return members
