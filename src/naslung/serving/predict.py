@@ -209,7 +209,8 @@ def member_runner(member: RunModel, runtime: str = "torch") -> Runner:
     ``torch``: a BN-folded eval copy (:func:`naslung.models.fast.eval_model`), in the memory format
     :func:`naslung.models.fast.serving_channels_last` gives (contiguous on CPU). ``onnx``: the member's
     ``best.pt`` exported once to the ONNX cache and run by ONNX Runtime with as many threads as torch;
-    ``openvino``: the same file run by OpenVINO (:class:`naslung.models.onnx.OpenVinoRunner`, as many threads);
+    ``openvino``: the same file run by OpenVINO (:class:`naslung.models.onnx.OpenVinoRunner`, as many
+    threads);
     without the extra an ``ImportError`` says how to install it.
     """
     check_option("runtime", runtime, RUNTIMES)
