@@ -112,6 +112,22 @@ def test_openvino_runtime_equals_torch(tiny_runs, luna, tmp_path, monkeypatch):
         assert abs(a["prob_malignant"] - b["prob_malignant"]) < 1e-4
 
 
+def test_auto_runtime_picks_a_timed_engine_and_agrees(tiny_runs, luna, tmp_path, monkeypatch):
+    from naslung.serving import predict as serving_predict
+
+    monkeypatch.setenv("NASLUNG_CACHE", str(tmp_path / "cache"))
+    members = load_members(tiny_runs["asoftmax"])
+    settings, _ = resolve_settings(members)
+    x = torch.cat(_crops(luna, settings))
+    engine, runner = serving_predict.fastest_runner(members[0], batch=len(x))
+    assert engine in ("torch", "openvino") and (HAS_OPENVINO or engine == "torch")
+    with torch.no_grad():
+        want = members[0].model.eval()(x).numpy()
+    assert np.abs(runner(x).numpy() - want).max() < 1e-4
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # then OpenVINO is never a candidate
+    assert serving_predict.fastest_runner(members[0], batch=1, repeats=1)[0] == "torch"
+
+
 def test_openvino_refuses_the_onednn_cap(monkeypatch, tmp_path):
     from naslung.models.onnx import OpenVinoRunner
 
@@ -130,7 +146,8 @@ def test_cli_runtime_errors_are_one_line(tiny_runs, luna, monkeypatch):
     args = ["predict", "--model", str(tiny_runs["asoftmax"]), "--image", str(scan),
             "--coords", ",".join(map(str, dataset.world_center[0]))]
     bad = CliRunner().invoke(app, [*args, "--runtime", "tensorrt"])
-    assert bad.exit_code != 0 and "unknown runtime 'tensorrt'; valid: torch, onnx, openvino" in bad.output
+    assert bad.exit_code != 0
+    assert "unknown runtime 'tensorrt'; valid: torch, onnx, openvino, auto" in bad.output
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the onnx extra were not installed
     missing = CliRunner().invoke(app, [*args, "--runtime", "onnx"])
     assert missing.exit_code != 0 and "Traceback" not in missing.output

@@ -41,7 +41,8 @@ def predict(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing overlay PNG or --out CSV"),
     runtime: str = typer.Option("torch", "--runtime",
                                 help="torch; onnx: ONNX Runtime, or openvino: OpenVINO, on an export "
-                                "cached per checkpoint"),
+                                "cached per checkpoint; auto: the faster of torch and openvino, timed "
+                                "per member"),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads of torch and ONNX Runtime (on a "
                                                               "machine shared with other jobs, 1 is often "
                                                               "fastest: docs/performance.md)"),

@@ -36,7 +36,10 @@ from naslung.serving.runs import CropSettings, RunModel, load_run_model
 from naslung.train.rundir import RunDir, runs_under
 
 #: What ``naslung predict --runtime`` runs the members with.
-RUNTIMES: tuple[str, ...] = ("torch", "onnx", "openvino")
+RUNTIMES: tuple[str, ...] = ("torch", "onnx", "openvino", "auto")
+#: What ``auto`` chooses between, by timing each on the member (benchmarks/engines.py: no engine wins for
+#: every model and batch size; ONNX Runtime lost everywhere there, so it is not a candidate).
+AUTO_CANDIDATES: tuple[str, ...] = ("torch", "openvino")
 #: A member ready to predict: ``(B, 1, *S)`` float32 crops -> ``(B, num_classes)`` float32 logits.
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
@@ -203,8 +206,48 @@ def model_input(volume: Any, world: Sequence[float], settings: CropSettings) -> 
     return center_crop(torch.from_numpy(image)[None], prep.size), padded
 
 
-def member_runner(member: RunModel, runtime: str = "torch") -> Runner:
+def _openvino_usable() -> bool:
+    import importlib.util
+    import os
+
+    return importlib.util.find_spec("openvino") is not None and not os.environ.get("ONEDNN_MAX_CPU_ISA")
+
+
+def fastest_runner(member: RunModel, batch: int = 1, repeats: int = 5) -> tuple[str, Runner]:
+    """``(engine, runner)``: the faster of :data:`AUTO_CANDIDATES` for ``member`` at ``batch``, timed here
+    (two warm-up calls, the median of ``repeats``) on zeros of the member's input shape. OpenVINO is a
+    candidate only where it is installed and ``ONEDNN_MAX_CPU_ISA`` is unset; the torch path otherwise."""
+    import statistics
+    import time
+
+    candidates = [e for e in AUTO_CANDIDATES if e == "torch" or _openvino_usable()]
+    if next(member.model.parameters()).device.type != "cpu":
+        candidates = ["torch"]
+    in_channels = int(getattr(member.model, "config", {}).get("in_channels", 1))
+    x = torch.zeros(batch, in_channels, *([member.crop.size] * member.crop.dims))
+    best: tuple[float, str, Runner] | None = None
+    for engine in candidates:
+        runner = member_runner(member, engine)
+        for _ in range(2):
+            runner(x)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            runner(x)
+            times.append(time.perf_counter() - t0)
+        median = statistics.median(times)
+        if best is None or median < best[0]:
+            best = (median, engine, runner)
+    assert best is not None
+    return best[1], best[2]
+
+
+def member_runner(member: RunModel, runtime: str = "torch", batch: int = 1) -> Runner:
     """``member`` ready to predict on ``runtime`` (:data:`RUNTIMES`).
+
+    ``auto``: the faster of torch and OpenVINO for this member at ``batch``, timed on this machine when the
+    runner is made (:func:`fastest_runner`); the choice is not stored, so two processes may choose differently
+    (their outputs agree within 1e-4).
 
     ``torch``: a BN-folded eval copy (:func:`naslung.models.fast.eval_model`), in the memory format
     :func:`naslung.models.fast.serving_channels_last` gives (contiguous on CPU). ``onnx``: the member's
@@ -214,6 +257,8 @@ def member_runner(member: RunModel, runtime: str = "torch") -> Runner:
     without the extra an ``ImportError`` says how to install it.
     """
     check_option("runtime", runtime, RUNTIMES)
+    if runtime == "auto":
+        return fastest_runner(member, batch)[1]
     if runtime in ("onnx", "openvino"):
         from naslung.models.onnx import (
             OnnxRunner,

@@ -254,7 +254,7 @@ def predict_study(scans: str | Path, candidates: str | Path, members: Sequence[R
         with open(partial, "r+b") as fh:  # drop a scan torn by the kill
             fh.truncate(length)
     order = list(dict.fromkeys(table["seriesuid"].tolist()))
-    runners = [member_runner(m, runtime) for m in members]
+    runners = [member_runner(m, runtime, batch=batch) for m in members]
     n_rows = 0
     with tracked(progress, SCANS_TASK, len(order)) as advance:
         advance(len(done & set(order)))
