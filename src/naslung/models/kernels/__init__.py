@@ -80,6 +80,24 @@ def kernel_cache() -> Path:
     return cache_dir("kernels")
 
 
+def _put_ninja_on_path() -> None:
+    """cpp_extension runs ``ninja`` from ``PATH``; the PyPI ``ninja`` package installs it beside the venv's
+    Python, which is not on ``PATH`` when the venv is not activated (``.venv/bin/naslung ...``)."""
+    import shutil
+    import sys
+
+    if shutil.which("ninja"):
+        return
+    folders = [str(Path(sys.executable).parent)]
+    try:
+        import ninja
+
+        folders.insert(0, str(ninja.BIN_DIR))
+    except (ImportError, AttributeError):
+        pass
+    os.environ["PATH"] = os.pathsep.join([*folders, os.environ.get("PATH", "")])
+
+
 def _build(kernel: str, source_file: Path, flags: list[str], folder: Path, name: str) -> Path:
     """Compile into a private folder, then rename it into place: a build killed half-way leaves no lock or
     partial library behind for the next process (torch's own build folder lock would wait for ever)."""
@@ -88,6 +106,7 @@ def _build(kernel: str, source_file: Path, flags: list[str], folder: Path, name:
 
     from torch.utils import cpp_extension
 
+    _put_ninja_on_path()
     work = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
         LOG.info("naslung: compiling the fused %s kernels (first use on this machine, about 10-20 s)", kernel)
