@@ -144,7 +144,7 @@ def test_a_whole_model1_step_matches_torch_path():
         model.train()
         loss = model.forward_features(x).square().mean()
         loss.backward()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     assert _rel(grads[0], grads[1].double()) < 1e-3
