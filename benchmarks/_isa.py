@@ -11,6 +11,7 @@ import argparse
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 
 AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 CHOICES = ("native", "avx2", "both")
@@ -23,24 +24,16 @@ def add_isa_argument(parser: argparse.ArgumentParser) -> None:
                         "then avx2")
 
 
-def dispatched_isa() -> str:
-    """What torch dispatches on now (``AVX512``, ``AVX2``, ...), for the benchmark's header line."""
-    import torch
-
-    return str(torch.backends.cpu.get_cpu_capability())
-
-
-def run_for_isa(isa: str) -> bool:
-    """Whether this process should run the benchmark itself. ``avx2`` and ``both`` start the AVX2 child here
-    (after this process has run, for ``both``: call it again with ``isa="avx2"`` at the end)."""
-    if isa == "native" or all(os.environ.get(k) == v for k, v in AVX2_ENV.items()):
-        return True
-    if isa == "both":
-        return True
-    argv = [a for a in sys.argv if not a.startswith("--isa")]
-    if "--isa" in sys.argv:  # "--isa avx2" given as two words
-        i = sys.argv.index("--isa")
-        argv = sys.argv[:i] + sys.argv[i + 2:]
-    print(f"--- rerunning with {' '.join(f'{k}={v}' for k, v in AVX2_ENV.items())}", flush=True)
-    subprocess.run([sys.executable, *argv], env={**os.environ, **AVX2_ENV}, check=True)
-    return False
+def run_isa(isa: str, body: Callable[[], None]) -> None:
+    """Run the benchmark ``body`` as ``--isa`` asks: here (``native``, or already capped), in an AVX2 child
+    process (``avx2``), or here and then in the child (``both``)."""
+    capped = all(os.environ.get(k) == v for k, v in AVX2_ENV.items())
+    if isa in ("native", "both") or capped:
+        body()
+    if isa in ("avx2", "both") and not capped:
+        argv = [a for a in sys.argv if not a.startswith("--isa")]
+        if "--isa" in sys.argv:  # "--isa avx2" given as two words
+            i = sys.argv.index("--isa")
+            argv = sys.argv[:i] + sys.argv[i + 2:]
+        print(f"--- rerunning with {' '.join(f'{k}={v}' for k, v in AVX2_ENV.items())}", flush=True)
+        subprocess.run([sys.executable, *argv], env={**os.environ, **AVX2_ENV}, check=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _isa import add_isa_argument, dispatched_isa, run_for_isa
+from _isa import add_isa_argument, run_isa
 
 from naslung.allocator import keep_freed_memory
 from naslung.models import MODEL_1, build_model
@@ -36,6 +36,7 @@ from naslung.models.blocks.cbam import set_spatial_fft
 from naslung.models.blocks.conv import set_onednn_at_batch1
 from naslung.models.fast import eval_model
 from naslung.models.fuse import fold_batchnorm
+from naslung.models.machine import dispatch_isa
 
 PATHS = ("eager", "folded", "folded+cl", "folded+fft", "folded+fft+cl", "serving", "onnxruntime")
 
@@ -121,11 +122,14 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=9)
     add_isa_argument(parser)
     args = parser.parse_args()
-    if not run_for_isa(args.isa):
-        return
+    run_isa(args.isa, lambda: measure(args))
+
+
+def measure(args: argparse.Namespace) -> None:
+    """The benchmark itself, in this process (:func:`_isa.run_isa` calls it)."""
     from train_throughput import machine_line
 
-    print(machine_line(keep_freed_memory()), f"dispatch {dispatched_isa()}")  # as serving does
+    print(machine_line(keep_freed_memory()), f"dispatch {dispatch_isa()}")  # as serving does
     print(f"inference, Model-1 {MODEL_1} (CBAM kernel {args.kernel}), 32^3 inputs, fp32; ms are medians "
           f"of {args.rounds} interleaved rounds")
     print(f"{'models':12s} {'path':12s} {'batch-1 ms':>11s} {'vs eager':>9s} {'batch-32 nodules/s':>19s} "
@@ -141,8 +145,6 @@ def main() -> None:
                 rate = 32000 / b32[name]
                 print(f"{label:12s} {name:12s} {b1[name]:11.2f} {b1['eager'] / b1[name]:8.2f}x "
                       f"{rate:19.1f} {b32['eager'] / b32[name]:8.2f}x", flush=True)
-    if args.isa == "both":
-        run_for_isa("avx2")
 
 
 if __name__ == "__main__":

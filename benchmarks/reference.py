@@ -25,23 +25,22 @@ a user of each runs. Prints ratios only; never a test.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 import types
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _isa import add_isa_argument, dispatched_isa, run_for_isa
+from _isa import add_isa_argument, run_isa
+from _timing import interleave
 
 from naslung.allocator import keep_freed_memory
 from naslung.losses import build_criterion
 from naslung.models import build_model
 from naslung.models.fast import eval_model
 from naslung.models.kernels.switch import set_fused_kernels
-from naslung.models.machine import device_name
+from naslung.models.machine import device_name, dispatch_isa
 
 MODELS = {"Model-1": ("[4,4,[4,4],[4,8],[8,8]]", [[4, 4], [4, 8], [8, 8]]),
           "mid": ("[4,4,[16,32],[32,64],[64,128]]", [[16, 32], [32, 64], [64, 128]])}
@@ -65,21 +64,19 @@ def import_reference(path: Path) -> tuple[type, type]:
 
 
 def reference_train_step(model: torch.nn.Module, loss_fn: torch.nn.Module, x: torch.Tensor,
-                         y: torch.Tensor) -> Callable[[], float]:
+                         y: torch.Tensor) -> Callable[[], None]:
     opt = torch.optim.Adam(model.parameters(), lr=2e-4)
 
-    def step() -> float:
-        t0 = time.perf_counter()
+    def step() -> None:
         loss = loss_fn(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return time.perf_counter() - t0
 
     return step
 
 
-def naslung_train_step(arch: str, x: torch.Tensor, y: torch.Tensor, fused: bool) -> Callable[[], float]:
+def naslung_train_step(arch: str, x: torch.Tensor, y: torch.Tensor, fused: bool) -> Callable[[], None]:
     torch.manual_seed(0)
     model = build_model(arch).to(memory_format=torch.channels_last_3d)
     set_fused_kernels(model, fused)
@@ -89,38 +86,21 @@ def naslung_train_step(arch: str, x: torch.Tensor, y: torch.Tensor, fused: bool)
     opt = torch.optim.Adam(model.parameters(), lr=2e-4)
     x = x.contiguous(memory_format=torch.channels_last_3d)
 
-    def step() -> float:
-        t0 = time.perf_counter()
+    def step() -> None:
         loss = criterion(model.forward_features(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return time.perf_counter() - t0
 
     return step
 
 
-def inference_step(model: Callable[[torch.Tensor], object], x: torch.Tensor) -> Callable[[], float]:
-    def step() -> float:
-        t0 = time.perf_counter()
+def inference_step(model: Callable[[torch.Tensor], object], x: torch.Tensor) -> Callable[[], None]:
+    def step() -> None:
         with torch.no_grad():
             model(x)
-        return time.perf_counter() - t0
 
     return step
-
-
-def interleave(steps: dict[str, Callable[[], float]], rounds: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds per call of each step, rounds interleaved in a rotating order."""
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    names = list(steps)
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            times[name].append(steps[name]())
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def main() -> None:
@@ -133,11 +113,14 @@ def main() -> None:
     add_isa_argument(parser)
     args = parser.parse_args()
     conv_res, angle_loss = import_reference(args.ref.expanduser().resolve())
-    if not run_for_isa(args.isa):
-        return
+    run_isa(args.isa, lambda: measure(args, conv_res, angle_loss))
+
+
+def measure(args: argparse.Namespace, conv_res: type, angle_loss: type) -> None:
+    """The benchmark itself, in this process (:func:`_isa.run_isa` calls it)."""
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # every variant, the reference included
-    print(f"{device_name('cpu')}, dispatch {dispatched_isa()}, torch {torch.__version__}, "
+    print(f"{device_name('cpu')}, dispatch {dispatch_isa()}, torch {torch.__version__}, "
           f"{args.threads} threads, {args.rounds} interleaved rounds")
     gen = torch.Generator().manual_seed(0)
     x32 = torch.rand(32, 1, 32, 32, 32, generator=gen)
@@ -168,8 +151,6 @@ def main() -> None:
                 extra = f"  ({ms['torch-ops']:.2f} ms, {ms['ref'] / ms['torch-ops']:.2f}x)"
             print(f"{name:8s} {label:34s} {ms['ref']:10.2f} {ms['naslung']:10.2f} "
                   f"{ms['ref'] / ms['naslung']:6.2f}x{extra}", flush=True)
-    if args.isa == "both":
-        run_for_isa("avx2")
 
 
 if __name__ == "__main__":

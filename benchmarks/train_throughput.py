@@ -43,14 +43,14 @@ from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
-from _isa import add_isa_argument, dispatched_isa, run_for_isa
+from _isa import add_isa_argument, run_isa
 
 from naslung.allocator import keep_freed_memory
 from naslung.losses import build_criterion
 from naslung.models import build_model
 from naslung.models.blocks.cbam import set_spatial_fft
 from naslung.models.kernels.switch import set_fused_kernels
-from naslung.models.machine import cpu_isa, device_name
+from naslung.models.machine import cpu_isa, device_name, dispatch_isa
 from naslung.train.augment import random_crop_flip
 
 ARCHS = ("[4,4,[4,4],[4,8],[8,8]]", "[4,4,[16,32],[32,64],[64,128]]")
@@ -161,9 +161,12 @@ def main() -> None:
     args = parser.parse_args()
     for v in args.variants:
         parse_variant(v)
-    if not run_for_isa(args.isa):
-        return
-    print(machine_line(keep_freed_memory()), f"dispatch {dispatched_isa()}")  # as training does
+    run_isa(args.isa, lambda: measure(args))
+
+
+def measure(args: argparse.Namespace) -> None:
+    """The benchmark itself, in this process (:func:`_isa.run_isa` calls it)."""
+    print(machine_line(keep_freed_memory()), f"dispatch {dispatch_isa()}")  # as training does
     print(f"training step, batch 32, 32^3 crops of 36^3, A-Softmax + Adam; batched crop+flip of 32 cubes: "
           f"{augment_ms():.2f} ms")
     print(f"{'architecture':32s} {'threads':>7s} {'variant':14s} {'samples/s':>10s} {'vs eager':>9s}")
@@ -180,8 +183,6 @@ def main() -> None:
                         rel = rate / first_eager[1]
                         note = f"  ({rel:.2f}x eager on {first_eager[0]} threads, not interleaved)"
                 print(f"{arch:32s} {threads:7d} {v:14s} {rate:10.1f} {ratio:8.2f}x{note}", flush=True)
-    if args.isa == "both":
-        run_for_isa("avx2")
 
 
 if __name__ == "__main__":

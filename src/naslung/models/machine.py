@@ -44,6 +44,20 @@ def cpu_isa() -> str:
     return ""
 
 
+def cpu_capability() -> str:
+    """The instruction set torch dispatches its CPU kernels on: ``"AVX512"``, ``"AVX2"``, ``"DEFAULT"``..."""
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except Exception:  # noqa: BLE001 - very old torch
+        return "DEFAULT"
+
+
+def dispatch_capped() -> bool:
+    """Whether an environment variable caps the dispatch (``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA``)."""
+    return bool(os.environ.get("ATEN_CPU_CAPABILITY") or os.environ.get("ONEDNN_MAX_CPU_ISA")
+                or os.environ.get("DNNL_MAX_CPU_ISA"))
+
+
 def dispatch_isa() -> str:
     """The instruction set the CPU kernels run on, e.g. ``"AVX512"`` or ``"AVX2 (capped)"``.
 
@@ -51,13 +65,9 @@ def dispatch_isa() -> str:
     and oneDNN's follow ``ONEDNN_MAX_CPU_ISA``; naslung's fused kernels build for torch's capability. With
     ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` an AVX-512 machine runs as an AVX2-only CPU does.
     """
-    try:
-        capability = str(torch.backends.cpu.get_cpu_capability())
-    except Exception:  # noqa: BLE001 - old torch
-        capability = "?"
+    capability = cpu_capability()
     onednn = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
-    capped = bool(os.environ.get("ATEN_CPU_CAPABILITY") or onednn)
-    text = capability + (" (capped)" if capped else "")
+    text = capability + (" (capped)" if dispatch_capped() else "")
     if onednn and onednn.upper() != capability.upper():
         text += f", oneDNN {onednn}"
     return text
@@ -76,7 +86,7 @@ def machine_key(device: str | torch.device) -> dict[str, str]:
         isa = f"sm_{major}{minor}"
     else:
         isa = cpu_isa()
-        if "capped" in dispatch_isa():
+        if dispatch_capped():
             isa += f" [dispatch {dispatch_isa()}]"
     return {"device": device_name(device), "isa": isa, "torch": torch.__version__}
 

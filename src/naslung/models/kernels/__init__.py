@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from naslung.models.machine import cpu_capability
+
 LOG = logging.getLogger("naslung")
 #: Environment switch: any of these values turns the fused kernels off.
 OFF_VALUES = frozenset({"0", "off", "false", "no"})
@@ -44,14 +46,6 @@ ISA_FLAGS: dict[str, list[str]] = {
 def fused_enabled() -> bool:
     """Whether ``NASLUNG_FUSED`` leaves the fused kernels on (the default)."""
     return os.environ.get("NASLUNG_FUSED", "1").strip().lower() not in OFF_VALUES
-
-
-def cpu_capability() -> str:
-    """The instruction set torch dispatches its CPU kernels on: ``"AVX512"``, ``"AVX2"``, ``"DEFAULT"``..."""
-    try:
-        return str(torch.backends.cpu.get_cpu_capability())
-    except Exception:  # noqa: BLE001 - very old torch
-        return "DEFAULT"
 
 
 #: ``-fno-trapping-math``: the kernels' selects (the ReLU's mask, amax's ties) vectorise only when the
