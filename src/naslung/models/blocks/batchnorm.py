@@ -77,7 +77,7 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
         k = ctx.k
         channels = weight.numel()
         count = centred.numel() // channels
-        grad_y = grad_y.contiguous(memory_format=_layout(grad_y.dim()))
+        grad_y = grad_y.contiguous(memory_format=channels_last_format(grad_y.dim()))
         g = _matrix(grad_y, k)
         grad_bias = _channel_sum(g, channels)  # sum g
         g_centred = _channel_sum(g * centred, channels)  # sum g * (x - mean)
@@ -91,17 +91,19 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias, None, None
 
 
-def _layout(dim: int) -> torch.memory_format:
+def channels_last_format(dim: int) -> torch.memory_format:
     return torch.channels_last_3d if dim == 5 else torch.channels_last
 
 
-def fast_path_applies(bn: nn.modules.batchnorm._BatchNorm, x: Tensor) -> bool:
+def fast_path_applies(bn: nn.modules.batchnorm._BatchNorm, x: Tensor,
+                      max_channels: int = MAX_CHANNELS) -> bool:
     """Whether :class:`_ChannelsLastBatchNorm` runs: training, affine, tracked stats, at most
-    :data:`MAX_CHANNELS` channels, a float32 CPU input in a channels-last layout (and not also contiguous),
-    more than one value per channel."""
+    ``max_channels`` channels, a float32 CPU input in a channels-last layout (and not also contiguous), more
+    than one value per channel. The fused batch norm + ReLU (:mod:`naslung.models.kernels.bn_relu`) asks
+    with its own limit."""
     return (bn.training and bn.affine and bn.track_running_stats and x.dim() in (4, 5)
-            and x.shape[1] <= MAX_CHANNELS and x.device.type == "cpu" and x.dtype == torch.float32
-            and x.is_contiguous(memory_format=_layout(x.dim())) and not x.is_contiguous()
+            and x.shape[1] <= max_channels and x.device.type == "cpu" and x.dtype == torch.float32
+            and x.is_contiguous(memory_format=channels_last_format(x.dim())) and not x.is_contiguous()
             and x.numel() > x.shape[1])
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from naslung.models.machine import cpu_capability
 
@@ -141,6 +142,20 @@ def load_ops(kernel: str) -> Any | None:
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__
         LOG.warning("naslung: fused %s kernels unavailable (%s); using torch's ops", kernel, reason)
         return None
+
+
+def runs_eagerly(*modules: nn.Module) -> bool:
+    """Whether a fused kernel may replace these modules' forward: not while tracing, scripting, exporting to
+    ONNX or compiling (they need torch's ops), and no forward hooks on them or globally (explanations capture
+    the attention maps with hooks on the gates)."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+        return False
+    if torch.compiler.is_compiling():
+        return False
+    hooks = nn.modules.module
+    if hooks._global_forward_hooks or hooks._global_forward_pre_hooks:
+        return False
+    return not any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
 
 def cbam_ops() -> Any | None:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from naslung.models.kernels import bn_relu_ops
+from naslung.models.kernels import bn_relu_ops, runs_eagerly
 
 
 class _BatchNormReLU(torch.autograd.Function):
@@ -33,9 +33,11 @@ class _BatchNormReLU(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor, _grad_mean: Tensor, _grad_var: Tensor):  # type: ignore[override]
+        from naslung.models.blocks.batchnorm import channels_last_format
+
         x, y, mean, rstd, weight = ctx.saved_tensors
-        layout = torch.channels_last_3d if x.dim() == 5 else torch.channels_last
-        dx, dw, db = bn_relu_ops().backward(grad.contiguous(memory_format=layout), x, y, mean, rstd, weight)
+        grad = grad.contiguous(memory_format=channels_last_format(x.dim()))
+        dx, dw, db = bn_relu_ops().backward(grad, x, y, mean, rstd, weight)
         return dx, dw, db, None
 
 
@@ -54,14 +56,11 @@ def fused_applies(bn: nn.Module, x: Tensor) -> bool:
     thread, ``channels_last_3d``: 8 channels at 16^3 2.64x, at 32^3 2.13x; 16 at 16^3 2.23x; 32 at 8^3 / 16^3
     1.41x / 1.85x; 4 channels at 32^3 4.25x against naslung's Python path.
     """
-    layout = torch.channels_last_3d if x.dim() == 5 else torch.channels_last
-    channels = x.shape[1] if x.dim() in (4, 5) else 0
-    return (bool(getattr(bn, "fused", False)) and bn.training and bn.affine and bn.track_running_stats
-            and torch.is_grad_enabled() and channels in CHANNELS and x.numel() % max(32, channels) == 0
-            and x.numel() > channels and x.device.type == "cpu" and x.dtype == torch.float32
-            and x.is_contiguous(memory_format=layout) and not x.is_contiguous()
-            and not (bn._forward_hooks or bn._forward_pre_hooks) and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling() and bn_relu_ops() is not None)
+    from naslung.models.blocks.batchnorm import fast_path_applies
+
+    return (bool(getattr(bn, "fused", False)) and torch.is_grad_enabled()
+            and fast_path_applies(bn, x, max_channels=CHANNELS[-1]) and x.shape[1] in CHANNELS
+            and x.numel() % max(32, x.shape[1]) == 0 and runs_eagerly(bn) and bn_relu_ops() is not None)
 
 
 def bn_relu(bn: nn.Module, x: Tensor) -> Tensor:

@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from naslung.models.blocks.batchnorm import channels_last_format
 from naslung.models.blocks.fft_conv import fft_conv
-from naslung.models.kernels import cbam_ops
+from naslung.models.kernels import cbam_ops, runs_eagerly
 
 
 def _mlp(v: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
@@ -57,20 +58,9 @@ def fused_applies(cbam: nn.Module, x: Tensor) -> bool:
         return False
     if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() not in (4, 5) or x.numel() == 0:
         return False
-    layout = torch.channels_last_3d if x.dim() == 5 else torch.channels_last
-    if not (x.is_contiguous() or x.is_contiguous(memory_format=layout)):
+    if not (x.is_contiguous() or x.is_contiguous(memory_format=channels_last_format(x.dim()))):
         return False
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
-        return False
-    if torch.compiler.is_compiling():
-        return False
-    hooks = nn.modules.module
-    if hooks._global_forward_hooks or hooks._global_forward_pre_hooks:
-        return False
-    for gate in (cbam.channel, cbam.spatial):
-        if gate._forward_hooks or gate._forward_pre_hooks:
-            return False
-    return cbam_ops() is not None
+    return runs_eagerly(cbam.channel, cbam.spatial) and cbam_ops() is not None
 
 
 def fused_cbam(cbam: nn.Module, x: Tensor) -> Tensor:
@@ -109,8 +99,7 @@ class _FusedCBAM(torch.autograd.Function):
         x, argmax = ctx.saved_tensors
         a, avg_in, mx_in, s, desc_in, leaves = ctx.graph
         ctx.graph = None
-        layout = torch.contiguous_format if x.is_contiguous() else (
-            torch.channels_last_3d if x.dim() == 5 else torch.channels_last)
+        layout = torch.contiguous_format if x.is_contiguous() else channels_last_format(x.dim())
         g = grad.contiguous(memory_format=layout)
         a_value, s_value = a.detach(), s.detach()
         desc = desc_in.detach()
