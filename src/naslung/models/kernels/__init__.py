@@ -93,9 +93,9 @@ def _put_ninja_on_path() -> None:
     os.environ["PATH"] = os.pathsep.join([*folders, os.environ.get("PATH", "")])
 
 
-def _build(kernel: str, source_file: Path, flags: list[str], folder: Path, name: str) -> Path:
-    """Compile into a private folder, then rename it into place: a build killed half-way leaves no lock or
-    partial library behind for the next process (torch's own build folder lock would wait for ever)."""
+def _build(kernel: str, source_file: Path, flags: list[str], folder: Path, name: str) -> None:
+    """Compile and load into a private folder, then rename it into place: a build killed half-way leaves no
+    lock or partial library behind for the next process (torch's own build folder lock would wait for ever)."""
     import shutil
     import tempfile
 
@@ -107,15 +107,13 @@ def _build(kernel: str, source_file: Path, flags: list[str], folder: Path, name:
         LOG.info("naslung: compiling the fused %s kernels (first use on this machine, about 10-20 s)", kernel)
         cpp_extension.load(name=name, sources=[str(source_file)], extra_cflags=flags,
                            build_directory=str(work), is_python_module=False, verbose=False)
-        try:
-            os.replace(work, folder)
-        except OSError:  # another process finished first: keep its build
-            shutil.rmtree(work, ignore_errors=True)
-            return folder / f"{name}.so"
-        return folder / f"{name}.so"
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    try:
+        os.replace(work, folder)
+    except OSError:  # another process finished first: keep its build
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @cache
