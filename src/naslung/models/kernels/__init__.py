@@ -95,7 +95,7 @@ def _put_ninja_on_path() -> None:
 
 def _build(kernel: str, source_file: Path, flags: list[str], folder: Path, name: str) -> None:
     """Compile and load into a private folder, then rename it into place: a build killed half-way leaves no
-    lock or partial library behind for the next process (torch's own build folder lock would wait for ever)."""
+    lock or partial library behind for the next process (torch's own build lock would wait for ever)."""
     import shutil
     import tempfile
 
