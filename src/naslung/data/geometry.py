@@ -132,8 +132,6 @@ def extract_crop_coverage(volume: CTVolume, center: Any, side: int, spacing: flo
                           pad_value: float = AIR_HU) -> tuple[np.ndarray, float]:
     """:func:`extract_crop`, returning the share of samples inside the volume (1.0: nothing padded)
     instead of the padded flag; a nodule VOI covers only part of a crop, and this says how much."""
-    from scipy.ndimage import map_coordinates
-
     g = volume.geometry
     offsets = crop_offsets(side, spacing)
     z_off = offsets if dims == 3 else np.zeros(1)
@@ -141,28 +139,80 @@ def extract_crop_coverage(volume: CTVolume, center: Any, side: int, spacing: flo
     # with A = D^-1 / spacing. Summing broadcast 1-D terms avoids building world coordinates point by point.
     a = np.linalg.inv(g.direction) / g.spacing[:, None]
     base = a @ (np.asarray(center, dtype=np.float64) - g.origin)
-    grid_shape = (len(z_off), side, side)
+    if np.all(a == np.diag(np.diag(a))):
+        crop, coverage = _axis_aligned_crop(volume.array, base, np.diag(a), z_off, offsets, pad_value)
+    else:
+        crop, coverage = _oblique_crop(volume.array, base, a, z_off, offsets, pad_value)
+    return (crop if dims == 3 else crop[0]), coverage
+
+
+def _inside(coord: np.ndarray, n: int) -> np.ndarray:
+    """Voxel k covers [k - 0.5, k + 0.5]: inside the scan means within half a voxel of the outer centres."""
+    return (coord >= -0.5) & (coord <= n - 0.5)
+
+
+def _oblique_crop(array: np.ndarray, base: np.ndarray, a: np.ndarray, z_off: np.ndarray, offsets: np.ndarray,
+                  pad_value: float) -> tuple[np.ndarray, float]:
+    """Any direction matrix: trilinear samples at every grid point through ``map_coordinates``."""
+    from scipy.ndimage import map_coordinates
+
+    grid_shape = (len(z_off), len(offsets), len(offsets))
     coords = np.empty((3, *grid_shape))
     for row, m in enumerate((2, 1, 0)):  # array axes (k, j, i) are index axes (z, y, x)
         coords[row] = (base[m] + a[m, 2] * z_off[:, None, None] + a[m, 1] * offsets[None, :, None]
                        + a[m, 0] * offsets[None, None, :])
-    shape = volume.array.shape
-    # Voxel k covers [k - 0.5, k + 0.5]: inside the scan means within half a voxel of the outer centres.
+    shape = array.shape
     outside = np.zeros(grid_shape, dtype=bool)
     for row in range(3):
-        outside |= (coords[row] < -0.5) | (coords[row] > shape[row] - 0.5)
+        outside |= ~_inside(coords[row], shape[row])
     flat = coords.reshape(3, -1)
     lo = np.clip(np.floor(flat.min(axis=1)).astype(int) - 1, 0, shape)
     hi = np.clip(np.ceil(flat.max(axis=1)).astype(int) + 2, 0, shape)
     if np.any(hi <= lo):  # the crop misses the scan entirely
         crop = np.full(grid_shape, pad_value, dtype=np.float32)
     else:
-        block = np.asarray(volume.array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], dtype=np.float32)
+        block = np.asarray(array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], dtype=np.float32)
         # "nearest" repeats the edge voxel in the outer half voxel; samples beyond it become pad_value.
         crop = map_coordinates(block, flat - lo[:, None], order=1, mode="nearest", prefilter=False)
         crop = crop.reshape(grid_shape)
         crop[outside] = pad_value
-    return (crop if dims == 3 else crop[0]), float(1.0 - outside.mean())
+    return crop, float(1.0 - outside.mean())
+
+
+def _axis_aligned_crop(array: np.ndarray, base: np.ndarray, scale: np.ndarray, z_off: np.ndarray,
+                       offsets: np.ndarray, pad_value: float) -> tuple[np.ndarray, float]:
+    """A diagonal direction matrix (every LUNA16 scan, flipped ones included): the same trilinear samples
+    as :func:`_oblique_crop`, computed axis by axis.
+
+    Trilinear weights are products of 1-D linear weights, and with a diagonal ``A`` the index along each
+    array axis depends on one grid axis only, so the crop is three 1-D linear interpolations (two gathers
+    and a weighted sum each) over the sub-block the crop touches: about 20x fewer operations than
+    ``map_coordinates`` at every point of a 36^3 crop. Edges repeat the outer voxel (scipy's "nearest");
+    samples more than half a voxel outside become ``pad_value``. Equal to the general path within float
+    rounding (tests/data/test_crop_geometry.py).
+    """
+    axes = [base[2] + scale[2] * z_off, base[1] + scale[1] * offsets, base[0] + scale[0] * offsets]
+    inside = [_inside(c, n) for c, n in zip(axes, array.shape, strict=True)]
+    n_inside = int(np.prod([int(m.sum()) for m in inside]))
+    grid_shape = tuple(len(c) for c in axes)
+    if n_inside == 0:  # the crop misses the scan entirely
+        return np.full(grid_shape, pad_value, dtype=np.float32), 0.0
+    taps = []
+    for c, n in zip(axes, array.shape, strict=True):
+        low = np.floor(c)
+        taps.append((np.clip(low.astype(int), 0, n - 1), np.clip(low.astype(int) + 1, 0, n - 1), c - low))
+    lo = [int(min(t[0].min(), t[1].min())) for t in taps]
+    hi = [int(max(t[0].max(), t[1].max())) + 1 for t in taps]
+    out = np.asarray(array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], dtype=np.float64)
+    for axis, (i0, i1, w) in enumerate(taps):
+        shape = [1, 1, 1]
+        shape[axis] = len(w)
+        w = w.reshape(shape)
+        out = (np.take(out, i0 - lo[axis], axis=axis) * (1.0 - w)
+               + np.take(out, i1 - lo[axis], axis=axis) * w)
+    crop = out.astype(np.float32)
+    crop[~(inside[0][:, None, None] & inside[1][None, :, None] & inside[2][None, None, :])] = pad_value
+    return crop, n_inside / crop.size
 
 
 def window_hu(crop: np.ndarray, window: tuple[float, float]) -> np.ndarray:
