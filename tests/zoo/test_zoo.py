@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from naslung.cli.app import app
+from naslung.train.config import DEFAULT_ARCHS
 from naslung.zoo.registry import MODELS_ENV, RECIPES, is_built, model_dir, read_card, recipe
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "models.md"
@@ -23,7 +24,7 @@ def test_unbuilt_names_are_listed_not_loaded(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
     assert [r["name"] for r in rows] == list(RECIPES) and not any(r["built"] for r in rows)
-    assert rows[0]["archs"] == ["[4,4,[4,4],[4,8],[8,8]]"]
+    assert rows[0]["archs"] == [DEFAULT_ARCHS[3]]
     assert rows[1]["archs"] == ["[8,8,[8,8],[16,16],[32,32]]"]
     shown = CliRunner().invoke(app, ["models", "show", "voi2d-ensemble"])
     assert shown.exit_code == 0 and "not built" in shown.output and "--members" in shown.output

@@ -68,7 +68,8 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
-    Recipe("voi3d-default", "single", 3, "3-D Model-1, TrainConfig's defaults, on the real LIDC VOI cubes"),
+    Recipe("voi3d-default", "single", 3, "3-D default architecture, TrainConfig's defaults, on the real "
+                                         "LIDC VOI cubes"),
     Recipe("voi2d-default", "single", 2, "2-D default architecture, TrainConfig's defaults, on the real "
                                          "LIDC VOI axial slices"),
     Recipe("voi3d-ensemble", "ensemble", 3, "Majority vote of the searched 3-D members (members.json)"),
