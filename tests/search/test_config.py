@@ -54,8 +54,10 @@ def test_configs_are_frozen() -> None:
 def test_defaults_and_derived_training_fields() -> None:
     config = SearchConfig(out="s", seed=7, metric="f1")
     # The recipe is TrainConfig's, with the paper's 10 epochs per candidate.
-    # Candidates keep their epoch by TrainConfig's select_metric (AUC), not by the objective metric.
-    assert config.train == TrainConfig(epochs=10, split_seed=7) and config.train.select_metric == "auc"
+    # Candidates keep their epoch by TrainConfig's select_metric (AUC), not by the objective metric, among
+    # the epochs that reach search select's balanced-accuracy floor.
+    assert config.train == TrainConfig(epochs=10, split_seed=7, select_min_balanced_accuracy=0.6)
+    assert config.train.select_metric == "auc"
     assert config.exclude_folds == (1, 2, 3, 4, 5) and config.executor.concurrency == 1
     assert ExecutorConfig(name="ray").concurrency == 2
     member = config.candidate("[4,4,[8],[8],[16]]", 11)
@@ -147,7 +149,7 @@ def test_resolve_reads_none_as_the_default() -> None:
     assert SearchConfig.resolve(out="s", epochs=None, metric=None, channels=None) == SearchConfig(out="s")
     config = SearchConfig.resolve(out="s", max_depth=5, recipe="paper", epochs=2, executor="ray")
     assert config.space.depth_range == (SpaceConfig().depth_range[0], 5)
-    assert config.train == TrainConfig(**{**PAPER_RECIPE, "epochs": 2})
+    assert config.train == TrainConfig(**{**PAPER_RECIPE, "epochs": 2, "select_min_balanced_accuracy": 0.6})
     assert config.executor.name == "ray" and config.executor.concurrency == 2
 
 
@@ -275,7 +277,8 @@ def test_cli_unset_options_keep_the_dataclass_defaults(monkeypatch: pytest.Monke
     res, config = _cli_config(monkeypatch, tmp_path, "--epochs", "2", "--min-depth", "4", "--exclude-folds",
                               "none", "--threads", "1", "--executor", "ray", "--recipe", "paper")
     assert config == SearchConfig(out=str(tmp_path / "s"), data="d.h5", exclude_folds=(),
-                                  train=TrainConfig(**{**PAPER_RECIPE, "epochs": 2, "num_threads": 1}),
+                                  train=TrainConfig(**{**PAPER_RECIPE, "epochs": 2, "num_threads": 1,
+                                                                    "select_min_balanced_accuracy": 0.6}),
                                   space=SpaceConfig(depth_range=(4, SpaceConfig().depth_range[1])),
                                   executor=ExecutorConfig(name="ray"))
 

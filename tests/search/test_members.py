@@ -36,9 +36,10 @@ def test_members_hold_the_search_training_settings(search_dir: Path) -> None:
     assert members.dataset_fingerprint
     seeds = {r["spec"]: r["seed"] for r in read_trials(search_dir)}
     for member, record in zip(members.members, chosen, strict=True):
-        # The TrainConfig defaults (the recipe of train/cv) with the search's options and split seed.
+        # The TrainConfig defaults (the recipe of train/cv) with the search's options, split seed and
+        # epoch-selection floor.
         want = TrainConfig(arch=record["spec"], seed=seeds[record["spec"]], epochs=1, device="cpu",
-                           num_threads=1, split_seed=3)
+                           num_threads=1, split_seed=3, select_min_balanced_accuracy=0.6)
         assert member.config == want
         assert member.config.split_seed == 3 and member.config.epochs == 1
         assert member.record["spec"] == record["spec"]

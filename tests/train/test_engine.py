@@ -127,13 +127,13 @@ def test_selection_sees_only_validation_results(separable, monkeypatch):
     seen = []
     real = engine.select_epoch
 
-    def spy(val_history, metric="f1"):
+    def spy(val_history, metric="f1", min_balanced_accuracy=0.0):
         seen.append(val_history)
         for record in val_history:
             assert isinstance(record, dict)
             assert not any(isinstance(v, np.ndarray | torch.Tensor | list) for v in record.values())
             assert record["n"] == split.val.size != split.test.size
-        return real(val_history, metric)
+        return real(val_history, metric, min_balanced_accuracy)
 
     monkeypatch.setattr(engine, "select_epoch", spy)
     fit(separable, tiny(epochs=2), test_fold=0)

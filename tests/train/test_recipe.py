@@ -214,7 +214,7 @@ def test_early_stopping(separable):
 
 
 def test_training_stops_after_patience_epochs_without_validation_gain(separable, monkeypatch):
-    monkeypatch.setattr(engine, "select_epoch", lambda history, metric="f1": 0)  # epoch 1 stays best
+    monkeypatch.setattr(engine, "select_epoch", lambda history, *_: 0)  # epoch 1 stays best
     result = fit(separable, tiny(epochs=12, patience=3), test_fold=0)
     assert len(result.history) == 4 and result.epoch == 1
 

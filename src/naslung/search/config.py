@@ -21,6 +21,7 @@ from naslung.models.spec import PAPER_CHANNELS, PAPER_DEPTH, ArchSpec
 from naslung.options import DEVICES, EXECUTORS, LATENCY_KINDS, METRICS, check_folds, check_option, check_seed
 from naslung.search.latency_model import FEATURES
 from naslung.search.objective import DEFAULT_LATENCY_PATH, PAPER_TEST_FOLDS
+from naslung.search.select import MIN_BALANCED_ACCURACY
 from naslung.train.config import RECIPES, TrainConfig
 
 #: Epochs each candidate trains for (paper, section 4.1.3); every other training field is TrainConfig's.
@@ -31,8 +32,17 @@ PER_TRIAL = ("arch", "seed")
 RESUMABLE_TRAIN = ("device", "num_threads")
 
 
+#: TrainConfig fields a new search's candidates get over the TrainConfig defaults (a recipe and the options
+#: given override them). AUC alone kept early epochs at the prior on real 3-D cubes (its ranking beats chance
+#: before the decision does), so an epoch under search select's balanced-accuracy floor is kept only when no
+#: epoch of the trial reaches it (naslung.train.selection.select_epoch). Searches saved before this rule read
+#: back without it, as they trained.
+CANDIDATE_TRAIN: dict[str, Any] = {"epochs": CANDIDATE_EPOCHS,
+                                   "select_min_balanced_accuracy": MIN_BALANCED_ACCURACY}
+
+
 def _candidate_train() -> TrainConfig:
-    return TrainConfig(epochs=CANDIDATE_EPOCHS)
+    return TrainConfig(**CANDIDATE_TRAIN)
 
 
 def _at_least(owner: str, name: str, value: float | None, low: float, optional: bool = False) -> None:
@@ -242,7 +252,7 @@ class SearchConfig:
             default = SpaceConfig().depth_range
             given["depth_range"] = (default[0] if lo is None else lo, default[1] if hi is None else hi)
         recipe_fields = {} if recipe is None else RECIPES[check_option("recipe", recipe, tuple(RECIPES))]
-        return cls._from_flat(given, recipe_fields)
+        return cls._from_flat(given, {**CANDIDATE_TRAIN, **recipe_fields})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchConfig:

@@ -60,6 +60,9 @@ class TrainConfig:
         device: ``auto`` (cuda when available), ``cpu`` or ``cuda``.
         val_fraction: share of the training folds' patients held out as the inner validation split.
         select_metric: validation metric that picks the checkpoint (``naslung.options.METRICS``).
+        select_min_balanced_accuracy: epochs whose validation balanced accuracy is under it are kept only
+            when no epoch reaches it (:func:`naslung.train.selection.select_epoch`); 0: every epoch may be
+            kept (the default). ``naslung search`` sets the selection floor here for its short trials.
         augment: random crop out of the stored margin + flips on every spatial axis.
         max_shift: largest shift (voxels, per axis) of the random crop from the centre. 2 is the paper's
             36 -> 32 crop; a larger stored margin is then real context rather than a larger shift.
@@ -113,6 +116,7 @@ class TrainConfig:
     device: str = "auto"
     val_fraction: float = 0.15
     select_metric: str = "auc"
+    select_min_balanced_accuracy: float = 0.0
     augment: bool = True
     max_shift: int | None = 2
     eval_batch_size: int = 128
@@ -151,6 +155,9 @@ class TrainConfig:
         _choice("attention", self.attention, ATTENTIONS)
         _choice("device", self.device, DEVICES)
         _choice("select_metric", self.select_metric, SELECT_METRICS)
+        if not 0.0 <= self.select_min_balanced_accuracy <= 1.0:
+            raise ValueError("select_min_balanced_accuracy must lie in [0, 1], got "
+                             f"{self.select_min_balanced_accuracy}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         for name in ("batch_size", "eval_batch_size"):
@@ -207,7 +214,8 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown TrainConfig fields {unknown}; valid: {sorted(known)}")
-        if "embedding" not in data and known - {"embedding", "fft_gates"} <= set(data):
+        newer = {"embedding", "fft_gates", "select_min_balanced_accuracy"}  # fields added after old configs
+        if "embedding" not in data and known - newer <= set(data):
             data = {**data, "embedding": "relu"}
         return cls(**data)
 

@@ -226,7 +226,10 @@ def _fit(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None, out
                     "val": val_metrics, "lambda": float(lam) if lam is not None else None,
                     "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0,
                 })
-                chosen = select_epoch([h["val"] for h in history], config.select_metric)
+                # The chosen epoch is always the previous choice or this one (a floor only narrows the
+                # candidates once, at the first epoch that reaches it), so best_state stays the chosen one.
+                chosen = select_epoch([h["val"] for h in history], config.select_metric,
+                                      config.select_min_balanced_accuracy)
                 if chosen == len(history) - 1:
                     best_state = copy.deepcopy(evaluated.state_dict())
                 if out is not None:
@@ -238,7 +241,8 @@ def _fit(dataset: NoduleDataset, config: TrainConfig, test_fold: int | None, out
                 if stop_early(history, chosen, config.patience):
                     break
 
-    chosen = select_epoch([h["val"] for h in history], config.select_metric)
+    chosen = select_epoch([h["val"] for h in history], config.select_metric,
+                          config.select_min_balanced_accuracy)
     assert best_state is not None
     model.load_state_dict(best_state)
     val = predictions_of(dataset, split.val, predict_proba(model, val_x, size, config.eval_batch_size,
