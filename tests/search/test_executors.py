@@ -107,7 +107,7 @@ def test_ray_search_two_concurrent_trials_then_resume(tiny_dataset: Path, tmp_pa
             out=str(tmp_path / "ray"),
             data=str(tiny_dataset),
             budget_trials=budget,
-            train=TrainConfig(epochs=1, batch_size=8, num_threads=1),
+            train=TrainConfig(epochs=1, batch_size=8, num_threads=1, select_min_balanced_accuracy=0.6),
             executor=ExecutorConfig(name="ray", concurrency=2),
             space=SpaceConfig(channels=(4, 8), depth_range=(3, 4)),
             latency=LatencyConfig(samples=6, repeats=2),
