@@ -197,12 +197,14 @@ def _axis_aligned_crop(array: np.ndarray, base: np.ndarray, scale: np.ndarray, z
     grid_shape = tuple(len(c) for c in axes)
     if n_inside == 0:  # the crop misses the scan entirely
         return np.full(grid_shape, pad_value, dtype=np.float32), 0.0
-    taps = []
+    taps = []  # per axis: lower and upper neighbour (edges repeated) and the upper one's weight
     for c, n in zip(axes, array.shape, strict=True):
         low = np.floor(c)
-        taps.append((np.clip(low.astype(int), 0, n - 1), np.clip(low.astype(int) + 1, 0, n - 1), c - low))
-    lo = [int(min(t[0].min(), t[1].min())) for t in taps]
-    hi = [int(max(t[0].max(), t[1].max())) + 1 for t in taps]
+        i0 = low.astype(int)
+        taps.append((np.clip(i0, 0, n - 1), np.clip(i0 + 1, 0, n - 1), c - low))
+    # Clipping keeps i0 <= i1 point by point, so the touched block runs from min(i0) to max(i1).
+    lo = [int(i0.min()) for i0, _, _ in taps]
+    hi = [int(i1.max()) + 1 for _, i1, _ in taps]
     out = np.asarray(array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], dtype=np.float64)
     for axis, (i0, i1, w) in enumerate(taps):
         shape = [1, 1, 1]
