@@ -21,14 +21,13 @@ def _volume(rng: np.random.Generator, direction: np.ndarray) -> CTVolume:
 
 
 def _general(volume: CTVolume, center: np.ndarray, side: int, dims: int) -> tuple[np.ndarray, float]:
-    """The map_coordinates path, forced whatever the direction."""
-    g = volume.geometry
-    offsets = geometry.crop_offsets(side, 1.0)
-    z_off = offsets if dims == 3 else np.zeros(1)
-    a = np.linalg.inv(g.direction) / g.spacing[:, None]
-    base = a @ (center - g.origin)
-    crop, coverage = geometry._oblique_crop(volume.array, base, a, z_off, offsets, -1000.0)
-    return (crop if dims == 3 else crop[0]), coverage
+    """extract_crop_coverage through the map_coordinates path, whatever the direction."""
+    def oblique(array, base, scale, *rest):
+        return geometry._oblique_crop(array, base, np.diag(scale), *rest)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(geometry, "_axis_aligned_crop", oblique)
+        return extract_crop_coverage(volume, center, side, 1.0, dims)
 
 
 @pytest.mark.parametrize("direction", [np.eye(3), np.diag([-1.0, -1.0, 1.0]), np.diag([1.0, -1.0, -1.0])])
