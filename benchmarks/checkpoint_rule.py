@@ -43,21 +43,26 @@ def _last_weights(run: RunDir) -> tuple[nn.Module, int]:
     return model.eval(), int(state["epoch"])
 
 
-def _view_probabilities(model: nn.Module, images: torch.Tensor, size: int, rotations: bool) -> np.ndarray:
-    """Mean malignancy probability ``(N,)`` over the axis flips of the centre crops ``(N, 1, *S)``, times the
-    4 axial rotations if asked."""
+def _rotation_probabilities(model: nn.Module, images: torch.Tensor, size: int,
+                            channels_last: bool) -> np.ndarray:
+    """Mean malignancy probability ``(N,)`` over the axis flips times the 4 axial rotations of the centre
+    crops of ``images`` ``(N, *S)``.
+
+    Rotating the stored crop before :func:`predict_proba` takes its centre window rotates that window, as
+    long as the in-plane margin ``S - size`` is even (it is checked), so each rotation is one serving-path
+    prediction with its flips.
+    """
     import torch
 
-    from naslung.train.augment import center_crop, flip_views
+    from naslung.train.inference import predict_proba
 
-    crop = center_crop(images, size)
-    views = flip_views(crop)
-    if rotations:
-        views = [torch.rot90(v, k, dims=(-2, -1)) for v in views for k in range(4)]
-    with torch.no_grad():
-        prob = sum(torch.softmax(model(v), dim=1)[:, 1]
-                   for v in views)
-    return (prob / len(views)).double().numpy()
+    margins = {s - size for s in images.shape[-2:]}
+    if len(margins) != 1 or margins.pop() % 2:
+        raise SystemExit(f"in-plane crop {tuple(images.shape[-2:])} around {size}: the rotated centre "
+                         "window would move; the rotation views need square crops with even margins")
+    probs = [predict_proba(model, torch.rot90(images, k, dims=(-2, -1)), size, 128, channels_last, True)
+             for k in range(4)]
+    return np.mean(probs, axis=0)
 
 
 def compare(run_folder: Path, views: bool = False) -> list[dict[str, Any]]:
@@ -71,6 +76,7 @@ def compare(run_folder: Path, views: bool = False) -> list[dict[str, Any]]:
     from naslung.train.rundir import finished_runs
 
     rows = []
+    datasets: dict[Path, Any] = {}
     for run in finished_runs(run_folder):
         config = run.read_config()
         result = run.read_result()
@@ -79,23 +85,25 @@ def compare(run_folder: Path, views: bool = False) -> list[dict[str, Any]]:
             raise SystemExit(f"{run.path}: test fold {fold} is one of the paper's test folds 1-5; "
                              "choose the checkpoint rule on development folds only")
         options = config["config"]
-        dataset = load_dataset(Path(config["dataset"]["source"]))
+        channels_last, tta = bool(options.get("channels_last")), bool(options.get("tta"))
+        source = Path(config["dataset"]["source"])
+        dataset = datasets.get(source) or datasets.setdefault(source, load_dataset(source))
         test = np.flatnonzero(np.asarray(dataset.fold) == fold)
         images = torch.from_numpy(np.ascontiguousarray(dataset.images[test], dtype=np.float32))
         labels = np.asarray(dataset.labels, dtype=np.int64)[test]
-        row = {"run": str(run.path), "fold": fold, "picked_epoch": int(result["epoch"])}
-        last_model, row["last_epoch"] = _last_weights(run)
-        for rule, model in (("picked", load_model(run.path)), ("last", last_model)):
-            prob = predict_proba(model, images, dataset.size, 128, bool(options.get("channels_last")),
-                                 bool(options.get("tta")))
-            row[rule] = binary_metrics(labels, (prob >= 0.5).astype(np.int64), prob)
-        if views:
-            picked = load_model(run.path)
-            for name, prob in (
-                    ("no TTA", predict_proba(picked, images, dataset.size, 128, False, False)),
-                    ("flips", predict_proba(picked, images, dataset.size, 128, False, True)),
-                    ("flips x rot90", _view_probabilities(picked, images, dataset.size, rotations=True))):
-                row[name] = binary_metrics(labels, (prob >= 0.5).astype(np.int64), prob)
+
+        row: dict[str, Any] = {"run": str(run.path), "fold": fold, "picked_epoch": int(result["epoch"])}
+        picked, (last, row["last_epoch"]) = load_model(run.path), _last_weights(run)
+        probs = {"picked": predict_proba(picked, images, dataset.size, 128, channels_last, tta),
+                 "last": predict_proba(last, images, dataset.size, 128, channels_last, tta)}
+        if views:  # the picked rule's prediction is already one of the views: the run's own TTA setting
+            probs["no TTA"] = (predict_proba(picked, images, dataset.size, 128, channels_last, False)
+                               if tta else probs["picked"])
+            probs["flips"] = (probs["picked"] if tta else
+                              predict_proba(picked, images, dataset.size, 128, channels_last, True))
+            probs["flips x rot90"] = _rotation_probabilities(picked, images, dataset.size, channels_last)
+        row.update({name: binary_metrics(labels, (prob >= 0.5).astype(np.int64), prob)
+                    for name, prob in probs.items()})
         rows.append(row)
     return rows
 
