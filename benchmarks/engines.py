@@ -54,14 +54,14 @@ def _openvino(path: Path, threads: int) -> OpenVinoRunner | None:
 
 def _engines(models: list[torch.nn.Module], folder: Path, threads: int) -> dict[str, Callable]:
     """``{engine: f(x numpy) -> mean probability (B,)}`` for the members ``models``."""
-    served = [eval_model(m) for m in models]
+    served = [eval_model(m, channels_last=True) for m in models]  # the serving path: channels-last in 3-D
     files = [export_onnx(m, folder / f"m{i}.onnx") for i, m in enumerate(models)]
     ort = [OnnxRunner(f, threads=threads) for f in files]
     first = _openvino(files[0], threads)  # says once why OpenVINO is not measured
     ovs = [first, *(_openvino(f, threads) for f in files[1:])] if first is not None else []
 
     def torch_path(x: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(x)
+        t = torch.from_numpy(x).contiguous(memory_format=torch.channels_last_3d)
         with torch.inference_mode():
             return np.mean([torch.softmax(m(t), dim=1)[:, 1].numpy() for m in served], axis=0)
 

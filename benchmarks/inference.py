@@ -9,7 +9,8 @@ is compared with plain eager fp32 of the same model(s), in the same process, int
 * ``folded+cl``: the same in ``channels_last_3d``;
 * ``+fft``: the spatial gates through the FFT (:mod:`naslung.models.blocks.fft_conv`);
 * ``serving``: naslung's serving path on CPU, :func:`naslung.models.fast.eval_model` itself: ``folded+fft``,
-  contiguous, one-sample 3-D convs on oneDNN (:mod:`naslung.models.blocks.conv`), cached gate spectra;
+  in ``channels_last_3d`` (:func:`naslung.models.fast.serving_channels_last`), one-sample 3-D convs on
+  oneDNN (:mod:`naslung.models.blocks.conv`), cached gate spectra;
 * the ``folded*`` rows run every conv on torch's own kernel choice, so they show what each step adds;
 * ``onnxruntime``: the file of ``naslung export --onnx`` run by ONNX Runtime (:class:`OnnxRunner`),
   with as many threads as torch.
@@ -71,12 +72,12 @@ def make_predictors(models: list[torch.nn.Module], tmp: Path) -> dict[str, Calla
     folded_cl = [fold_batchnorm(m).to(memory_format=cl) for m in models]
     folded_fft = [fold_batchnorm(m) for m in models]
     folded_fft_cl = [fold_batchnorm(m).to(memory_format=cl) for m in models]
-    serving = [set_onednn_at_batch1(eval_model(m), True) for m in models]  # the serving path itself
+    serving = [set_onednn_at_batch1(eval_model(m, channels_last=True), True) for m in models]  # serving path
     for m in folded_fft + folded_fft_cl + serving:
         set_spatial_fft(m, True)  # the members' gates were switched off for the eager baseline
     out = {"eager": torch_path(models, False), "folded": torch_path(folded, False),
            "folded+cl": torch_path(folded_cl, True), "folded+fft": torch_path(folded_fft, False),
-           "folded+fft+cl": torch_path(folded_fft_cl, True), "serving": torch_path(serving, False)}
+           "folded+fft+cl": torch_path(folded_fft_cl, True), "serving": torch_path(serving, True)}
     try:
         from naslung.models.onnx import OnnxRunner, export_onnx
 

@@ -136,10 +136,11 @@ def measure(args: argparse.Namespace, conv_res: type, angle_loss: type) -> None:
                             "naslung": naslung_train_step(arch, x32, y32, fused=True),
                             "torch-ops": naslung_train_step(arch, x32, y32, fused=False)}, args.rounds)
         ref.eval()
-        served = eval_model(build_model(arch).eval())
+        served = eval_model(build_model(arch).eval(), channels_last=True)  # the serving path
         inference = {}
         for batch, x in (("32", x32), ("1", x1)):
-            steps = {"ref": inference_step(ref, x), "naslung": inference_step(served, x)}
+            x_cl = x.contiguous(memory_format=torch.channels_last_3d)
+            steps = {"ref": inference_step(ref, x), "naslung": inference_step(served, x_cl)}
             inference[batch] = interleave(steps, args.rounds * (4 if batch == "1" else 1))
         rows = [("training step, ms per sample, batch 32", {k: 1000 * v / 32 for k, v in train.items()}),
                 ("inference, ms per nodule, batch 32",

@@ -71,8 +71,8 @@ def test_measure_latency_times_the_folded_model_on_the_folded_path(monkeypatch: 
     latency.measure_latency("[4,4,[4],[4],[8]]", path="eager", **args)
     assert calls == []
     res = latency.measure_latency("[4,4,[4],[4],[8]]", path="folded", **args)
-    # CPU serves contiguous (serving_channels_last)
-    assert calls == [False] and res["key"]["path"] == "folded"
+    # a 3-D model is served channels-last (serving_channels_last)
+    assert calls == [True] and res["key"]["path"] == "folded"
 
 
 def test_the_latency_model_cache_is_kept_apart_per_path() -> None:

@@ -39,7 +39,7 @@ def info(
         "folded",
         "--path",
         help="What is timed: folded (the serving path that predictions run and the search times: batch norm "
-        "folded, FFT gates, contiguous on CPU) or eager (the unfolded eval model).",
+        "folded, FFT gates, channels-last in 3-D) or eager (the unfolded eval model).",
     ),
     refresh: bool = typer.Option(
         False,

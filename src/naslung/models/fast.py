@@ -8,9 +8,10 @@
   ``naslung.train.engine.channels_last_applies``: oneDNN's 2-D channels-last backward corrupts the heap on
   AVX2-only CPUs with torch 2.13).
 * :func:`eval_model`: the inference path, a BN-folded eval copy (:func:`naslung.models.fuse.fold_batchnorm`),
-  in ``channels_last_3d`` for 3-D when asked (:func:`serving_channels_last`: on a GPU, not on CPU). Every
-  prediction runs on it (validation and test in ``naslung.train.inference.predict_proba``, ``naslung predict
-  --runtime torch``), and the search times it (``LatencyConfig.path = "folded"``).
+  in ``channels_last_3d`` for 3-D when asked (:func:`serving_channels_last`: a 3-D run that trains in it, on
+  CPU and GPU). Every prediction runs on it (validation and test in
+  ``naslung.train.inference.predict_proba``, ``naslung predict --runtime torch``), and the search times it
+  (``LatencyConfig.path = "folded"``).
 
 On CPU, bf16 must be used together with ``channels_last_3d`` in 3-D: with contiguous tensors oneDNN reorders
 every bf16 activation and the step is about half as fast as fp32 (``benchmarks/train_throughput.py``).
@@ -61,16 +62,20 @@ def to_channels_last(t: nn.Module | torch.Tensor, spatial_dims: int) -> nn.Modul
 
 
 def serving_channels_last(channels_last: bool, spatial_dims: int, device: str | torch.device) -> bool:
-    """Whether the serving path (:func:`eval_model`) runs in ``channels_last_3d``: only for a 3-D run that
-    trains in it, and never on CPU.
+    """Whether the serving path (:func:`eval_model`) runs in ``channels_last_3d``: for a 3-D run that trains
+    in it, on every device (``device`` is kept for the callers; the answer no longer depends on it).
 
-    On CPU the folded model infers faster contiguous, although channels-last trains faster (2 threads, this
-    project's 2-core VM, memory kept by the allocator, FFT gates). Batch 32, ms per nodule, contiguous vs
-    ``channels_last_3d``: Model-1 1.24 vs 1.53, ``[8,8,[8,16],[16,32],[32,64]]`` 2.30 vs 2.72,
-    ``[4,4,[16,32],[32,64],[64,128]]`` 3.10 vs 3.14; at batch 1, 2.47 vs 3.02, 3.76 vs 5.08 and 4.87 vs 5.38
-    ms. On a GPU the run's own setting is kept.
+    Measured on the current code (folded model, FFT gates, 2 threads, this project's 2-core VM, 12 interleaved
+    rounds, ms per nodule, contiguous vs ``channels_last_3d``). Under AVX2 dispatch, as most users' CPUs run:
+    Model-1 2.30 vs 1.93 at batch 128, 2.31 vs 2.05 at batch 32, 4.64 vs 4.60 at batch 1; the 3-D default
+    ``[8,8,[8,8],[16,16],[32,32]]`` 3.78 vs 3.02, 3.85 vs 3.16, 6.78 vs 6.02. On AVX-512: Model-1 2.07 vs
+    2.02, 2.10 vs 2.13, 4.97 vs 5.38; the default 3.37 vs 3.10, 3.38 vs 3.15, 6.40 vs 6.32. Channels-last
+    wins or ties everywhere but Model-1 at batch 1 on AVX-512 (8 % slower). Until this round the CPU path was
+    contiguous, a choice measured just before the channel gate's max pooling (``blocks.cbam.spatial_max``)
+    stopped reducing a channels-last map axis by axis: the likely reason the order changed.
     """
-    return bool(channels_last) and spatial_dims == 3 and torch.device(device).type != "cpu"
+    del device
+    return bool(channels_last) and spatial_dims == 3
 
 
 def eval_model(model: nn.Module, channels_last: bool = False) -> nn.Module:

@@ -27,10 +27,11 @@ from naslung.models.spec import ArchSpec, coerce_spec
 #: cached by earlier versions (the gate as a conv module) are measured again. Version 4: the FFT gate's
 #: transform length and the allocator settings (:mod:`naslung.allocator`) changed what the serving path costs.
 #: Version 5: the serving path runs contiguous on CPU, one-sample 3-D convs on oneDNN
-#: (:mod:`naslung.models.blocks.conv`), and eval gates keep their kernel's spectrum.
-LATENCY_SCHEMA = "naslung-latency/5"
+#: (:mod:`naslung.models.blocks.conv`), and eval gates keep their kernel's spectrum. Version 6: the CPU
+#: serving path runs 3-D models in ``channels_last_3d`` (:func:`naslung.models.fast.serving_channels_last`).
+LATENCY_SCHEMA = "naslung-latency/6"
 #: Execution paths :func:`measure_latency` can time: the eager eval model, or the serving path
-#: (:func:`naslung.models.fast.eval_model`: BN folded; contiguous on CPU, ``channels_last_3d`` on a GPU).
+#: (:func:`naslung.models.fast.eval_model`: BN folded; ``channels_last_3d`` in 3-D).
 LATENCY_PATHS: tuple[str, ...] = ("eager", "folded")
 
 

@@ -79,7 +79,7 @@ class LatencyConfig:
     ``samples`` candidates are timed untrained to fit the latency model of ``kind``
     (``naslung.search.latency_model``) that POP prunes with. ``path`` is what is timed
     (:data:`naslung.models.latency.LATENCY_PATHS`): ``folded``, the serving path
-    (:func:`naslung.models.fast.eval_model`: batch norm folded, contiguous on CPU), or ``eager``,
+    (:func:`naslung.models.fast.eval_model`: batch norm folded, ``channels_last_3d`` in 3-D), or ``eager``,
     the unfolded eval model. A saved config without a path was timed eagerly (:data:`LEGACY_LATENCY_PATH`),
     and a resumed search keeps its folder's path, so that every trial of one search is timed alike.
     """

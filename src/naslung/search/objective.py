@@ -29,7 +29,7 @@ from naslung.train.config import TrainConfig
 #: Test folds of the paper's protocol (section 4.1): the search never looks at them by default.
 PAPER_TEST_FOLDS: tuple[int, ...] = (1, 2, 3, 4, 5)
 #: What the search times by default: the serving path (:func:`naslung.models.fast.eval_model`, batch norm
-#: folded, contiguous on CPU), one of :data:`naslung.models.latency.LATENCY_PATHS`.
+#: folded, ``channels_last_3d`` in 3-D), one of :data:`naslung.models.latency.LATENCY_PATHS`.
 DEFAULT_LATENCY_PATH = "folded"
 
 

@@ -13,7 +13,7 @@ centre ``size`` window (:func:`naslung.train.augment.center_crop`). A nodule of 
 the probability that evaluation gives it.
 
 Runtimes (:data:`RUNTIMES`): ``torch`` runs each member on the serving path
-(:func:`naslung.models.fast.eval_model`, batch norm folded, contiguous on CPU);
+(:func:`naslung.models.fast.eval_model`, batch norm folded, channels-last in 3-D);
 ``onnx`` exports each member's checkpoint once (:func:`naslung.models.onnx.cached_export`) and runs it with
 ONNX Runtime on the CPU (the ``onnx`` extra). Attention maps always come from the PyTorch model.
 """
@@ -250,10 +250,10 @@ def member_runner(member: RunModel, runtime: str = "torch", batch: int = 1) -> R
     (their outputs agree within 1e-4).
 
     ``torch``: a BN-folded eval copy (:func:`naslung.models.fast.eval_model`), in the memory format
-    :func:`naslung.models.fast.serving_channels_last` gives (contiguous on CPU). ``onnx``: the member's
-    ``best.pt`` exported once to the ONNX cache and run by ONNX Runtime with as many threads as torch;
-    ``openvino``: the same file run by OpenVINO (:class:`naslung.models.onnx.OpenVinoRunner`, as many
-    threads);
+    :func:`naslung.models.fast.serving_channels_last` gives (``channels_last_3d`` in 3-D). ``onnx``: the
+    member's ``best.pt`` exported once to the ONNX cache and run by ONNX Runtime with as many threads as
+    torch; ``openvino``: the same file run by OpenVINO (:class:`naslung.models.onnx.OpenVinoRunner`, as
+    many threads);
     without the extra an ``ImportError`` says how to install it.
     """
     check_option("runtime", runtime, RUNTIMES)

@@ -71,9 +71,9 @@ class TrainConfig:
         num_threads: torch intra-op threads on CPU (None: leave torch's default).
         channels_last: channels-last memory format, 3-D only (``channels_last_3d``; 2-D always runs
             contiguous, see ``engine.channels_last_applies``). On by default: measured faster training on
-            CPU in ``benchmarks/train_throughput.py`` (see docs/performance.md). Training only on CPU:
-            predictions there
-            run contiguous, which infers faster (``naslung.models.fast.serving_channels_last``).
+            CPU in ``benchmarks/train_throughput.py`` (see docs/performance.md). Predictions of a 3-D run
+            that trains in it run channels-last too, faster under AVX2
+            (``naslung.models.fast.serving_channels_last``).
         amp: bf16 autocast around the training forward on a CUDA GPU with bf16
             (``torch.cuda.is_bf16_supported()``; the loss stays float32). No effect on CPU, which trains in
             float32 either way. Off by default: on an H200 it made a whole 10-epoch Model-1 fold only ~2 %

@@ -2,8 +2,8 @@
 
 Used for the validation split after every epoch, for the single look at the test fold, and by explain and
 predict, so that every consumer feeds the model exactly what evaluation does. Predictions run on the serving
-path, :func:`naslung.models.fast.eval_model` (batch norm folded; contiguous on CPU, ``channels_last_3d`` on a
-GPU for a 3-D run that trains in it, :func:`naslung.models.fast.serving_channels_last`): the eval-mode
+path, :func:`naslung.models.fast.eval_model` (batch norm folded; ``channels_last_3d`` for a 3-D run that
+trains in it, :func:`naslung.models.fast.serving_channels_last`): the eval-mode
 model's function up to float rounding, and what the search times.
 """
 
