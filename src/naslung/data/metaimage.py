@@ -68,7 +68,8 @@ def check_metaimage(path: str | Path) -> dict[str, str]:
         return header  # pixels inline or spread over several files: leave it to SimpleITK
     raw = path.parent / data_file
     if not raw.is_file():
-        raise DataError(f"{raw}: pixel data file missing (named by {path.name})")
+        # The header's full path: an absolute ElementDataFile (even "/") puts ``raw`` outside its folder.
+        raise DataError(f"{raw}: pixel data file missing (named by {path})")
     nbytes = _MET_BYTES.get(header["ElementType"])
     if nbytes is None:
         raise DataError(f"{path}: unknown ElementType = {header['ElementType']} (expected one of "
