@@ -28,9 +28,10 @@ from _timing import interleave
 
 from naslung.allocator import keep_freed_memory
 from naslung.models import MODEL_1, build_model
-from naslung.models.fast import eval_model
+from naslung.models.fast import eval_model, serving_channels_last
 from naslung.models.machine import device_name, dispatch_isa
 from naslung.models.onnx import OnnxRunner, OpenVinoRunner, export_onnx
+from naslung.train.inference import format_input
 
 MID = "[4,4,[16,32],[32,64],[64,128]]"
 
@@ -54,14 +55,15 @@ def _openvino(path: Path, threads: int) -> OpenVinoRunner | None:
 
 def _engines(models: list[torch.nn.Module], folder: Path, threads: int) -> dict[str, Callable]:
     """``{engine: f(x numpy) -> mean probability (B,)}`` for the members ``models``."""
-    served = [eval_model(m, channels_last=True) for m in models]  # the serving path: channels-last in 3-D
+    channels_last = serving_channels_last(True, 3)  # the serving path of a 3-D run
+    served = [eval_model(m, channels_last=channels_last) for m in models]
     files = [export_onnx(m, folder / f"m{i}.onnx") for i, m in enumerate(models)]
     ort = [OnnxRunner(f, threads=threads) for f in files]
     first = _openvino(files[0], threads)  # says once why OpenVINO is not measured
     ovs = [first, *(_openvino(f, threads) for f in files[1:])] if first is not None else []
 
     def torch_path(x: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(x).contiguous(memory_format=torch.channels_last_3d)
+        t = format_input(torch.from_numpy(x), channels_last)
         with torch.inference_mode():
             return np.mean([torch.softmax(m(t), dim=1)[:, 1].numpy() for m in served], axis=0)
 

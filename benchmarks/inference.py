@@ -35,7 +35,7 @@ from naslung.allocator import keep_freed_memory
 from naslung.models import MODEL_1, build_model
 from naslung.models.blocks.cbam import set_spatial_fft
 from naslung.models.blocks.conv import set_onednn_at_batch1
-from naslung.models.fast import eval_model
+from naslung.models.fast import eval_model, serving_channels_last
 from naslung.models.fuse import fold_batchnorm
 from naslung.models.machine import dispatch_isa
 
@@ -72,12 +72,13 @@ def make_predictors(models: list[torch.nn.Module], tmp: Path) -> dict[str, Calla
     folded_cl = [fold_batchnorm(m).to(memory_format=cl) for m in models]
     folded_fft = [fold_batchnorm(m) for m in models]
     folded_fft_cl = [fold_batchnorm(m).to(memory_format=cl) for m in models]
-    serving = [set_onednn_at_batch1(eval_model(m, channels_last=True), True) for m in models]  # serving path
+    serving_cl = serving_channels_last(True, 3)  # the serving path of a 3-D run
+    serving = [set_onednn_at_batch1(eval_model(m, channels_last=serving_cl), True) for m in models]
     for m in folded_fft + folded_fft_cl + serving:
         set_spatial_fft(m, True)  # the members' gates were switched off for the eager baseline
     out = {"eager": torch_path(models, False), "folded": torch_path(folded, False),
            "folded+cl": torch_path(folded_cl, True), "folded+fft": torch_path(folded_fft, False),
-           "folded+fft+cl": torch_path(folded_fft_cl, True), "serving": torch_path(serving, True)}
+           "folded+fft+cl": torch_path(folded_fft_cl, True), "serving": torch_path(serving, serving_cl)}
     try:
         from naslung.models.onnx import OnnxRunner, export_onnx
 

@@ -38,9 +38,10 @@ from _timing import interleave
 from naslung.allocator import keep_freed_memory
 from naslung.losses import build_criterion
 from naslung.models import build_model
-from naslung.models.fast import eval_model
+from naslung.models.fast import eval_model, serving_channels_last
 from naslung.models.kernels.switch import set_fused_kernels
 from naslung.models.machine import device_name, dispatch_isa
+from naslung.train.inference import format_input
 
 MODELS = {"Model-1": ("[4,4,[4,4],[4,8],[8,8]]", [[4, 4], [4, 8], [8, 8]]),
           "mid": ("[4,4,[16,32],[32,64],[64,128]]", [[16, 32], [32, 64], [64, 128]])}
@@ -136,11 +137,12 @@ def measure(args: argparse.Namespace, conv_res: type, angle_loss: type) -> None:
                             "naslung": naslung_train_step(arch, x32, y32, fused=True),
                             "torch-ops": naslung_train_step(arch, x32, y32, fused=False)}, args.rounds)
         ref.eval()
-        served = eval_model(build_model(arch).eval(), channels_last=True)  # the serving path
+        served_cl = serving_channels_last(True, 3)  # the serving path of a 3-D run
+        served = eval_model(build_model(arch).eval(), channels_last=served_cl)
         inference = {}
         for batch, x in (("32", x32), ("1", x1)):
-            x_cl = x.contiguous(memory_format=torch.channels_last_3d)
-            steps = {"ref": inference_step(ref, x), "naslung": inference_step(served, x_cl)}
+            steps = {"ref": inference_step(ref, x),
+                     "naslung": inference_step(served, format_input(x, served_cl))}
             inference[batch] = interleave(steps, args.rounds * (4 if batch == "1" else 1))
         rows = [("training step, ms per sample, batch 32", {k: 1000 * v / 32 for k, v in train.items()}),
                 ("inference, ms per nodule, batch 32",

@@ -40,7 +40,7 @@ from reference import import_reference
 from naslung.data.dataset import NoduleDataset, load_dataset
 from naslung.models.machine import device_name, dispatch_isa
 from naslung.train.config import TrainConfig
-from naslung.train.engine import data_split, fit
+from naslung.train.engine import fit
 
 MODEL1 = ("[4,4,[4,4],[4,8],[8,8]]", [[4, 4], [4, 8], [8, 8]])
 
@@ -59,14 +59,17 @@ def import_reference_data(path: Path) -> tuple[type, object]:
     return lunanod, transforms
 
 
-def write_npy_crops(ds: NoduleDataset, rows: np.ndarray, folder: Path) -> list[str]:
-    """The central 32^3 of each crop in ``rows`` as ``folder/<row>.npy`` (the reference's file layout)."""
+def central_crops(ds: NoduleDataset, rows: np.ndarray) -> np.ndarray:
+    """The central 32^3 of each crop in ``rows``, ``(len(rows), 32, 32, 32)`` float32."""
     m = (ds.images.shape[1] - 32) // 2
-    names = []
-    for row in rows:
-        name = f"{int(row)}.npy"
-        np.save(folder / name, np.asarray(ds.images[row, m:m + 32, m:m + 32, m:m + 32], dtype=np.float32))
-        names.append(name)
+    return np.asarray(ds.images[rows, m:m + 32, m:m + 32, m:m + 32], dtype=np.float32)
+
+
+def write_npy_crops(crops: np.ndarray, rows: np.ndarray, folder: Path) -> list[str]:
+    """Each of ``crops`` as ``folder/<row>.npy`` (the reference's file layout); the file names."""
+    names = [f"{int(row)}.npy" for row in rows]
+    for crop, name in zip(crops, names, strict=True):
+        np.save(folder / name, crop)
     return names
 
 
@@ -77,11 +80,12 @@ def reference_fold(ref: Path, ds: NoduleDataset, train_rows: np.ndarray, test_ro
     lunanod, transforms = import_reference_data(ref)
     with tempfile.TemporaryDirectory(prefix="naslung-ref-fold-") as tmp:
         folder = Path(tmp)
-        train_names = write_npy_crops(ds, train_rows, folder)
-        test_names = write_npy_crops(ds, test_rows, folder)
-        pixels = np.stack([np.load(folder / n) for n in train_names + test_names])
-        mean, std = float(pixels.mean()), float(pixels.std())  # mainsp.py: over every file of the folder
-        del pixels
+        train_crops, test_crops = central_crops(ds, train_rows), central_crops(ds, test_rows)
+        train_names = write_npy_crops(train_crops, train_rows, folder)
+        test_names = write_npy_crops(test_crops, test_rows, folder)
+        pixels = np.concatenate([train_crops, test_crops])  # mainsp.py: over every file of the folder
+        mean, std = float(pixels.mean()), float(pixels.std())
+        del pixels, train_crops, test_crops
         train_tf = transforms.Compose([transforms.RandomCrop(32, padding=4),
                                        transforms.RandomHorizontalFlip(), transforms.RandomYFlip(),
                                        transforms.RandomZFlip(), transforms.ZeroOut(4), transforms.ToTensor(),
@@ -130,7 +134,7 @@ def naslung_fold(ds: NoduleDataset, fold: int, epochs: int, batch_size: int,
         result = fit(ds, config, test_fold=fold, out_dir=Path(tmp) / "run")
         seconds = time.perf_counter() - t0
     assert result.test_metrics is not None
-    return seconds, float(result.test_metrics["accuracy"]), len(data_split(ds, config, fold).train)
+    return seconds, float(result.test_metrics["accuracy"]), result.split["train"]
 
 
 def measure(args: argparse.Namespace) -> None:

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import platform
+import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -44,3 +47,25 @@ def explain_helpers() -> ModuleType:
 def helpers() -> ModuleType:
     """:func:`explain_helpers`, for the explain, predict and report tests."""
     return explain_helpers()
+
+
+#: torch and oneDNN dispatch as on an AVX2-only CPU under these (they must be set before torch loads).
+AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+
+
+@pytest.fixture
+def rerun_under_avx2() -> Callable[[str, str], None]:
+    """``rerun(test_file, k)``: rerun the tests of ``test_file`` that ``-k k`` selects in a child pytest
+    under AVX2 dispatch, and require that they pass and none is skipped. A default fast path must be tested
+    on the CPUs that run it. Skips where the process already runs capped, or off x86-64."""
+    if os.environ.get("ATEN_CPU_CAPABILITY") == "avx2" or platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("already under AVX2 dispatch, or not an x86-64 CPU")
+
+    def rerun(test_file: str, k: str) -> None:
+        out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test_file,
+                              "-k", k], capture_output=True, text=True, env={**os.environ, **AVX2_ENV},
+                             timeout=600)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+        assert "passed" in out.stdout and "skipped" not in out.stdout.split("\n")[-2]
+
+    return rerun

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import subprocess
 import sys
 
@@ -181,25 +180,15 @@ def test_the_environment_switch_turns_them_off():
     code = ("import torch; from naslung.models.kernels import cbam_ops, fused_enabled; "
             "print(fused_enabled(), cbam_ops())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**__import__("os").environ, "NASLUNG_FUSED": "0"})
+                         env={**os.environ, "NASLUNG_FUSED": "0"})
     assert out.stdout.split() == ["False", "None"]
 
 
-_CAPPED = os.environ.get("ATEN_CPU_CAPABILITY") == "avx2"
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(_CAPPED or platform.machine() not in ("x86_64", "AMD64"),
-                    reason="already under AVX2 dispatch, or not an x86-64 CPU")
-def test_the_same_checks_pass_under_avx2_dispatch():
-    """A default fast path must be tested on the CPUs that run it: rerun this file's equivalence tests with
-    the kernels built for AVX2 and torch and oneDNN capped to AVX2 (as on an AVX2-only laptop)."""
-    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
-                          "-k", "float64 or whole_model1 or torch_path"], capture_output=True, text=True,
-                         env=env, timeout=600)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
-    assert "passed" in out.stdout and "skipped" not in out.stdout.split("\n")[-2]
+def test_the_same_checks_pass_under_avx2_dispatch(rerun_under_avx2):
+    """Rerun this file's equivalence tests with the kernels built for AVX2 and torch and oneDNN capped to
+    AVX2 (as on an AVX2-only laptop)."""
+    rerun_under_avx2(__file__, "float64 or whole_model1 or torch_path")
 
 
 def test_a_nan_propagates_as_on_torch_path():

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import platform
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -17,9 +12,9 @@ ARCHS = ("[4,4,[4,4],[4,8],[8,8]]", "[8,8,[8,8],[16,16],[32,32]]")
 
 
 def test_a_3d_run_that_trains_channels_last_is_served_channels_last_on_cpu() -> None:
-    assert serving_channels_last(True, 3, "cpu")
-    assert not serving_channels_last(False, 3, "cpu")
-    assert not serving_channels_last(True, 2, "cpu")  # 2-D always runs contiguous
+    assert serving_channels_last(True, 3)
+    assert not serving_channels_last(False, 3)
+    assert not serving_channels_last(True, 2)  # 2-D always runs contiguous
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -41,22 +36,11 @@ def test_the_channels_last_serving_path_equals_the_contiguous_one(arch: str, bat
     assert torch.allclose(got, eager, rtol=1e-4, atol=1e-4)
 
 
-_CAPPED = os.environ.get("ATEN_CPU_CAPABILITY") == "avx2"
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(_CAPPED or platform.machine() not in ("x86_64", "AMD64"),
-                    reason="already under AVX2 dispatch, or not an x86-64 CPU")
-def test_the_channels_last_serving_path_under_avx2_dispatch() -> None:
-    """A default fast path must be tested on the CPUs that run it: the same checks with torch and oneDNN
-    capped to AVX2, plus 300 forwards of batch sizes 1-9 (oneDNN's 2-D channels-last bug showed only after
-    hundreds of calls)."""
-    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
-                          "-k", "equals_the_contiguous or repeated"], capture_output=True, text=True, env=env,
-                         timeout=600)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
-    assert "passed" in out.stdout and "skipped" not in out.stdout.split("\n")[-2]
+def test_the_channels_last_serving_path_under_avx2_dispatch(rerun_under_avx2) -> None:
+    """The same checks with torch and oneDNN capped to AVX2, plus 300 forwards of batch sizes 1-9 (oneDNN's
+    2-D channels-last bug showed only after hundreds of calls)."""
+    rerun_under_avx2(__file__, "equals_the_contiguous or repeated")
 
 
 def test_repeated_channels_last_forwards_stay_finite() -> None:

@@ -61,9 +61,9 @@ def to_channels_last(t: nn.Module | torch.Tensor, spatial_dims: int) -> nn.Modul
     return t.contiguous(memory_format=torch.channels_last_3d)
 
 
-def serving_channels_last(channels_last: bool, spatial_dims: int, device: str | torch.device) -> bool:
+def serving_channels_last(channels_last: bool, spatial_dims: int) -> bool:
     """Whether the serving path (:func:`eval_model`) runs in ``channels_last_3d``: for a 3-D run that trains
-    in it, on every device (``device`` is kept for the callers; the answer no longer depends on it).
+    in it, on every device.
 
     Measured on the current code (folded model, FFT gates, 2 threads, this project's 2-core VM, 12 interleaved
     rounds, ms per nodule, contiguous vs ``channels_last_3d``). Under AVX2 dispatch, as most users' CPUs run:
@@ -74,7 +74,6 @@ def serving_channels_last(channels_last: bool, spatial_dims: int, device: str | 
     contiguous, a choice measured just before the channel gate's max pooling (``blocks.cbam.spatial_max``)
     stopped reducing a channels-last map axis by axis: the likely reason the order changed.
     """
-    del device
     return bool(channels_last) and spatial_dims == 3
 
 

@@ -161,7 +161,7 @@ def measure_latency(
         if path == "folded":
             from naslung.models.fast import eval_model, serving_channels_last, to_channels_last
 
-            channels_last = serving_channels_last(True, spatial_dims, dev)
+            channels_last = serving_channels_last(True, spatial_dims)
             model = eval_model(model, channels_last=channels_last)
             if channels_last:
                 x = to_channels_last(x, spatial_dims)  # type: ignore[assignment]

@@ -277,8 +277,7 @@ def member_runner(member: RunModel, runtime: str = "torch", batch: int = 1) -> R
     from naslung.train.inference import format_input
 
     trained_channels_last = bool((member.config.get("config") or {}).get("channels_last", False))
-    channels_last = serving_channels_last(trained_channels_last, member.crop.dims,
-                                          next(member.model.parameters()).device)
+    channels_last = serving_channels_last(trained_channels_last, member.crop.dims)
     net = eval_model(member.model, channels_last=channels_last)
     return lambda x: net(format_input(x, channels_last))
 

@@ -34,8 +34,7 @@ def predict_proba(model: nn.Module, images: torch.Tensor, size: int, batch_size:
     (:func:`naslung.models.fast.eval_model`) runs every view of every batch, TTA included.
     """
     dims = int(getattr(model, "spatial_dims", images.dim() - 1))
-    device = next(model.parameters()).device
-    channels_last = serving_channels_last(channels_last, dims, device)
+    channels_last = serving_channels_last(channels_last, dims)
     net = eval_model(model, channels_last=channels_last)
     out = []
     for start in range(0, images.shape[0], batch_size):
