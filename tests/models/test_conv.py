@@ -30,6 +30,7 @@ def test_batch1_runs_on_onednn_and_equals_the_float64_conv(channels_last: bool, 
                                                             kernel: int, stride: int, bias: bool) -> None:
     torch.manual_seed(c_in + kernel)
     conv = Conv3d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=bias)
+    conv.fused = False  # this is oneDNN's batch-1 path; the direct training kernels: test_fused_conv.py
     ref = copy.deepcopy(conv).double()
     x = torch.randn(1, c_in, 24, 20, 22)  # every case above MIN_ONEDNN_MACS
     if channels_last:

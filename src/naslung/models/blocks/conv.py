@@ -26,6 +26,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from naslung.models.kernels.conv import direct_conv3d, direct_conv_applies
+
 
 def onednn_applies(x: Tensor, weight: Tensor) -> bool:
     """Whether :class:`Conv3d` sends this ``(1, C, D, H, W)`` input to oneDNN instead of torch's choice."""
@@ -66,9 +68,13 @@ class Conv3d(nn.Conv3d):
     """``nn.Conv3d`` whose one-sample CPU float32 forward runs on oneDNN (see the module docstring).
 
     ``onednn_at_batch1 = False`` on an instance (:func:`set_onednn_at_batch1`) gives torch's own choice back.
+    In training, few-channel convs run on naslung's direct kernels
+    (:mod:`naslung.models.kernels.conv`) while ``fused`` is on
+    (:func:`~naslung.models.kernels.switch.set_fused_kernels`).
     """
 
     onednn_at_batch1: bool = True
+    fused: bool = True
 
     def runs_onednn(self, x: Tensor, weight: Tensor | None = None) -> bool:
         """Whether this conv sends ``x`` to oneDNN: :func:`onednn_applies`, zero padding given as sizes,
@@ -79,6 +85,8 @@ class Conv3d(nn.Conv3d):
                 and conv_macs(x, weight, self.stride, self.padding, self.dilation) >= MIN_ONEDNN_MACS)
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        if direct_conv_applies(self, input, weight, bias):
+            return direct_conv3d(input, weight, self.stride[0])
         if self.runs_onednn(input, weight):
             return torch.ops.aten.mkldnn_convolution(
                 input, weight, bias, list(self.padding), list(self.stride), list(self.dilation), self.groups

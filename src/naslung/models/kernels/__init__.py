@@ -164,3 +164,8 @@ def cbam_ops() -> Any | None:
 def bn_relu_ops() -> Any | None:
     """The fused batch norm + ReLU kernels (``bn_relu_cpu.cpp``), or None."""
     return load_ops("bn_relu")
+
+
+def conv_ops() -> Any | None:
+    """The direct few-channel 3-D convolution kernels (``conv_cpu.cpp``), or None."""
+    return load_ops("conv")

@@ -1,0 +1,87 @@
+"""Few-channel 3-D convolutions in training, on the direct CPU kernels of ``conv_cpu.cpp``.
+
+oneDNN is slow on NAS-Lung's small 3-D maps, and slowest backward: under AVX2 dispatch Model-1's 4 -> 4 3^3
+conv at 32^3 took 71 ms backward against 30 ms forward per batch of 32, 44 % of a training step
+(docs/performance.md). The direct kernels compute the same convolution (eq. of ``conv_cpu.cpp``: zero
+padding ``K // 2``, kernel 1^3 or 3^3, stride 1 or 2, no bias) forward and backward as loops vectorised along
+``W`` over a row-planar copy of the input, in one autograd node.
+
+Where it applies (:func:`direct_conv_applies`; forward + backward, batch 32, one thread, against
+``F.conv3d``'s oneDNN path, ``native`` / AVX2 dispatch): 4 -> 4 at 32^3 2.84x / 2.83x, stride 2 2.90x / 3.49x,
+the 1^3 stride-2 shortcut 1.87x / 1.83x, the 1 -> 4 stem 6.2x / 5.8x, 4 -> 4 at 16^3 2.87x / 2.98x, 4 -> 8
+stride 2 from 16^3 1.93x / 2.26x; 8 -> 8 at 16^3 1.43x, at 32^3 1.11x, 1 -> 8 at 32^3 1.46x. Where it lost,
+it does not apply: maps narrower than 16 (8 -> 8 at 8^3 0.74x, at 4^3 0.48x) and 16 channels or more (16 ->
+16 at 16^3 0.69x, 8 -> 16 stride 2 0.88x). Tests: ``tests/models/test_fused_conv.py`` (outputs and both
+gradients against float64, every kernel size, stride and channel case, odd sides; a Model-1 step against
+torch's path).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+from naslung.models.kernels import conv_ops, runs_eagerly
+
+#: Channel counts the kernels take: input 1 or a multiple of 4, output a multiple of 4, at most this many.
+MAX_CHANNELS = 8
+#: Narrowest input side (``W``) they take: below it the 16-wide row blocks waste most of their lanes.
+MIN_SIDE = 16
+
+
+class _DirectConv3d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, stride: int) -> Tensor:  # type: ignore[override]
+        y, planar = conv_ops().forward(x, weight, stride)
+        ctx.save_for_backward(planar, weight)
+        ctx.input_shape = tuple(x.shape)
+        ctx.stride = stride
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
+        planar, weight = ctx.saved_tensors
+        n, _c, d, h, w = ctx.input_shape
+        grad = grad.contiguous(memory_format=torch.channels_last_3d)
+        need_input = bool(ctx.needs_input_grad[0])
+        dx, dw = conv_ops().backward(grad, planar, weight, n, d, h, w, ctx.stride, need_input)
+        return (dx if need_input else None), (dw if ctx.needs_input_grad[1] else None), None
+
+
+def _uniform(values: tuple[int, ...]) -> int | None:
+    return values[0] if len(set(values)) == 1 else None
+
+
+def direct_conv_applies(conv: nn.Module, x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
+    """Whether a 3-D conv's training forward runs on the direct kernels: ``fused`` on, a gradient wanted,
+    no bias, groups and dilation 1, a cubic 1^3 or 3^3 kernel with zero padding ``K // 2``, stride 1 or 2 in
+    every dimension, a float32 CPU input in ``channels_last_3d`` of 1 or 4-8 channels (4 or 8 out) and at
+    least :data:`MIN_SIDE` wide, no hooks, not tracing or compiling, the kernels built."""
+    if not (getattr(conv, "fused", False) and torch.is_grad_enabled() and bias is None):
+        return False
+    if not (x.requires_grad or weight.requires_grad):
+        return False
+    if x.dim() != 5 or x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
+        return False
+    c_out, c_in, *kernel = weight.shape
+    side = _uniform(tuple(kernel))
+    stride = _uniform(tuple(conv.stride))
+    if side not in (1, 3) or stride not in (1, 2) or conv.groups != 1 or set(conv.dilation) != {1}:
+        return False
+    if conv.padding_mode != "zeros" or isinstance(conv.padding, str) or set(conv.padding) != {side // 2}:
+        return False
+    if not (c_in == 1 or c_in % 4 == 0) or c_out % 4 != 0 or max(c_in, c_out) > MAX_CHANNELS:
+        return False
+    if x.shape[-1] < MIN_SIDE or not x.is_contiguous(memory_format=torch.channels_last_3d):
+        return False
+    return runs_eagerly(conv) and not torch.is_autocast_enabled("cpu") and conv_ops() is not None
+
+
+def direct_conv3d(x: Tensor, weight: Tensor, stride: int) -> Tensor:
+    """``F.conv3d(x, weight, stride=stride, padding=K // 2)`` on the direct kernels, as one autograd node.
+    ``(N, C, D, H, W)`` channels-last in, ``(N, O, D', H', W')`` channels-last out."""
+    return _DirectConv3d.apply(x, weight, stride)

@@ -1,0 +1,411 @@
+// Direct few-channel 3-D convolution on CPU, forward and backward, for channels-last float32 tensors.
+//
+// NAS-Lung's small networks convolve 1-8 channel maps (Model-1: 4 channels at 32^3). There oneDNN reaches a
+// quarter of a core's FMA peak forward and far less backward (docs/performance.md: the 4 -> 4 3^3 conv at
+// 32^3 took 71 ms backward against 30 ms forward per batch of 32 under AVX2, the stride-2 1^3 shortcut 41 ms
+// backward). These kernels compute the same convolution (cross-correlation, zero padding K / 2, kernel side K
+// in {1, 3}, stride s in {1, 2}, no bias, no groups) as a direct loop vectorised along W:
+//
+//   y[n, o, d, h, w] = sum_{c, kd, kh, kw} weight[o, c, kd, kh, kw] * x[n, c, s d + kd - p, s h + kh - p, s w + kw - p]
+//
+// The input is first copied once into a "row-planar" buffer X[n][d'][h'][c][phase][m] (zero-padded in d, h
+// and w, and in w split into the s phases w' = s m + phase), so that the eight w-neighbours one FMA needs are
+// eight consecutive floats for every tap and stride. One output row (n, d, h) keeps 4 output channels x 16
+// w-positions in eight 8-float accumulators; each tap loads 2 vectors of X and broadcasts 4 weights (6 loads
+// for 8 FMAs), and the row is written back channels-last at the end.
+//
+// Backward:
+// - input gradient: gx[j] = sum over (p, k) with s p + k - pad = j of weight[k]^T g[p]. Per dimension and phase
+//   r = j mod s the taps k with (r + pad - k) divisible by s read g at q + (r + pad - k) / s, where j = s q + r:
+//   for s = 1 that is the usual correlation with the flipped kernel, for s = 2 a polyphase split that skips the
+//   zeros a transposed convolution would multiply. g is copied into a padded row-planar buffer G first.
+// - weight gradient: dW[o, c, k] = sum over n, d, h, w of g[o at (d, h, w)] * x[c at (s d + kd, s h + kh, s w + kw)],
+//   12 accumulators (4 output channels x 3 taps kw) per (kd, kh, c) over one (n, d) slab; each slab's sums are
+//   added into double per thread block, the blocks in a fixed order (deterministic for a thread count).
+//
+// Vectors are GCC vector types of 8 floats, so the same source compiles to AVX2 or AVX-512 code (the flags
+// of naslung.models.kernels) without intrinsics.
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <tuple>
+#include <vector>
+
+namespace {
+
+typedef float v8 __attribute__((vector_size(32)));
+
+inline v8 load8(const float* p) {
+  v8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline v8 splat(float a) { return v8{a, a, a, a, a, a, a, a}; }
+
+constexpr int64_t kVec = 8;          // floats per vector
+constexpr int64_t kSpan = 2 * kVec;  // w-positions per accumulator block
+constexpr int64_t kBlockO = 4;       // output channels per accumulator block
+
+int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// Sizes of one convolution: input (N, C, D, H, W), weight (O, C, K, K, K), stride s, padding K / 2.
+struct Geometry {
+  int64_t N, C, D, H, W, O, K, s, pad, Do, Ho, Wo;
+  int64_t Wv;           // output w-positions computed per row: Wo rounded up to kSpan
+  int64_t Dp, Hp, Lw;   // X: padded d and h extents, floats per (c, phase) row segment
+  int64_t Lg;           // G: floats per (o) row segment (g at index q + 1; zeros around)
+  int64_t Qv;           // input w-positions per phase computed per row of the input gradient
+
+  Geometry(const at::Tensor& x, const at::Tensor& weight, int64_t stride) {
+    N = x.size(0), C = x.size(1), D = x.size(2), H = x.size(3), W = x.size(4);
+    O = weight.size(0), K = weight.size(2), s = stride, pad = K / 2;
+    Do = (D + 2 * pad - K) / s + 1, Ho = (H + 2 * pad - K) / s + 1, Wo = (W + 2 * pad - K) / s + 1;
+    Wv = round_up(Wo, kSpan);
+    Dp = D + 2 * pad, Hp = H + 2 * pad;
+    Lw = Wv + (K - 1) / s + 1;
+    Qv = round_up((W + s - 1) / s, kSpan);
+    Lg = std::max(Qv, Wv) + 2;
+  }
+};
+
+void check(const at::Tensor& t, const char* name, int64_t channels) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.dim() == 5,
+              name, ": a 5-D float32 CPU tensor is needed");
+  TORCH_CHECK(t.is_contiguous(at::MemoryFormat::ChannelsLast3d), name, ": a channels_last_3d tensor is needed");
+  TORCH_CHECK(channels < 0 || t.size(1) == channels, name, ": wrong channel count");
+}
+
+void check_weight(const at::Tensor& weight, int64_t stride) {
+  TORCH_CHECK(weight.device().is_cpu() && weight.scalar_type() == at::kFloat && weight.dim() == 5,
+              "weight: a 5-D float32 CPU tensor is needed");
+  const int64_t K = weight.size(2);
+  TORCH_CHECK((K == 1 || K == 3) && weight.size(3) == K && weight.size(4) == K, "weight: kernel 1^3 or 3^3");
+  TORCH_CHECK(weight.size(0) % kBlockO == 0, "weight: output channels must be a multiple of 4");
+  TORCH_CHECK(stride == 1 || stride == 2, "stride must be 1 or 2");
+}
+
+// One row of x (W voxels of C channels) into X's (c, phase, m) segments; C and S fixed so that it unrolls.
+template <int64_t C, int64_t S>
+void scatter_row(const float* in, float* out, int64_t W, int64_t pad, int64_t Lw) {
+  for (int64_t w = 0; w < W; ++w) {
+    const int64_t wp = w + pad, phase = wp % S, m = wp / S;
+    for (int64_t c = 0; c < C; ++c) out[(c * S + phase) * Lw + m] = in[w * C + c];
+  }
+}
+
+template <int64_t S>
+void scatter_row_any(const float* in, float* out, int64_t W, int64_t C, int64_t pad, int64_t Lw) {
+  switch (C) {
+    case 1: return scatter_row<1, S>(in, out, W, pad, Lw);
+    case 4: return scatter_row<4, S>(in, out, W, pad, Lw);
+    case 8: return scatter_row<8, S>(in, out, W, pad, Lw);
+    default:
+      for (int64_t w = 0; w < W; ++w) {
+        const int64_t wp = w + pad, phase = wp % S, m = wp / S;
+        for (int64_t c = 0; c < C; ++c) out[(c * S + phase) * Lw + m] = in[w * C + c];
+      }
+  }
+}
+
+// X[n][d'][h'][c][phase][m] = x[n, c, d' - pad, h' - pad, s m + phase - pad], zero outside x.
+at::Tensor planar_input(const at::Tensor& x, const Geometry& g) {
+  at::Tensor X = at::empty({g.N * g.Dp * g.Hp * g.C * g.s * g.Lw}, x.options());
+  const float* src = x.data_ptr<float>();
+  float* dst = X.data_ptr<float>();
+  const int64_t row = g.C * g.s * g.Lw;
+  at::parallel_for(0, g.N * g.Dp, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t nd = lo; nd < hi; ++nd) {
+      const int64_t n = nd / g.Dp, d = nd % g.Dp - g.pad;
+      for (int64_t hp = 0; hp < g.Hp; ++hp) {
+        float* out = dst + (nd * g.Hp + hp) * row;
+        const int64_t h = hp - g.pad;
+        std::fill(out, out + row, 0.f);
+        if (d < 0 || d >= g.D || h < 0 || h >= g.H) continue;
+        const float* in = src + ((n * g.D + d) * g.H + h) * g.W * g.C;
+        if (g.s == 1) scatter_row_any<1>(in, out, g.W, g.C, g.pad, g.Lw);
+        else scatter_row_any<2>(in, out, g.W, g.C, g.pad, g.Lw);
+      }
+    }
+  });
+  return X;
+}
+
+// G[n][d + 1][h + 1][o][w + 1] = g[n, o, d, h, w] for the output gradient (Do, Ho, Wo), zero around it.
+at::Tensor planar_grad(const at::Tensor& grad, const Geometry& g) {
+  const int64_t Dq = g.Do + 2, Hq = g.Ho + 2, row = g.O * g.Lg;
+  at::Tensor G = at::empty({g.N * Dq * Hq * row}, grad.options());
+  const float* src = grad.data_ptr<float>();
+  float* dst = G.data_ptr<float>();
+  at::parallel_for(0, g.N * Dq, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t nd = lo; nd < hi; ++nd) {
+      const int64_t n = nd / Dq, d = nd % Dq - 1;
+      for (int64_t hq = 0; hq < Hq; ++hq) {
+        float* out = dst + (nd * Hq + hq) * row;
+        const int64_t h = hq - 1;
+        std::fill(out, out + row, 0.f);
+        if (d < 0 || d >= g.Do || h < 0 || h >= g.Ho) continue;
+        const float* in = src + ((n * g.Do + d) * g.Ho + h) * g.Wo * g.O;
+        switch (g.O) {
+          case 4: scatter_row<4, 1>(in, out, g.Wo, 1, g.Lg); break;
+          case 8: scatter_row<8, 1>(in, out, g.Wo, 1, g.Lg); break;
+          default: scatter_row_any<1>(in, out, g.Wo, g.O, 1, g.Lg);
+        }
+      }
+    }
+  });
+  return G;
+}
+
+// y (channels-last) from the row-planar input X; K and S fixed so that the tap loops unroll.
+template <int64_t K, int64_t S>
+void forward_impl(const at::Tensor& X, const at::Tensor& weight, const Geometry& g, at::Tensor& y) {
+  // Weights per (output block, kd, kh, c, kw) as 4 consecutive output channels.
+  const int64_t taps = K * K * K;
+  std::vector<float> wr(g.O * g.C * taps);
+  const at::Tensor wc = weight.contiguous();  // kept alive while wsrc is read
+  const float* wsrc = wc.data_ptr<float>();
+  for (int64_t o = 0; o < g.O; ++o)
+    for (int64_t c = 0; c < g.C; ++c)
+      for (int64_t t = 0; t < taps; ++t) {
+        const int64_t kd = t / (K * K), kh = t / K % K, kw = t % K;
+        const int64_t ob = o / kBlockO, oi = o % kBlockO;
+        wr[((((ob * K + kd) * K + kh) * g.C + c) * K + kw) * kBlockO + oi] = wsrc[(o * g.C + c) * taps + t];
+      }
+  const float* Xp = X.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  const int64_t xrow = g.C * S * g.Lw;
+  at::parallel_for(0, g.N * g.Do, 1, [&](int64_t lo, int64_t hi) {
+    float tile[kBlockO][kSpan];
+    for (int64_t nd = lo; nd < hi; ++nd) {
+      const int64_t n = nd / g.Do, d = nd % g.Do;
+      for (int64_t h = 0; h < g.Ho; ++h) {
+        float* out = yp + ((n * g.Do + d) * g.Ho + h) * g.Wo * g.O;
+        for (int64_t ob = 0; ob < g.O / kBlockO; ++ob) {
+          for (int64_t wb = 0; wb < g.Wv; wb += kSpan) {
+            v8 acc[kBlockO][2] = {};
+            const float* wt = wr.data() + ob * K * K * g.C * K * kBlockO;
+            for (int64_t kd = 0; kd < K; ++kd) {
+              for (int64_t kh = 0; kh < K; ++kh) {
+                const float* xr = Xp + ((n * g.Dp + S * d + kd) * g.Hp + S * h + kh) * xrow + wb;
+                for (int64_t c = 0; c < g.C; ++c) {
+                  for (int64_t kw = 0; kw < K; ++kw, wt += kBlockO) {
+                    const float* xv = xr + (c * S + kw % S) * g.Lw + kw / S;
+                    const v8 x0 = load8(xv), x1 = load8(xv + kVec);
+                    for (int64_t oi = 0; oi < kBlockO; ++oi) {
+                      const v8 wv = splat(wt[oi]);
+                      acc[oi][0] += wv * x0;
+                      acc[oi][1] += wv * x1;
+                    }
+                  }
+                }
+              }
+            }
+            for (int64_t oi = 0; oi < kBlockO; ++oi) {
+              std::memcpy(tile[oi], &acc[oi][0], sizeof(v8));
+              std::memcpy(tile[oi] + kVec, &acc[oi][1], sizeof(v8));
+            }
+            const int64_t wn = std::min(kSpan, g.Wo - wb);
+            for (int64_t j = 0; j < wn; ++j)
+              for (int64_t oi = 0; oi < kBlockO; ++oi) out[(wb + j) * g.O + ob * kBlockO + oi] = tile[oi][j];
+          }
+        }
+      }
+    }
+  });
+}
+
+// y = conv(x, weight): returns y (channels-last) and the row-planar input X (kept for the weight gradient).
+std::tuple<at::Tensor, at::Tensor> conv_forward(const at::Tensor& x, const at::Tensor& weight, int64_t stride) {
+  check(x, "x", -1);
+  check_weight(weight, stride);
+  TORCH_CHECK(weight.size(1) == x.size(1), "weight: input channels differ from x's");
+  const Geometry g(x, weight, stride);
+  at::Tensor X = planar_input(x, g);
+  at::Tensor y = at::empty({g.N, g.O, g.Do, g.Ho, g.Wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast3d));
+  if (g.K == 3 && g.s == 1) forward_impl<3, 1>(X, weight, g, y);
+  else if (g.K == 3) forward_impl<3, 2>(X, weight, g, y);
+  else if (g.s == 1) forward_impl<1, 1>(X, weight, g, y);
+  else forward_impl<1, 2>(X, weight, g, y);
+  return {y, X};
+}
+
+// Input gradient (N, C, D, H, W) channels-last from the padded row-planar output gradient G.
+template <int64_t K, int64_t S, int64_t CB>
+at::Tensor grad_input_impl(const at::Tensor& G, const at::Tensor& weight, const Geometry& g,
+                           const at::TensorOptions& options) {
+  at::Tensor gx = at::empty({g.N, g.C, g.D, g.H, g.W}, options.memory_format(at::MemoryFormat::ChannelsLast3d));
+  const int64_t taps = K * K * K, Hq = g.Ho + 2, grow = g.O * g.Lg;
+  // wt[cb][kd][kh][kw][o][ci] = weight[o, cb * CB + ci, kd, kh, kw]
+  std::vector<float> wt(g.C * g.O * taps);
+  const at::Tensor wc = weight.contiguous();  // kept alive while wsrc is read
+  const float* wsrc = wc.data_ptr<float>();
+  for (int64_t o = 0; o < g.O; ++o)
+    for (int64_t c = 0; c < g.C; ++c)
+      for (int64_t t = 0; t < taps; ++t)
+        wt[(((c / CB) * taps + t) * g.O + o) * CB + c % CB] = wsrc[(o * g.C + c) * taps + t];
+  const float* Gp = G.data_ptr<float>();
+  float* gp = gx.data_ptr<float>();
+  at::parallel_for(0, g.N * g.D, 1, [&](int64_t lo, int64_t hi) {
+    float tile[kBlockO][kSpan];
+    for (int64_t nd = lo; nd < hi; ++nd) {
+      const int64_t n = nd / g.D, jd = nd % g.D;
+      for (int64_t jh = 0; jh < g.H; ++jh) {
+        float* out = gp + ((n * g.D + jd) * g.H + jh) * g.W * g.C;
+        for (int64_t r = 0; r < S; ++r) {  // the output phase j = s q + r along w
+          const int64_t qn = (g.W - r + S - 1) / S;
+          for (int64_t cb = 0; cb < g.C / CB; ++cb) {
+            for (int64_t qb = 0; qb < qn; qb += kSpan) {
+              v8 acc[kBlockO][2] = {};
+              for (int64_t kd = 0; kd < K; ++kd) {
+                const int64_t ed = jd + K / 2 - kd;
+                if (ed % S != 0) continue;
+                const int64_t pd = ed / S;  // -1 .. Do: the padded G holds zeros there
+                if (pd < -1 || pd > g.Do) continue;
+                for (int64_t kh = 0; kh < K; ++kh) {
+                  const int64_t eh = jh + K / 2 - kh;
+                  if (eh % S != 0) continue;
+                  const int64_t ph = eh / S;
+                  if (ph < -1 || ph > g.Ho) continue;
+                  const float* grow_p = Gp + ((n * (g.Do + 2) + pd + 1) * Hq + ph + 1) * grow + qb + 1;
+                  for (int64_t kw = 0; kw < K; ++kw) {
+                    const int64_t ew = r + K / 2 - kw;
+                    if (((ew % S) + S) % S != 0) continue;
+                    const int64_t off = ew >= 0 ? ew / S : -((-ew) / S);
+                    const float* wv = wt.data() + ((cb * taps + (kd * K + kh) * K + kw) * g.O) * CB;
+                    for (int64_t o = 0; o < g.O; ++o, wv += CB) {
+                      const float* gv = grow_p + o * g.Lg + off;
+                      const v8 g0 = load8(gv), g1 = load8(gv + kVec);
+                      for (int64_t ci = 0; ci < CB; ++ci) {
+                        const v8 w8 = splat(wv[ci]);
+                        acc[ci][0] += w8 * g0;
+                        acc[ci][1] += w8 * g1;
+                      }
+                    }
+                  }
+                }
+              }
+              for (int64_t ci = 0; ci < CB; ++ci) {
+                std::memcpy(tile[ci], &acc[ci][0], sizeof(v8));
+                std::memcpy(tile[ci] + kVec, &acc[ci][1], sizeof(v8));
+              }
+              const int64_t qe = std::min(kSpan, qn - qb);
+              for (int64_t j = 0; j < qe; ++j) {
+                float* o = out + (S * (qb + j) + r) * g.C + cb * CB;
+                for (int64_t ci = 0; ci < CB; ++ci) o[ci] = tile[ci][j];
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+  return gx;
+}
+
+// Weight gradient (O, C, K, K, K) from X (forward's row-planar input) and the padded row-planar G.
+template <int64_t K, int64_t S>
+at::Tensor grad_weight_impl(const at::Tensor& X, const at::Tensor& G, const Geometry& g,
+                            const at::TensorOptions& options) {
+  const int64_t taps = K * K * K, Hq = g.Ho + 2, grow = g.O * g.Lg, xrow = g.C * S * g.Lw;
+  const int64_t slabs = g.N * g.Do;
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), slabs));
+  const int64_t per = g.O * g.C * taps;
+  std::vector<double> part(blocks * per, 0.0);
+  const float* Xp = X.data_ptr<float>();
+  const float* Gp = G.data_ptr<float>();
+  at::parallel_for(0, blocks, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> slab(per);
+    for (int64_t b = lo; b < hi; ++b) {
+      double* sum = part.data() + b * per;
+      for (int64_t nd = slabs * b / blocks; nd < slabs * (b + 1) / blocks; ++nd) {
+        const int64_t n = nd / g.Do, d = nd % g.Do;
+        for (int64_t kd = 0; kd < K; ++kd) {
+          for (int64_t kh = 0; kh < K; ++kh) {
+            for (int64_t c = 0; c < g.C; ++c) {
+              for (int64_t ob = 0; ob < g.O / kBlockO; ++ob) {
+                v8 acc[kBlockO][K] = {};
+                for (int64_t h = 0; h < g.Ho; ++h) {
+                  const float* xr = Xp + ((n * g.Dp + S * d + kd) * g.Hp + S * h + kh) * xrow + c * S * g.Lw;
+                  const float* gr = Gp + ((n * (g.Do + 2) + d + 1) * Hq + h + 1) * grow + ob * kBlockO * g.Lg + 1;
+                  for (int64_t w = 0; w < g.Wv; w += kVec) {
+                    v8 xv[K];
+                    for (int64_t kw = 0; kw < K; ++kw) xv[kw] = load8(xr + (kw % S) * g.Lw + kw / S + w);
+                    for (int64_t oi = 0; oi < kBlockO; ++oi) {
+                      const v8 gv = load8(gr + oi * g.Lg + w);
+                      for (int64_t kw = 0; kw < K; ++kw) acc[oi][kw] += gv * xv[kw];
+                    }
+                  }
+                }
+                for (int64_t oi = 0; oi < kBlockO; ++oi)
+                  for (int64_t kw = 0; kw < K; ++kw) {
+                    float t = 0.f;
+                    for (int64_t l = 0; l < kVec; ++l) t += acc[oi][kw][l];
+                    slab[((ob * kBlockO + oi) * g.C + c) * taps + (kd * K + kh) * K + kw] = t;
+                  }
+              }
+            }
+          }
+        }
+        for (int64_t i = 0; i < per; ++i) sum[i] += slab[i];
+      }
+    }
+  });
+  at::Tensor dw = at::empty({g.O, g.C, K, K, K}, options);
+  float* dwp = dw.data_ptr<float>();
+  for (int64_t i = 0; i < per; ++i) {
+    double t = 0.0;
+    for (int64_t b = 0; b < blocks; ++b) t += part[b * per + i];
+    dwp[i] = static_cast<float>(t);
+  }
+  return dw;
+}
+
+// (grad_x, or an empty tensor when need_input is false; grad_weight).
+std::tuple<at::Tensor, at::Tensor> conv_backward(const at::Tensor& grad, const at::Tensor& X,
+                                                 const at::Tensor& weight, int64_t N, int64_t D, int64_t H,
+                                                 int64_t W, int64_t stride, bool need_input) {
+  check_weight(weight, stride);
+  check(grad, "grad", weight.size(0));
+  const at::Tensor shape_probe = at::empty({N, weight.size(1), D, H, W},
+                                           grad.options().memory_format(at::MemoryFormat::ChannelsLast3d));
+  const Geometry g(shape_probe, weight, stride);
+  TORCH_CHECK(grad.size(0) == N && grad.size(2) == g.Do && grad.size(3) == g.Ho && grad.size(4) == g.Wo,
+              "grad: shape does not match the convolution's output");
+  TORCH_CHECK(X.numel() == g.N * g.Dp * g.Hp * g.C * g.s * g.Lw, "X: not this convolution's planar input");
+  at::Tensor G = planar_grad(grad, g);
+  at::Tensor gx = at::empty({0}, grad.options());
+  if (need_input) {
+    TORCH_CHECK(g.C % kBlockO == 0 || g.C == 1, "the input gradient needs 1 or a multiple of 4 channels");
+    const bool one = g.C == 1;
+    if (g.K == 3 && g.s == 1) gx = one ? grad_input_impl<3, 1, 1>(G, weight, g, grad.options())
+                                       : grad_input_impl<3, 1, 4>(G, weight, g, grad.options());
+    else if (g.K == 3) gx = one ? grad_input_impl<3, 2, 1>(G, weight, g, grad.options())
+                                : grad_input_impl<3, 2, 4>(G, weight, g, grad.options());
+    else if (g.s == 1) gx = one ? grad_input_impl<1, 1, 1>(G, weight, g, grad.options())
+                                : grad_input_impl<1, 1, 4>(G, weight, g, grad.options());
+    else gx = one ? grad_input_impl<1, 2, 1>(G, weight, g, grad.options())
+                  : grad_input_impl<1, 2, 4>(G, weight, g, grad.options());
+  }
+  at::Tensor gw;
+  if (g.K == 3 && g.s == 1) gw = grad_weight_impl<3, 1>(X, G, g, grad.options());
+  else if (g.K == 3) gw = grad_weight_impl<3, 2>(X, G, g, grad.options());
+  else if (g.s == 1) gw = grad_weight_impl<1, 1>(X, G, g, grad.options());
+  else gw = grad_weight_impl<1, 2>(X, G, g, grad.options());
+  return {gx, gw};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(naslung_conv, m) {
+  m.def("forward(Tensor x, Tensor weight, int stride) -> (Tensor, Tensor)", conv_forward);
+  m.def("backward(Tensor grad, Tensor X, Tensor weight, int N, int D, int H, int W, int stride, bool need_input)"
+        " -> (Tensor, Tensor)", conv_backward);
+}
