@@ -63,6 +63,19 @@ def test_an_input_without_gradient_gets_only_the_weight_gradient():
     assert x.grad is None and _rel(w.grad, wd.grad) < 1e-5
 
 
+@pytest.mark.parametrize("batch,c_in,c_out,side,stride", [(1, 4, 4, 9, 1), (3, 1, 8, 8, 1), (1, 8, 4, 7, 2),
+                                                        (2, 4, 8, 16, 2)])
+def test_the_biased_inference_forward_equals_float64(batch, c_in, c_out, side, stride):
+    torch.manual_seed(batch + side)
+    x = torch.randn(batch, c_in, side, side + 2, side + 1).contiguous(memory_format=CL)
+    w, b = torch.randn(c_out, c_in, 3, 3, 3), torch.randn(c_out)
+    with torch.no_grad():
+        y = direct_conv3d(x, w, stride, b)
+    assert _rel(y, F.conv3d(x.double(), w.double(), b.double(), stride=stride, padding=1)) < 1e-5
+    with pytest.raises(ValueError, match="without a bias"):
+        direct_conv3d(x.requires_grad_(), w, stride, b)
+
+
 def _conv(c_in=4, c_out=4, kernel=3, stride=1, bias=False) -> Conv3d:
     return Conv3d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=bias)
 
@@ -74,14 +87,19 @@ def _input(c=4, side=16) -> torch.Tensor:
 def test_conv3d_takes_the_direct_kernels_only_where_they_apply():
     conv, x = _conv(), _input()
     assert direct_conv_applies(conv, x, conv.weight, conv.bias)
+    shortcut = _conv(kernel=1, stride=2)
+    assert direct_conv_applies(shortcut, x, shortcut.weight, None)
     with torch.no_grad():
-        assert not direct_conv_applies(conv, x, conv.weight, conv.bias)  # inference keeps oneDNN
+        assert direct_conv_applies(conv, x, conv.weight, conv.bias)  # serving: 3^3 convs too
+        assert not direct_conv_applies(shortcut, x, shortcut.weight, None)  # but oneDNN's 1^3 was faster
     wide, narrow, plain = _conv(16, 16), _input(side=8), x.detach().contiguous().requires_grad_()
     assert not direct_conv_applies(wide, _input(16), wide.weight, wide.bias)  # 16 channels: oneDNN wins
     assert not direct_conv_applies(conv, narrow, conv.weight, conv.bias)  # maps narrower than 16
     assert not direct_conv_applies(conv, plain, conv.weight, conv.bias)  # not channels-last
     biased = _conv(bias=True)
-    assert not direct_conv_applies(biased, x, biased.weight, biased.bias)
+    assert not direct_conv_applies(biased, x, biased.weight, biased.bias)  # training: BN follows, no bias
+    with torch.no_grad():
+        assert direct_conv_applies(biased, x, biased.weight, biased.bias)  # the BN-folded serving conv
     odd = Conv3d(4, 4, 3, padding=0, bias=False)
     assert not direct_conv_applies(odd, x, odd.weight, odd.bias)
     three = _conv(3, 4)
@@ -136,13 +154,13 @@ def test_without_the_kernels_conv3d_trains_on_torch_ops(monkeypatch):
 
 
 def test_the_kernels_refuse_what_they_cannot_compute():
-    ops = conv_ops()
+    ops, x = conv_ops(), torch.randn(1, 4, 8, 8, 8).contiguous(memory_format=CL)
     with pytest.raises(RuntimeError, match="channels_last_3d"):
-        ops.forward(torch.randn(1, 4, 8, 8, 8), torch.randn(4, 4, 3, 3, 3), 1)
+        ops.forward(torch.randn(1, 4, 8, 8, 8), torch.randn(4, 4, 3, 3, 3), None, 1)
     with pytest.raises(RuntimeError, match="multiple of 4"):
-        ops.forward(torch.randn(1, 4, 8, 8, 8).contiguous(memory_format=CL), torch.randn(3, 4, 3, 3, 3), 1)
+        ops.forward(x, torch.randn(3, 4, 3, 3, 3), None, 1)
     with pytest.raises(RuntimeError, match="kernel 1\\^3 or 3\\^3"):
-        ops.forward(torch.randn(1, 4, 8, 8, 8).contiguous(memory_format=CL), torch.randn(4, 4, 5, 5, 5), 1)
+        ops.forward(x, torch.randn(4, 4, 5, 5, 5), None, 1)
 
 
 def test_a_nan_propagates_as_on_torch_path():
@@ -167,3 +185,30 @@ def test_a_nan_propagates_as_on_torch_path():
 def test_the_same_checks_pass_under_avx2_dispatch(rerun_under_avx2):
     """Rerun this file's equivalence tests with the kernels built for AVX2 and torch capped to AVX2."""
     rerun_under_avx2(__file__, "float64 or torch_path or model1")
+
+
+def test_the_serving_path_of_model1_runs_on_the_direct_kernels_and_equals_torch_path(monkeypatch):
+    from naslung.models.blocks import conv as blocks_conv
+    from naslung.models.fast import eval_model
+
+    calls = []
+    original = blocks_conv.direct_conv3d
+
+    def counted(x, weight, stride, bias=None):
+        calls.append(x.shape[-1])
+        return original(x, weight, stride, bias)
+
+    monkeypatch.setattr(blocks_conv, "direct_conv3d", counted)
+    torch.manual_seed(5)
+    model = build_model(MODEL_1).eval()
+    direct, plain = eval_model(model, channels_last=True), eval_model(model, channels_last=True)
+    set_fused_kernels(plain, False)
+    for batch in (1, 3):
+        x = torch.randn(batch, 1, 32, 32, 32).contiguous(memory_format=CL)
+        with torch.no_grad():
+            want = plain(x)
+            calls.clear()
+            got = direct(x)
+        # the two stems, stage 3's strided conv and its three 16^3 convs, stage 4's strided conv
+        assert len(calls) == 7 and min(calls) == 16
+        assert _rel(got, want) < 1e-5

@@ -29,7 +29,8 @@ from naslung.models.spec import ArchSpec, coerce_spec
 #: Version 5: the serving path runs contiguous on CPU, one-sample 3-D convs on oneDNN
 #: (:mod:`naslung.models.blocks.conv`), and eval gates keep their kernel's spectrum. Version 6: the CPU
 #: serving path runs 3-D models in ``channels_last_3d`` (:func:`naslung.models.fast.serving_channels_last`).
-LATENCY_SCHEMA = "naslung-latency/6"
+#: Version 7: its few-channel 3^3 convs run on naslung's direct kernels (:mod:`naslung.models.kernels.conv`).
+LATENCY_SCHEMA = "naslung-latency/7"
 #: Execution paths :func:`measure_latency` can time: the eager eval model, or the serving path
 #: (:func:`naslung.models.fast.eval_model`: BN folded; ``channels_last_3d`` in 3-D).
 LATENCY_PATHS: tuple[str, ...] = ("eager", "folded")

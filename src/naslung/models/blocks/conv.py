@@ -68,7 +68,7 @@ class Conv3d(nn.Conv3d):
     """``nn.Conv3d`` whose one-sample CPU float32 forward runs on oneDNN (see the module docstring).
 
     ``onednn_at_batch1 = False`` on an instance (:func:`set_onednn_at_batch1`) gives torch's own choice back.
-    In training, few-channel convs run on naslung's direct kernels
+    Few-channel convs on channels-last maps run on naslung's direct kernels
     (:mod:`naslung.models.kernels.conv`) while ``fused`` is on
     (:func:`~naslung.models.kernels.switch.set_fused_kernels`).
     """
@@ -86,7 +86,7 @@ class Conv3d(nn.Conv3d):
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if direct_conv_applies(self, input, weight, bias):
-            return direct_conv3d(input, weight, self.stride[0])
+            return direct_conv3d(input, weight, self.stride[0], bias)
         if self.runs_onednn(input, weight):
             return torch.ops.aten.mkldnn_convolution(
                 input, weight, bias, list(self.padding), list(self.stride), list(self.dilation), self.groups

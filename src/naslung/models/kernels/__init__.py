@@ -13,8 +13,11 @@ instruction set; about 10-20 s once, then every process loads the library). The 
 torch dispatches on (``torch.backends.cpu.get_cpu_capability()``), so ``ATEN_CPU_CAPABILITY=avx2`` builds and
 runs AVX2 code on an AVX-512 machine, as an AVX2 user's CPU would.
 
-Switches: ``NASLUNG_FUSED=0`` turns every fused kernel off for the process; ``TrainConfig.fused_kernels``
-(``--set fused_kernels=false``) for one run; :func:`naslung.models.kernels.cbam.set_fused_cbam` per model.
+``conv_cpu.cpp`` runs few-channel 3-D convolutions directly, in training and serving
+(:mod:`naslung.models.kernels.conv`).
+
+Switches: ``NASLUNG_FUSED=0`` turns every fused kernel off for the process (``NASLUNG_FUSED=0 naslung train
+...``); :func:`naslung.models.kernels.switch.set_fused_kernels` for one model.
 When the build or the load fails, one warning line says why (logger ``naslung``) and torch's ops run.
 """
 

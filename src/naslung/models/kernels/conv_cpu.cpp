@@ -35,6 +35,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -166,7 +167,8 @@ at::Tensor planar_grad(const at::Tensor& grad, const Geometry& g) {
 
 // y (channels-last) from the row-planar input X; K and S fixed so that the tap loops unroll.
 template <int64_t K, int64_t S>
-void forward_impl(const at::Tensor& X, const at::Tensor& weight, const Geometry& g, at::Tensor& y) {
+void forward_impl(const at::Tensor& X, const at::Tensor& weight, const float* bias, const Geometry& g,
+                  at::Tensor& y) {
   // Weights per (output block, kd, kh, c, kw) as 4 consecutive output channels.
   const int64_t taps = K * K * K;
   std::vector<float> wr(g.O * g.C * taps);
@@ -191,6 +193,8 @@ void forward_impl(const at::Tensor& X, const at::Tensor& weight, const Geometry&
         for (int64_t ob = 0; ob < g.O / kBlockO; ++ob) {
           for (int64_t wb = 0; wb < g.Wv; wb += kSpan) {
             v8 acc[kBlockO][2] = {};
+            if (bias != nullptr)
+              for (int64_t oi = 0; oi < kBlockO; ++oi) acc[oi][0] = acc[oi][1] = splat(bias[ob * kBlockO + oi]);
             const float* wt = wr.data() + ob * K * K * g.C * K * kBlockO;
             for (int64_t kd = 0; kd < K; ++kd) {
               for (int64_t kh = 0; kh < K; ++kh) {
@@ -222,18 +226,26 @@ void forward_impl(const at::Tensor& X, const at::Tensor& weight, const Geometry&
   });
 }
 
-// y = conv(x, weight): returns y (channels-last) and the row-planar input X (kept for the weight gradient).
-std::tuple<at::Tensor, at::Tensor> conv_forward(const at::Tensor& x, const at::Tensor& weight, int64_t stride) {
+// y = conv(x, weight) + bias: returns y (channels-last) and the row-planar input X (kept for the weight
+// gradient; training passes no bias).
+std::tuple<at::Tensor, at::Tensor> conv_forward(const at::Tensor& x, const at::Tensor& weight,
+                                                const std::optional<at::Tensor>& bias, int64_t stride) {
   check(x, "x", -1);
   check_weight(weight, stride);
   TORCH_CHECK(weight.size(1) == x.size(1), "weight: input channels differ from x's");
+  at::Tensor b;
+  if (bias.has_value() && bias->defined()) {
+    b = bias->contiguous();
+    TORCH_CHECK(b.scalar_type() == at::kFloat && b.numel() == weight.size(0), "bias: one float per output channel");
+  }
+  const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
   const Geometry g(x, weight, stride);
   at::Tensor X = planar_input(x, g);
   at::Tensor y = at::empty({g.N, g.O, g.Do, g.Ho, g.Wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast3d));
-  if (g.K == 3 && g.s == 1) forward_impl<3, 1>(X, weight, g, y);
-  else if (g.K == 3) forward_impl<3, 2>(X, weight, g, y);
-  else if (g.s == 1) forward_impl<1, 1>(X, weight, g, y);
-  else forward_impl<1, 2>(X, weight, g, y);
+  if (g.K == 3 && g.s == 1) forward_impl<3, 1>(X, weight, bp, g, y);
+  else if (g.K == 3) forward_impl<3, 2>(X, weight, bp, g, y);
+  else if (g.s == 1) forward_impl<1, 1>(X, weight, bp, g, y);
+  else forward_impl<1, 2>(X, weight, bp, g, y);
   return {y, X};
 }
 
@@ -405,7 +417,7 @@ std::tuple<at::Tensor, at::Tensor> conv_backward(const at::Tensor& grad, const a
 }  // namespace
 
 TORCH_LIBRARY(naslung_conv, m) {
-  m.def("forward(Tensor x, Tensor weight, int stride) -> (Tensor, Tensor)", conv_forward);
+  m.def("forward(Tensor x, Tensor weight, Tensor? bias, int stride) -> (Tensor, Tensor)", conv_forward);
   m.def("backward(Tensor grad, Tensor X, Tensor weight, int N, int D, int H, int W, int stride, bool need_input)"
         " -> (Tensor, Tensor)", conv_backward);
 }

@@ -1,4 +1,5 @@
-"""Turn the fused kernels on or off for one model (``TrainConfig.fused_kernels``, the benchmarks)."""
+"""Turn the fused kernels on or off for one model (the benchmarks, the tests); ``NASLUNG_FUSED=0`` does it for
+a whole process."""
 
 from __future__ import annotations
 
