@@ -18,7 +18,7 @@ from naslung.models.blocks.cbam import CBAM
 from naslung.models.kernels import bn_relu as bn_relu_module
 from naslung.models.kernels import bn_relu_ops, cbam_ops, load_ops
 from naslung.models.kernels.bn_relu import bn_relu
-from naslung.models.kernels.cbam import fused_applies
+from naslung.models.kernels.cbam import fused_applies, serving_applies
 from naslung.models.kernels.switch import set_fused_kernels
 
 pytestmark = pytest.mark.skipif(cbam_ops() is None or bn_relu_ops() is None,
@@ -88,6 +88,35 @@ def test_inference_hooks_and_spatial_first_keep_torch_path():
     model = build_model(MODEL_1)
     with capture_attention(model) as maps:  # explanations hook the gates: the maps must be captured
         model(torch.rand(2, 1, 32, 32, 32, requires_grad=True))
+    assert set(maps) == {"stage2", "stage3", "stage4", "stage5"}
+
+
+@pytest.mark.parametrize("batch,channels,side", [(1, 4, 16), (3, 8, 9), (2, 5, 7)])
+def test_served_cbam_equals_float64(batch, channels, side):
+    """Inference on the fused forward kernels (channels-last 3-D, the serving layout), ties included."""
+    torch.manual_seed(batch)
+    reference = CBAM(channels).double().eval()
+    reference.fused = False
+    x = torch.relu(torch.randn(batch, channels, side, side + 1, side + 2, dtype=torch.float64))
+    x[0, :, 0] = 0
+    served = CBAM(channels).eval()
+    served.load_state_dict(reference.state_dict())
+    x_cl = _layout(x.float(), True)
+    with torch.no_grad():
+        assert serving_applies(served, x_cl) and not fused_applies(served, x_cl)
+        assert not serving_applies(served, x.float().contiguous())  # contiguous: torch's ops
+        out = served(x_cl)
+        want = reference(x)
+    assert out.is_contiguous(memory_format=torch.channels_last_3d)
+    assert _rel(out, want) < 1e-5
+    assert not serving_applies(served, x_cl.requires_grad_())  # training: the fused autograd node instead
+
+
+def test_served_cbam_keeps_explanation_hooks_working():
+    model = build_model(MODEL_1).eval().to(memory_format=torch.channels_last_3d)
+    x = _layout(torch.rand(1, 1, 32, 32, 32), True)
+    with torch.no_grad(), capture_attention(model) as maps:
+        model(x)
     assert set(maps) == {"stage2", "stage3", "stage4", "stage5"}
 
 
@@ -188,7 +217,7 @@ def test_the_environment_switch_turns_them_off():
 def test_the_same_checks_pass_under_avx2_dispatch(rerun_under_avx2):
     """Rerun this file's equivalence tests with the kernels built for AVX2 and torch and oneDNN capped to
     AVX2 (as on an AVX2-only laptop)."""
-    rerun_under_avx2(__file__, "float64 or whole_model1 or torch_path")
+    rerun_under_avx2(__file__, "float64 or whole_model1 or torch_path or served")
 
 
 def test_a_nan_propagates_as_on_torch_path():

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from naslung.models.blocks.counting import LayerCost, conv_cost, linear_cost
 from naslung.models.blocks.fft_conv import fft_conv, fft_length, weight_spectrum
 from naslung.models.blocks.nd import check_dims, conv_nd
-from naslung.models.kernels.cbam import fused_applies, fused_cbam
+from naslung.models.kernels.cbam import fused_applies, fused_cbam, served_cbam, serving_applies
 
 #: Default MLP reduction ratio. The original CBAM uses 16, but NAS-Lung's widths are as small as 4
 #: channels, so we use 4 and never fewer than 1 hidden unit (4 channels -> 1 hidden unit). With one
@@ -64,8 +64,11 @@ class ChannelAttention(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        avg = x.mean(dim=tuple(range(2, x.dim())))
-        return torch.sigmoid(self.mlp(avg) + self.mlp(spatial_max(x)))
+        return self.gate(x.mean(dim=tuple(range(2, x.dim()))), spatial_max(x))
+
+    def gate(self, avg: Tensor, peak: Tensor) -> Tensor:
+        """``M_c`` of eq. 2 from the pooled descriptors: ``(B, C), (B, C) -> (B, C)``."""
+        return torch.sigmoid(self.mlp(avg) + self.mlp(peak))
 
 
 def spatial_max(x: Tensor) -> Tensor:
@@ -127,7 +130,10 @@ class SpatialAttention(nn.Module):
         return self._spectrum_cache[2]
 
     def forward(self, x: Tensor) -> Tensor:
-        desc = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        return self.gate(torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1))
+
+    def gate(self, desc: Tensor) -> Tensor:
+        """``M_s`` of eq. 3 from the descriptor ``[mean_c; max_c]``: ``(B, 2, *S) -> (B, 1, *S)``."""
         if self.fft and desc.device.type == "cpu":
             filters = self._spectrum(desc.shape[2:])
             return torch.sigmoid(fft_conv(desc, self.conv.weight, self.conv.bias, filters))
@@ -176,6 +182,8 @@ class CBAM(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.fused and fused_applies(self, x):
             return fused_cbam(self, x)
+        if self.fused and serving_applies(self, x):
+            return served_cbam(self, x)
         view = (x.shape[0], x.shape[1]) + (1,) * (x.dim() - 2)
         if self.order == "channel-first":
             x = x * self.channel(x).view(view)
