@@ -6,14 +6,17 @@ conv at 32^3 took 71 ms backward against 30 ms forward per batch of 32, 44 % of 
 padding ``K // 2``, kernel 1^3 or 3^3, stride 1 or 2, no bias) forward and backward as loops vectorised along
 ``W`` over a row-planar copy of the input, in one autograd node.
 
-Where it applies (:func:`direct_conv_applies`; forward + backward, batch 32, one thread, against
-``F.conv3d``'s oneDNN path, ``native`` / AVX2 dispatch): 4 -> 4 at 32^3 2.84x / 2.83x, stride 2 2.90x / 3.49x,
-the 1^3 stride-2 shortcut 1.87x / 1.83x, the 1 -> 4 stem 6.2x / 5.8x, 4 -> 4 at 16^3 2.87x / 2.98x, 4 -> 8
-stride 2 from 16^3 1.93x / 2.26x; 8 -> 8 at 16^3 1.43x, at 32^3 1.11x, 1 -> 8 at 32^3 1.46x. Where it lost,
-it does not apply: maps narrower than 16 (8 -> 8 at 8^3 0.74x, at 4^3 0.48x) and 16 channels or more (16 ->
-16 at 16^3 0.69x, 8 -> 16 stride 2 0.88x). Tests: ``tests/models/test_fused_conv.py`` (outputs and both
-gradients against float64, every kernel size, stride and channel case, odd sides; a Model-1 step against
-torch's path).
+Where it applies (:func:`direct_conv_applies`; ``python benchmarks/conv_kernels.py --isa both``: forward +
+backward, batch 32, one thread, against ``F.conv3d``'s oneDNN path, ``native`` / AVX2 dispatch): Model-1's
+4 -> 4 at 32^3 2.69x / 2.32x, stride 2 2.18x / 2.83x, the 1^3 stride-2 shortcut 1.54x / 1.36x, the 1 -> 4
+stem 3.04x / 3.37x, 4 -> 4 at 16^3 2.58x / 2.74x; 8 -> 8 at 16^3 1.32x / 1.25x. The 3-D default's 8-output
+convs at 32^3 won natively (1.33-1.60x) and lost in that benchmark under AVX2 dispatch (0.40-0.74x), but its
+whole training step was not slower with them (16.71 against 16.23 ms per sample, within noise), so they
+stay. Where it lost everywhere it does not apply: maps narrower than 16 (8 -> 8 at 8^3 0.74x / 0.86x) and
+16 channels or more (16 -> 16 at 16^3 0.69x / 0.90x). In serving (the BN-folded, biased forward) it applies
+to the 3^3 convs: 1.0-4.5x at batch 32 and 1.0-3.7x at batch 1; oneDNN ran the 1^3 shortcut faster there.
+Tests: ``tests/models/test_fused_conv.py`` (outputs and both gradients against float64, every kernel size,
+stride and channel case, odd sides, channels-last weights; Model-1's training step and serving path).
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ def direct_conv_applies(conv: nn.Module, x: Tensor, weight: Tensor, bias: Tensor
     ``channels_last_3d`` of 1 or 4-8 channels (4 or 8 out) and at least :data:`MIN_SIDE` wide; no hooks, not
     tracing or compiling, the kernels built. In training (a gradient wanted) the conv has no bias; in
     inference (the BN-folded serving path, biased) the kernel is 3^3: oneDNN ran the 1^3 stride-2 shortcut
-    faster there (0.72 against 2.79 ms at batch 32, 0.057 against 0.065 ms at batch 1, 4 channels at 32^3).
+    faster there (0.40x at batch 32, 0.97x at batch 1, 4 channels from 32^3; module doc).
     """
     if not getattr(conv, "fused", False):
         return False
