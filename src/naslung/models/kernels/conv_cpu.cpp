@@ -2,11 +2,12 @@
 //
 // NAS-Lung's small networks convolve 1-8 channel maps (Model-1: 4 channels at 32^3). There oneDNN reaches a
 // quarter of a core's FMA peak forward and far less backward (docs/performance.md: the 4 -> 4 3^3 conv at
-// 32^3 took 71 ms backward against 30 ms forward per batch of 32 under AVX2, the stride-2 1^3 shortcut 41 ms
-// backward). These kernels compute the same convolution (cross-correlation, zero padding K / 2, kernel side K
-// in {1, 3}, stride s in {1, 2}, no bias, no groups) as a direct loop vectorised along W:
+// 32^3 took 71 ms backward against 30 ms forward per batch of 32 under AVX2). These kernels compute the same
+// convolution (cross-correlation, zero padding K / 2, kernel side K in {1, 3}, stride s in {1, 2}, no groups;
+// a bias in the forward only, for the BN-folded serving convs) as a direct loop vectorised along W:
 //
-//   y[n, o, d, h, w] = sum_{c, kd, kh, kw} weight[o, c, kd, kh, kw] * x[n, c, s d + kd - p, s h + kh - p, s w + kw - p]
+//   y[n, o, d, h, w] = sum_{c, kd, kh, kw} weight[o, c, kd, kh, kw]
+//                      * x[n, c, s d + kd - p, s h + kh - p, s w + kw - p]      (p = K / 2)
 //
 // The input is first copied once into a "row-planar" buffer X[n][d'][h'][c][phase][m] (zero-padded in d, h
 // and w, and in w split into the s phases w' = s m + phase), so that the eight w-neighbours one FMA needs are
@@ -19,7 +20,8 @@
 //   r = j mod s the taps k with (r + pad - k) divisible by s read g at q + (r + pad - k) / s, where j = s q + r:
 //   for s = 1 that is the usual correlation with the flipped kernel, for s = 2 a polyphase split that skips the
 //   zeros a transposed convolution would multiply. g is copied into a padded row-planar buffer G first.
-// - weight gradient: dW[o, c, k] = sum over n, d, h, w of g[o at (d, h, w)] * x[c at (s d + kd, s h + kh, s w + kw)],
+// - weight gradient: dW[o, c, k] = sum over n, d, h, w of g[o at (d, h, w)]
+//   * x[c at (s d + kd, s h + kh, s w + kw)] (padded coordinates),
 //   12 accumulators (4 output channels x 3 taps kw) per (kd, kh, c) over one (n, d) slab; each slab's sums are
 //   added into double per thread block, the blocks in a fixed order (deterministic for a thread count).
 //
@@ -29,7 +31,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -37,6 +38,7 @@
 #include <cstring>
 #include <optional>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -76,6 +78,17 @@ struct Geometry {
     Lg = std::max(Qv, Wv) + 2;
   }
 };
+
+// Calls f(kernel side, stride) with both as compile-time constants (std::integral_constant), so that every
+// kernel below is compiled for the four cases 1^3 / 3^3 x stride 1 / 2 and its tap loops unroll.
+template <typename F>
+auto with_kernel_and_stride(const Geometry& g, F&& f) {
+  using One = std::integral_constant<int64_t, 1>;
+  using Two = std::integral_constant<int64_t, 2>;
+  using Three = std::integral_constant<int64_t, 3>;
+  if (g.K == 3) return g.s == 1 ? f(Three{}, One{}) : f(Three{}, Two{});
+  return g.s == 1 ? f(One{}, One{}) : f(One{}, Two{});
+}
 
 void check(const at::Tensor& t, const char* name, int64_t channels) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.dim() == 5,
@@ -236,16 +249,15 @@ std::tuple<at::Tensor, at::Tensor> conv_forward(const at::Tensor& x, const at::T
   at::Tensor b;
   if (bias.has_value() && bias->defined()) {
     b = bias->contiguous();
-    TORCH_CHECK(b.scalar_type() == at::kFloat && b.numel() == weight.size(0), "bias: one float per output channel");
+    TORCH_CHECK(b.scalar_type() == at::kFloat && b.numel() == weight.size(0),
+                "bias: one float per output channel");
   }
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
   const Geometry g(x, weight, stride);
   at::Tensor X = planar_input(x, g);
-  at::Tensor y = at::empty({g.N, g.O, g.Do, g.Ho, g.Wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast3d));
-  if (g.K == 3 && g.s == 1) forward_impl<3, 1>(X, weight, bp, g, y);
-  else if (g.K == 3) forward_impl<3, 2>(X, weight, bp, g, y);
-  else if (g.s == 1) forward_impl<1, 1>(X, weight, bp, g, y);
-  else forward_impl<1, 2>(X, weight, bp, g, y);
+  at::Tensor y = at::empty({g.N, g.O, g.Do, g.Ho, g.Wo},
+                           x.options().memory_format(at::MemoryFormat::ChannelsLast3d));
+  with_kernel_and_stride(g, [&](auto k, auto s) { forward_impl<k, s>(X, weight, bp, g, y); });
   return {y, X};
 }
 
@@ -396,21 +408,13 @@ std::tuple<at::Tensor, at::Tensor> conv_backward(const at::Tensor& grad, const a
   at::Tensor gx = at::empty({0}, grad.options());
   if (need_input) {
     TORCH_CHECK(g.C % kBlockO == 0 || g.C == 1, "the input gradient needs 1 or a multiple of 4 channels");
-    const bool one = g.C == 1;
-    if (g.K == 3 && g.s == 1) gx = one ? grad_input_impl<3, 1, 1>(G, weight, g, grad.options())
-                                       : grad_input_impl<3, 1, 4>(G, weight, g, grad.options());
-    else if (g.K == 3) gx = one ? grad_input_impl<3, 2, 1>(G, weight, g, grad.options())
-                                : grad_input_impl<3, 2, 4>(G, weight, g, grad.options());
-    else if (g.s == 1) gx = one ? grad_input_impl<1, 1, 1>(G, weight, g, grad.options())
-                                : grad_input_impl<1, 1, 4>(G, weight, g, grad.options());
-    else gx = one ? grad_input_impl<1, 2, 1>(G, weight, g, grad.options())
-                  : grad_input_impl<1, 2, 4>(G, weight, g, grad.options());
+    gx = with_kernel_and_stride(g, [&](auto k, auto s) {  // 1 input channel: the image's stem
+      return g.C == 1 ? grad_input_impl<k, s, 1>(G, weight, g, grad.options())
+                      : grad_input_impl<k, s, kBlockO>(G, weight, g, grad.options());
+    });
   }
-  at::Tensor gw;
-  if (g.K == 3 && g.s == 1) gw = grad_weight_impl<3, 1>(X, G, g, grad.options());
-  else if (g.K == 3) gw = grad_weight_impl<3, 2>(X, G, g, grad.options());
-  else if (g.s == 1) gw = grad_weight_impl<1, 1>(X, G, g, grad.options());
-  else gw = grad_weight_impl<1, 2>(X, G, g, grad.options());
+  at::Tensor gw = with_kernel_and_stride(
+      g, [&](auto k, auto s) { return grad_weight_impl<k, s>(X, G, g, grad.options()); });
   return {gx, gw};
 }
 
