@@ -26,10 +26,12 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
 
 
-# (batch, in, out, side, kernel, stride): Model-1's and the 3-D default's shapes, odd and tiny sides, 8 -> 4.
+# (batch, in, out, side, kernel, stride): Model-1's and the 3-D default's shapes, odd and tiny sides, 8 -> 4;
+# rows of 16 and more voxels (w = side + 2) take the in-register transposes, the rest the scalar loops.
 CASES = [(2, 4, 4, 8, 3, 1), (2, 4, 4, 9, 3, 1), (2, 4, 4, 8, 3, 2), (2, 4, 4, 9, 3, 2), (2, 4, 8, 10, 3, 2),
          (2, 8, 8, 5, 3, 1), (2, 1, 4, 8, 3, 1), (3, 1, 8, 7, 3, 1), (2, 4, 4, 8, 1, 2), (2, 4, 8, 9, 1, 2),
-         (2, 8, 4, 17, 3, 1), (1, 4, 4, 3, 3, 2), (2, 4, 4, 6, 1, 1)]
+         (2, 8, 4, 17, 3, 1), (1, 4, 4, 3, 3, 2), (2, 4, 4, 6, 1, 1), (1, 4, 4, 16, 3, 2),
+         (1, 4, 8, 15, 1, 2), (1, 4, 4, 30, 3, 1)]
 
 
 @pytest.mark.parametrize("batch,c_in,c_out,side,kernel,stride", CASES)
