@@ -205,6 +205,42 @@ def test_a_failed_build_falls_back_with_one_warning(monkeypatch, caplog):
         load_ops.cache_clear()
 
 
+_NO_OPENMP_CHILD = """
+import logging, sys
+import naslung.models.kernels as kernels
+logging.basicConfig(level=logging.INFO, stream=sys.stdout)
+real_build, tried = kernels._build, []
+def no_openmp(kernel, source_file, flags, folder, name):
+    tried.append(kernels.OPENMP_FLAG in flags)
+    if kernels.OPENMP_FLAG in flags:
+        raise RuntimeError("g++: error: unrecognized command-line option '-fopenmp'")
+    real_build(kernel, source_file, flags, folder, name)
+kernels._build = no_openmp
+ok = kernels.load_ops("bn_relu") is not None
+kernels.load_ops.cache_clear()
+ok = ok and kernels.load_ops("bn_relu") is not None  # loads the serial build: no second OpenMP try
+print("RESULT", ok, tried)
+"""
+
+
+@pytest.mark.slow
+def test_without_openmp_the_kernels_build_serial_once(tmp_path):
+    """A compiler without OpenMP (``-fopenmp`` fails) gets the serial build, and later loads take it without
+    trying OpenMP again; with OpenMP every kernel is built with it (``at::parallel_for`` is an inline OpenMP
+    loop: without the flag it runs on one thread). In a child process: a process can register a kernel
+    library's operators only once."""
+    from naslung.models import kernels
+
+    assert kernels.OPENMP_FLAG in kernels._build_flags("AVX2")
+    env = {**os.environ, "NASLUNG_KERNEL_CACHE": str(tmp_path)}
+    env.pop("NASLUNG_FUSED", None)
+    out = subprocess.run([sys.executable, "-c", _NO_OPENMP_CHILD], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert "RESULT True [True, False]" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "did not build with OpenMP" in out.stdout
+    assert list(tmp_path.glob("*.no-openmp"))
+
+
 def test_the_environment_switch_turns_them_off():
     code = ("import torch; from naslung.models.kernels import cbam_ops, fused_enabled; "
             "print(fused_enabled(), cbam_ops())")

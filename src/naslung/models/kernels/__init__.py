@@ -56,12 +56,19 @@ def fused_enabled() -> bool:
 #: compiler may evaluate both sides; without it g++ 12 kept a branch per element for AVX2 (3-4x slower). It
 #: changes no result: floating-point exceptions are not trapped in torch either.
 BASE_FLAGS = ["-O3", "-fno-trapping-math"]
+#: ``at::parallel_for`` is an inline OpenMP loop in ATen's headers: compiled without ``-fopenmp`` it runs on
+#: one thread whatever ``torch.set_num_threads`` says (the kernels did until the direct-conv round). With it
+#: the library needs ``libgomp.so.1``, which the loader resolves to the copy torch has already loaded, so one
+#: OpenMP runtime and one thread pool serve both. Where the compiler has no OpenMP the build is retried
+#: without it (serial kernels, one log line).
+OPENMP_FLAG = "-fopenmp"
 
 
-def _build_flags(capability: str) -> list[str]:
+def _build_flags(capability: str, openmp: bool = True) -> list[str]:
+    base = [*BASE_FLAGS, OPENMP_FLAG] if openmp else list(BASE_FLAGS)
     if platform.machine().lower() not in ("x86_64", "amd64"):
-        return list(BASE_FLAGS)
-    return [*BASE_FLAGS, *ISA_FLAGS.get(capability, [])]
+        return base
+    return [*base, *ISA_FLAGS.get(capability, [])]
 
 
 def kernel_cache() -> Path:
@@ -108,7 +115,8 @@ def _build(kernel: str, source_file: Path, flags: list[str], folder: Path, name:
     work = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
         LOG.info("naslung: compiling the fused %s kernels (first use on this machine, about 10-20 s)", kernel)
-        cpp_extension.load(name=name, sources=[str(source_file)], extra_cflags=flags,
+        ldflags = [OPENMP_FLAG] if OPENMP_FLAG in flags else []
+        cpp_extension.load(name=name, sources=[str(source_file)], extra_cflags=flags, extra_ldflags=ldflags,
                            build_directory=str(work), is_python_module=False, verbose=False)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -129,15 +137,28 @@ def load_ops(kernel: str) -> Any | None:
     source_file = Path(__file__).with_name(f"{kernel}_cpu.cpp")
     try:
         source = source_file.read_bytes()
-        flags = _build_flags(capability)
-        tag = hashlib.sha256(source + torch.__version__.encode() + " ".join(flags).encode()).hexdigest()[:12]
-        name = f"naslung_{kernel}_{capability.lower()}_{tag}"
-        folder = kernel_cache() / name
-        library = folder / f"{name}.so"
+        builds = []  # (flags, name, library): the OpenMP build first, then the serial one
+        for openmp in (True, False):
+            flags = _build_flags(capability, openmp)
+            stamp = source + torch.__version__.encode() + " ".join(flags).encode()
+            tag = hashlib.sha256(stamp).hexdigest()[:12]
+            name = f"naslung_{kernel}_{capability.lower()}_{tag}"
+            builds.append((flags, name, kernel_cache() / name / f"{name}.so"))
+        (flags, name, library), serial = builds
+        no_openmp = library.parent.with_name(name + ".no-openmp")  # this compiler failed the OpenMP build
         if library.is_file():
             torch.ops.load_library(str(library))
+        elif no_openmp.is_file() and serial[2].is_file():
+            torch.ops.load_library(str(serial[2]))
         else:  # cpp_extension.load has loaded the library it built
-            _build(kernel, source_file, flags, folder, name)
+            try:
+                _build(kernel, source_file, flags, library.parent, name)
+            except Exception as exc:  # noqa: BLE001 - e.g. a compiler without OpenMP: build it serial
+                LOG.info("naslung: the %s kernels did not build with OpenMP (%s); building them serial",
+                         kernel, " ".join(str(exc).split())[:200])
+                flags, name, library = serial
+                _build(kernel, source_file, flags, library.parent, name)
+                no_openmp.touch()
         return getattr(torch.ops, f"naslung_{kernel}")
     except Exception as exc:  # noqa: BLE001 - any build or load failure falls back, with its reason
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__
