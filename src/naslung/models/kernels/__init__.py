@@ -11,7 +11,8 @@ The C++ sources ship with the package; ``torch.utils.cpp_extension`` (g++ and ni
 time a machine needs it, into the user cache (:func:`kernel_cache`; one build per torch version, source and
 instruction set; about 10-20 s once, then every process loads the library). The instruction set is the one
 torch dispatches on (``torch.backends.cpu.get_cpu_capability()``), so ``ATEN_CPU_CAPABILITY=avx2`` builds and
-runs AVX2 code on an AVX-512 machine, as an AVX2 user's CPU would.
+runs AVX2 code on an AVX-512 machine, as an AVX2 user's CPU would. They are built with OpenMP, so that their
+``at::parallel_for`` loops use torch's threads (:data:`OPENMP_FLAG`).
 
 ``conv_cpu.cpp`` runs few-channel 3-D convolutions directly, in training and serving
 (:mod:`naslung.models.kernels.conv`).
