@@ -79,12 +79,12 @@ def measure(args: argparse.Namespace) -> None:
     for c_in, c_out, side, kernel, stride in SHAPES:
         name = f"{c_in}->{c_out} {kernel}^3 s{stride} from {side}^3"
         row = [name.ljust(28)]
-        for make, batch in ((training_steps, 32), (serving_steps, 32), (serving_steps, 1)):
+        # (steps, batch, cell format): training prints both times, serving the direct kernel's only
+        for make, batch, cell in ((training_steps, 32, "{onednn:16.2f} {direct:8.2f}"),
+                                  (serving_steps, 32, "{direct:9.3f}"), (serving_steps, 1, "{direct:8.3f}")):
             t = interleave(make(c_in, c_out, side, kernel, stride, batch), args.rounds)
-            ratio = t["oneDNN"] / t["direct"]
-            cells = (f"{1e3 * t['oneDNN']:16.2f} {1e3 * t['direct']:8.2f}" if make is training_steps
-                     else f"{1e3 * t['direct']:9.3f}" if batch == 32 else f"{1e3 * t['direct']:8.3f}")
-            row.append(f"{cells} {ratio:5.2f}x")
+            times = cell.format(onednn=1e3 * t["oneDNN"], direct=1e3 * t["direct"])
+            row.append(f"{times} {t['oneDNN'] / t['direct']:5.2f}x")
         print("   ".join(row), flush=True)
 
 

@@ -128,6 +128,15 @@ def _build(kernel: str, source_file: Path, flags: list[str], folder: Path, name:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _build_target(kernel: str, capability: str, source: bytes, openmp: bool) -> tuple[list[str], str, Path]:
+    """``(flags, name, library path)`` of one build: the name hashes the source, torch's version and the
+    flags, so a change to any of them builds anew."""
+    flags = _build_flags(capability, openmp)
+    stamp = source + torch.__version__.encode() + " ".join(flags).encode()
+    name = f"naslung_{kernel}_{capability.lower()}_{hashlib.sha256(stamp).hexdigest()[:12]}"
+    return flags, name, kernel_cache() / name / f"{name}.so"
+
+
 @cache
 def load_ops(kernel: str) -> Any | None:
     """``torch.ops.naslung_<kernel>`` from ``<kernel>_cpu.cpp`` (built on first use), or None when the fused
@@ -138,27 +147,20 @@ def load_ops(kernel: str) -> Any | None:
     source_file = Path(__file__).with_name(f"{kernel}_cpu.cpp")
     try:
         source = source_file.read_bytes()
-        builds = []  # (flags, name, library): the OpenMP build first, then the serial one
-        for openmp in (True, False):
-            flags = _build_flags(capability, openmp)
-            stamp = source + torch.__version__.encode() + " ".join(flags).encode()
-            tag = hashlib.sha256(stamp).hexdigest()[:12]
-            name = f"naslung_{kernel}_{capability.lower()}_{tag}"
-            builds.append((flags, name, kernel_cache() / name / f"{name}.so"))
-        (flags, name, library), serial = builds
+        flags, name, library = _build_target(kernel, capability, source, openmp=True)
+        serial_flags, serial_name, serial_library = _build_target(kernel, capability, source, openmp=False)
         no_openmp = library.parent.with_name(name + ".no-openmp")  # this compiler failed the OpenMP build
         if library.is_file():
             torch.ops.load_library(str(library))
-        elif no_openmp.is_file() and serial[2].is_file():
-            torch.ops.load_library(str(serial[2]))
+        elif no_openmp.is_file() and serial_library.is_file():
+            torch.ops.load_library(str(serial_library))
         else:  # cpp_extension.load has loaded the library it built
             try:
                 _build(kernel, source_file, flags, library.parent, name)
             except Exception as exc:  # noqa: BLE001 - e.g. a compiler without OpenMP: build it serial
                 LOG.info("naslung: the %s kernels did not build with OpenMP (%s); building them serial",
                          kernel, " ".join(str(exc).split())[:200])
-                flags, name, library = serial
-                _build(kernel, source_file, flags, library.parent, name)
+                _build(kernel, source_file, serial_flags, serial_library.parent, serial_name)
                 no_openmp.touch()
         return getattr(torch.ops, f"naslung_{kernel}")
     except Exception as exc:  # noqa: BLE001 - any build or load failure falls back, with its reason

@@ -50,16 +50,22 @@ def fused_applies(cbam: nn.Module, x: Tensor) -> bool:
 
     Inference runs :func:`served_cbam` instead (:func:`serving_applies`).
     """
-    if not getattr(cbam, "fused", False) or cbam.order != "channel-first":
-        return False
-    params = (cbam.channel.mlp[0].weight, cbam.spatial.conv.weight)
-    if not torch.is_grad_enabled() or not (x.requires_grad or any(p.requires_grad for p in params)):
-        return False
-    if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() not in (4, 5) or x.numel() == 0:
+    if not (_kernels_take(cbam, x) and _wants_grad(cbam, x)) or x.dim() not in (4, 5):
         return False
     if not (x.is_contiguous() or x.is_contiguous(memory_format=channels_last_format(x.dim()))):
         return False
     return runs_eagerly(cbam.channel, cbam.spatial) and cbam_ops() is not None
+
+
+def _kernels_take(cbam: nn.Module, x: Tensor) -> bool:
+    """``fused`` on, channel-first order, a non-empty float32 CPU input."""
+    return (bool(getattr(cbam, "fused", False)) and cbam.order == "channel-first" and x.device.type == "cpu"
+            and x.dtype == torch.float32 and x.numel() > 0)
+
+
+def _wants_grad(cbam: nn.Module, x: Tensor) -> bool:
+    params = (cbam.channel.mlp[0].weight, cbam.spatial.conv.weight)
+    return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))
 
 
 def serving_applies(cbam: nn.Module, x: Tensor) -> bool:
@@ -71,12 +77,7 @@ def serving_applies(cbam: nn.Module, x: Tensor) -> bool:
     channels at 32^3 1.28x at batch 32 and 1.21x at batch 1; 4 at 16^3 1.25x / 1.32x; 8 at 8^3 1.29x / 1.32x;
     8 at 32^3 1.36x / 1.62x. (Contiguous maps keep torch's ops: there it was 0.84-1.20x at batch 1.)
     """
-    if not getattr(cbam, "fused", False) or cbam.order != "channel-first" or x.dim() != 5:
-        return False
-    params = (cbam.channel.mlp[0].weight, cbam.spatial.conv.weight)
-    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
-        return False
-    if x.device.type != "cpu" or x.dtype != torch.float32 or x.numel() == 0:
+    if not _kernels_take(cbam, x) or _wants_grad(cbam, x) or x.dim() != 5:
         return False
     if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last_3d):
         return False

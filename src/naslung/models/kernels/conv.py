@@ -73,9 +73,8 @@ def direct_conv_applies(conv: nn.Module, x: Tensor, weight: Tensor, bias: Tensor
     """
     if not getattr(conv, "fused", False):
         return False
-    if _wants_grad(x, weight, bias) and bias is not None:
-        return False
-    if not _wants_grad(x, weight, bias) and weight.shape[-1] != 3:
+    training = _wants_grad(x, weight, bias)
+    if (training and bias is not None) or (not training and weight.shape[-1] != 3):
         return False
     if x.dim() != 5 or x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
         return False

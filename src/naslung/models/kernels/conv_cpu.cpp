@@ -67,8 +67,9 @@ struct Geometry {
   int64_t Lg;           // G: floats per (o) row segment (g at index q + 1; zeros around)
   int64_t Qv;           // input w-positions per phase computed per row of the input gradient
 
-  Geometry(const at::Tensor& x, const at::Tensor& weight, int64_t stride) {
-    N = x.size(0), C = x.size(1), D = x.size(2), H = x.size(3), W = x.size(4);
+  // Input sizes (N, C, D, H, W) and weight (O, C, K, K, K).
+  Geometry(at::IntArrayRef input, const at::Tensor& weight, int64_t stride) {
+    N = input[0], C = input[1], D = input[2], H = input[3], W = input[4];
     O = weight.size(0), K = weight.size(2), s = stride, pad = K / 2;
     Do = (D + 2 * pad - K) / s + 1, Ho = (H + 2 * pad - K) / s + 1, Wo = (W + 2 * pad - K) / s + 1;
     Wv = round_up(Wo, kSpan);
@@ -135,10 +136,12 @@ inline void interleave4(const v8 ch[4], float* out) {
   store8(out + 24, __builtin_shuffle(t2, t3, high));
 }
 
-// Writes 4 channels x 16 positions of accumulators into n <= 16 consecutive voxels of C channels (from channel
-// c0): in shuffles when the voxels hold exactly these 4 channels and the block is full, else one by one.
-inline void store_tile(v8 acc[kBlockO][2], float* out, int64_t n, int64_t C, int64_t c0, int64_t lanes) {
-  if (C == kBlockO && lanes == kBlockO && n == kSpan) {
+// Writes `lanes` channels x 16 positions of accumulators into n <= 16 voxels of C channels, every `step`-th
+// voxel from out (the channels from c0): in shuffles when the voxels are consecutive, hold exactly these 4
+// channels and the block is full, else one by one.
+inline void store_tile(v8 acc[kBlockO][2], float* out, int64_t n, int64_t C, int64_t c0, int64_t lanes,
+                       int64_t step = 1) {
+  if (step == 1 && C == kBlockO && lanes == kBlockO && n == kSpan) {
     const v8 lo[4] = {acc[0][0], acc[1][0], acc[2][0], acc[3][0]};
     const v8 hi[4] = {acc[0][1], acc[1][1], acc[2][1], acc[3][1]};
     interleave4(lo, out);
@@ -151,7 +154,7 @@ inline void store_tile(v8 acc[kBlockO][2], float* out, int64_t n, int64_t C, int
     std::memcpy(tile[i] + kVec, &acc[i][1], sizeof(v8));
   }
   for (int64_t j = 0; j < n; ++j)
-    for (int64_t i = 0; i < lanes; ++i) out[j * C + c0 + i] = tile[i][j];
+    for (int64_t i = 0; i < lanes; ++i) out[j * step * C + c0 + i] = tile[i][j];
 }
 
 // One row of x (W voxels of C channels) into X's (c, phase, m) segments, m = (w + pad) / S. With 4 channels
@@ -318,7 +321,7 @@ std::tuple<at::Tensor, at::Tensor> conv_forward(const at::Tensor& x, const at::T
                 "bias: one float per output channel");
   }
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
-  const Geometry g(x, weight, stride);
+  const Geometry g(x.sizes(), weight, stride);
   at::Tensor X = planar_input(x, g);
   at::Tensor y = at::empty({g.N, g.O, g.Do, g.Ho, g.Wo},
                            x.options().memory_format(at::MemoryFormat::ChannelsLast3d));
@@ -380,20 +383,8 @@ at::Tensor grad_input_impl(const at::Tensor& G, const at::Tensor& weight, const 
                   }
                 }
               }
-              const int64_t qe = std::min(kSpan, qn - qb);
-              if constexpr (S == 1) {
-                store_tile(acc, out + qb * g.C, qe, g.C, cb * CB, CB);
-              } else {  // phase r: every S-th voxel
-                float tile[kBlockO][kSpan];
-                for (int64_t ci = 0; ci < CB; ++ci) {
-                  std::memcpy(tile[ci], &acc[ci][0], sizeof(v8));
-                  std::memcpy(tile[ci] + kVec, &acc[ci][1], sizeof(v8));
-                }
-                for (int64_t j = 0; j < qe; ++j) {
-                  float* o = out + (S * (qb + j) + r) * g.C + cb * CB;
-                  for (int64_t ci = 0; ci < CB; ++ci) o[ci] = tile[ci][j];
-                }
-              }
+              // phase r: voxels S (qb + j) + r
+              store_tile(acc, out + (S * qb + r) * g.C, std::min(kSpan, qn - qb), g.C, cb * CB, CB, S);
             }
           }
         }
@@ -467,9 +458,7 @@ std::tuple<at::Tensor, at::Tensor> conv_backward(const at::Tensor& grad, const a
                                                  int64_t W, int64_t stride, bool need_input) {
   check_weight(weight, stride);
   check(grad, "grad", weight.size(0));
-  const at::Tensor shape_probe = at::empty({N, weight.size(1), D, H, W},
-                                           grad.options().memory_format(at::MemoryFormat::ChannelsLast3d));
-  const Geometry g(shape_probe, weight, stride);
+  const Geometry g({N, weight.size(1), D, H, W}, weight, stride);
   TORCH_CHECK(grad.size(0) == N && grad.size(2) == g.Do && grad.size(3) == g.Ho && grad.size(4) == g.Wo,
               "grad: shape does not match the convolution's output");
   TORCH_CHECK(X.numel() == g.N * g.Dp * g.Hp * g.C * g.s * g.Lw, "X: not this convolution's planar input");
