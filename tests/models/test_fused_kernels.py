@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -270,3 +271,24 @@ def test_a_nan_propagates_as_on_torch_path():
     y.requires_grad_()
     assert fused_applies(cbam, y)
     assert torch.isnan(cbam(y)[1]).any()
+
+
+@pytest.mark.parametrize("channels", [4, 8])
+def test_spatial_pool_vector_path_keeps_first_max_and_nan_rules(channels):
+    """The 4/8-channel vector path of ``spatial_pool`` follows each channel in several lanes (every other
+    voxel at 4 channels): merged, the mean, the max and the *first* position of the max (a NaN first) must be
+    what the scalar rule gives, on rows whose length leaves a tail and whose sums cross the 256-step flush."""
+    ops = cbam_ops()
+    if ops is None:
+        pytest.skip("fused kernels unavailable")
+    torch.manual_seed(channels)
+    x = torch.randint(0, 5, (3, channels, 9, 9, 11)).float()  # many ties; P = 891 is odd
+    x[1, 2, 8, 8, 10] = 7.0  # the maximum at the row's very last voxel (the tail when 2 voxels per lane)
+    x[2, 1, 4, 4, 3] = float("nan")  # a NaN after ordinary maxima
+    x[2, 1, 6, 0, 0] = float("nan")  # and a later one: the first NaN's position is kept
+    avg, peak, argmax = ops.spatial_pool(_layout(x, True))
+    flat = x.flatten(2).double().numpy()
+    assert torch.allclose(avg[:2].double(), torch.from_numpy(flat[:2].mean(-1)), rtol=1e-6)
+    assert torch.equal(argmax, torch.from_numpy(flat.argmax(-1)))  # numpy: first maximum, a NaN first
+    assert torch.equal(peak.isnan(), torch.from_numpy(np.isnan(flat).any(-1)))
+    assert torch.equal(peak.nan_to_num(-1), torch.from_numpy(flat.max(-1)).float().nan_to_num(-1))

@@ -146,7 +146,9 @@ def load_ops(kernel: str) -> Any | None:
     capability = cpu_capability()
     source_file = Path(__file__).with_name(f"{kernel}_cpu.cpp")
     try:
-        source = source_file.read_bytes()
+        # the headers it may include (simd8.h) are part of the build: a change to one builds anew
+        headers = sorted(source_file.parent.glob("*.h"))
+        source = source_file.read_bytes() + b"".join(h.read_bytes() for h in headers)
         flags, name, library = _build_target(kernel, capability, source, openmp=True)
         serial_flags, serial_name, serial_library = _build_target(kernel, capability, source, openmp=False)
         no_openmp = library.parent.with_name(name + ".no-openmp")  # this compiler failed the OpenMP build

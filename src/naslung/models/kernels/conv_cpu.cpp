@@ -25,8 +25,8 @@
 //   12 accumulators (4 output channels x 3 taps kw) per (kd, kh, c) over one (n, d) slab; each slab's sums are
 //   added into double per thread block, the blocks in a fixed order (deterministic for a thread count).
 //
-// Vectors are GCC vector types of 8 floats, so the same source compiles to AVX2 or AVX-512 code (the flags
-// of naslung.models.kernels) without intrinsics.
+// Vectors are the 8-float GCC vector types of simd8.h, so the same source compiles to AVX2 or AVX-512 code
+// (the flags of naslung.models.kernels) without intrinsics.
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -41,19 +41,19 @@
 #include <type_traits>
 #include <vector>
 
+#include "simd8.h"
+
 namespace {
 
-typedef float v8 __attribute__((vector_size(32)));
+using naslung_simd::deinterleave4;
+using naslung_simd::interleave4;
+using naslung_simd::iv8;
+using naslung_simd::kVec;
+using naslung_simd::load8;
+using naslung_simd::splat;
+using naslung_simd::store8;
+using naslung_simd::v8;
 
-inline v8 load8(const float* p) {
-  v8 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-inline v8 splat(float a) { return v8{a, a, a, a, a, a, a, a}; }
-
-constexpr int64_t kVec = 8;          // floats per vector
 constexpr int64_t kSpan = 2 * kVec;  // w-positions per accumulator block
 constexpr int64_t kBlockO = 4;       // output channels per accumulator block
 
@@ -105,35 +105,6 @@ void check_weight(const at::Tensor& weight, int64_t stride) {
   TORCH_CHECK((K == 1 || K == 3) && weight.size(3) == K && weight.size(4) == K, "weight: kernel 1^3 or 3^3");
   TORCH_CHECK(weight.size(0) % kBlockO == 0, "weight: output channels must be a multiple of 4");
   TORCH_CHECK(stride == 1 || stride == 2, "stride must be 1 or 2");
-}
-
-typedef int iv8 __attribute__((vector_size(32)));
-
-// 8 voxels of 4 channels (32 floats at in) -> ch[c], the 8 values of channel c: a 4 x 8 transpose in shuffles.
-inline void deinterleave4(const float* in, v8 ch[4]) {
-  const v8 a0 = load8(in), a1 = load8(in + 8), a2 = load8(in + 16), a3 = load8(in + 24);
-  const iv8 low = {0, 4, 8, 12, 1, 5, 9, 13}, high = {2, 6, 10, 14, 3, 7, 11, 15};
-  const v8 t0 = __builtin_shuffle(a0, a1, low), t1 = __builtin_shuffle(a0, a1, high);
-  const v8 t2 = __builtin_shuffle(a2, a3, low), t3 = __builtin_shuffle(a2, a3, high);
-  const iv8 first = {0, 1, 2, 3, 8, 9, 10, 11}, second = {4, 5, 6, 7, 12, 13, 14, 15};
-  ch[0] = __builtin_shuffle(t0, t2, first);
-  ch[1] = __builtin_shuffle(t0, t2, second);
-  ch[2] = __builtin_shuffle(t1, t3, first);
-  ch[3] = __builtin_shuffle(t1, t3, second);
-}
-
-inline void store8(float* p, v8 v) { std::memcpy(p, &v, sizeof(v)); }
-
-// The inverse of deinterleave4: ch[c] (8 voxels of channel c) -> 32 floats at out, 8 voxels of 4 channels.
-inline void interleave4(const v8 ch[4], float* out) {
-  const iv8 first = {0, 1, 2, 3, 8, 9, 10, 11}, second = {4, 5, 6, 7, 12, 13, 14, 15};
-  const v8 t0 = __builtin_shuffle(ch[0], ch[1], first), t2 = __builtin_shuffle(ch[0], ch[1], second);
-  const v8 t1 = __builtin_shuffle(ch[2], ch[3], first), t3 = __builtin_shuffle(ch[2], ch[3], second);
-  const iv8 low = {0, 4, 8, 12, 1, 5, 9, 13}, high = {2, 6, 10, 14, 3, 7, 11, 15};
-  store8(out, __builtin_shuffle(t0, t1, low));
-  store8(out + 8, __builtin_shuffle(t0, t1, high));
-  store8(out + 16, __builtin_shuffle(t2, t3, low));
-  store8(out + 24, __builtin_shuffle(t2, t3, high));
 }
 
 // Writes `lanes` channels x 16 positions of accumulators into n <= 16 voxels of C channels, every `step`-th
