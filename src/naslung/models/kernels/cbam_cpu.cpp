@@ -300,6 +300,11 @@ void apply_kernel(const float* x, const float* a, const float* sp, float* out, i
       if constexpr (kVectorised<CL, CC>) {
         visit_rows(lo, hi, P, [&](int64_t b, int64_t p) {
           const int64_t i = b * P + p;
+          if constexpr (CC == 8) {  // a voxel is a vector: no transpose
+            const v8 ab = load8(a + b * CC);
+            for (int64_t j = i; j < i + kVec; ++j) store8(out + j * CC, load8(x + j * CC) * (ab * splat(sp[j])));
+            return;
+          }
           v8 ch[CC > 0 ? CC : 1];
           load_planes<CC>(x + i * CC, ch);
           const v8 w = load8(sp + i);
@@ -416,6 +421,17 @@ void grad_channel_kernel(const float* g, const float* x, const float* a, const f
           v8 part[CC > 0 ? CC : 1] = {};
           for (int64_t stop = std::min(P - P % kVec, p + 16 * kVec); p < stop; p += kVec) {
             const int64_t i = b * P + p;
+            if constexpr (CC == 8) {  // a voxel is a vector: part[0] holds the 8 channels' sums
+              const v8 ab = load8(a + b * CC);
+              for (int64_t q = p; q < p + kVec; ++q) {
+                const int64_t j = b * P + q;
+                const v8 xv = load8(x + j * CC), y = xv * ab;
+                const float share = dd[(b * 2 + 1) * P + q] * tie_inv[j];
+                part[0] += xv * (load8(g + j * CC) * splat(sp[j]) + splat(dd[(b * 2) * P + q] * inv_c) +
+                                 splat(share) * indicator(y == splat(desc[(b * 2 + 1) * P + q])));
+              }
+              continue;
+            }
             v8 gc[CC > 0 ? CC : 1], xc[CC > 0 ? CC : 1];
             load_planes<CC>(g + i * CC, gc);
             load_planes<CC>(x + i * CC, xc);
@@ -427,8 +443,12 @@ void grad_channel_kernel(const float* g, const float* x, const float* a, const f
               part[c] += xc[c] * (gc[c] * w + base + share * indicator(y == best));
             }
           }
-          for (int c = 0; c < CC; ++c)
-            for (int l = 0; l < kVec; ++l) acc[c] += static_cast<double>(part[c][l]);
+          if constexpr (CC == 8) {
+            for (int c = 0; c < CC; ++c) acc[c] += static_cast<double>(part[0][c]);
+          } else {
+            for (int c = 0; c < CC; ++c)
+              for (int l = 0; l < kVec; ++l) acc[c] += static_cast<double>(part[c][l]);
+          }
         }
       }
       for (; p < P; ++p) {
@@ -480,6 +500,18 @@ void grad_input_kernel(const float* g, const float* x, const float* a, const flo
       if constexpr (kVectorised<CL, CC>) {
         for (; p + kVec <= P; p += kVec) {
           const int64_t i = b * P + p;
+          if constexpr (CC == 8) {  // a voxel is a vector: no transpose
+            const v8 ab = load8(a + b * CC), pool8 = load8(pooled.data());
+            for (int64_t q = p; q < p + kVec; ++q) {
+              const int64_t j = b * P + q;
+              const v8 y = load8(x + j * CC) * ab;
+              const float share = dd[(b * 2 + 1) * P + q] * tie_inv[j];
+              const v8 dy = load8(g + j * CC) * splat(sp[j]) + splat(dd[(b * 2) * P + q] * inv_c) +
+                            splat(share) * indicator(y == splat(desc[(b * 2 + 1) * P + q]));
+              store8(dx + j * CC, ab * dy + pool8);
+            }
+            continue;
+          }
           v8 gc[CC > 0 ? CC : 1], xc[CC > 0 ? CC : 1];
           load_planes<CC>(g + i * CC, gc);
           load_planes<CC>(x + i * CC, xc);
