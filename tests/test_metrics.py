@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import pytest
 
-from naslung.metrics import binary_metrics
+from naslung.metrics import binary_metrics, rank_auc
 
 
 def test_hand_computed_counts():
@@ -50,3 +51,16 @@ def test_bad_inputs_raise():
         binary_metrics([0, 1], [0])
     with pytest.raises(ValueError, match="y_score"):
         binary_metrics([0, 1], [0, 1], [0.5])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rank_auc_equals_scikit_learns_with_ties(seed):
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 200)
+    y[:2] = [0, 1]
+    score = np.round(rng.random(200) * (4 if seed % 2 else 1000)) / 4  # many ties for odd seeds
+    expected = roc_auc_score(y, score)
+    assert rank_auc(y, score) == pytest.approx(expected, abs=1e-12)
+    assert binary_metrics(y, (score >= 0.5).astype(int), score)["auc"] == pytest.approx(expected, abs=1e-12)
