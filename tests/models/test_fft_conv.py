@@ -150,3 +150,35 @@ def test_the_written_out_backward_serves_either_input_alone_and_keeps_dtypes():
     xb, wb = x.bfloat16().requires_grad_(), w.bfloat16().requires_grad_()
     gx, gw = torch.autograd.grad(fft_conv(xb, wb), (xb, wb), grad.bfloat16())
     assert gx.dtype == torch.bfloat16 and gw.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("conjugate", [False, True])
+def test_the_fused_spectrum_mix_equals_torch_ops(conjugate: bool):
+    """``_mix`` on the ``spectrum_mix`` kernel against the same sum in torch's ops, on the forward's and the
+    backward's (transposed) operands; with a gradient to track it keeps torch's ops."""
+    from naslung.models.blocks import fft_conv as module
+
+    if module.cbam_ops() is None:
+        pytest.skip("fused kernels unavailable")
+    torch.manual_seed(3)
+    spectra = torch.randn(5, 2, 8, 8, 5, dtype=torch.complex64)
+    filters = torch.randn(3, 2, 8, 8, 5, dtype=torch.complex64)
+
+    def by_torch(a, b):
+        b = b.conj() if conjugate else b
+        return sum(a[:, c : c + 1] * b[:, c] for c in range(a.shape[1]))
+
+    def cplx(*shape):
+        return torch.randn(*shape, dtype=torch.complex64)
+
+    cases = [(spectra, filters), (spectra.transpose(0, 1), cplx(2, 5, 8, 8, 5)),
+             (cplx(4, 3, 6, 4), cplx(2, 3, 6, 4))]
+    for a, b in cases:  # the 3-D forward's, a transposed backward operand's, and a 2-D gate's
+        assert module._mix_kernels(a, b) is not None
+        got, want = module._mix(a, b, conjugate), by_torch(a, b)
+        assert got.shape == want.shape and got.is_contiguous()
+        assert float((got - want).abs().max() / want.abs().max()) < 1e-6
+    tracked = spectra.clone().requires_grad_()
+    assert module._mix_kernels(tracked, filters) is None
+    module._mix(tracked, filters, conjugate).abs().sum().backward()
+    assert tracked.grad is not None

@@ -24,9 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cache
+from typing import Any
 
 import torch
 from torch import Tensor
+
+from naslung.models.kernels import cbam_ops
 
 
 @cache  # a few distinct (side, kernel) pairs, asked on every gate forward
@@ -78,13 +81,32 @@ def fft_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, filters: Ten
     return out.to(x.dtype)
 
 
+def _mix_kernels(spectra: Tensor, filters: Tensor) -> Any | None:
+    """The fused kernels if ``_mix`` may run on them, else None."""
+    if torch.is_grad_enabled() and (spectra.requires_grad or filters.requires_grad):
+        return None
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return None
+    complex_cpu = all(t.device.type == "cpu" and t.dtype == torch.complex64 for t in (spectra, filters))
+    if not complex_cpu or not (spectra[0][0].is_contiguous() and filters[0][0].is_contiguous()):
+        return None
+    return cbam_ops()
+
+
 def _mix(spectra: Tensor, filters: Tensor, conjugate: bool = False) -> Tensor:
     """``out[b, o] = sum_c spectra[b, c] * filters[o, c]`` (``(B, C, *F)``, ``(O, C, *F)`` -> ``(B, O, *F)``).
 
     One input channel at a time: broadcasting ``(B, 1, C, *F) * (1, O, C, *F)`` and summing over ``C`` wrote
     a ``(B, O, C, *F)`` temporary; the gate's forward at batch 32 and 32^3 is 6 % faster this way (8.1 -> 7.7
     ms, 2 threads). ``conjugate`` uses ``conj(filters)``.
+
+    Where it can, it runs as one pass of the fused CBAM kernels' ``spectrum_mix`` (complex64 CPU tensors,
+    the spectral axes contiguous, no gradient to track): 0.63 against 4.5 ms for the 32^3 gate at batch 32
+    (2 threads, this VM); outputs equal to float rounding (``tests/models/test_fft_conv.py``).
     """
+    ops = _mix_kernels(spectra, filters)
+    if ops is not None:
+        return ops.spectrum_mix(spectra, filters, conjugate)
     if conjugate:
         filters = filters.conj()
     out = spectra[:, :1] * filters[:, 0]
