@@ -273,11 +273,12 @@ def test_a_nan_propagates_as_on_torch_path():
     assert torch.isnan(cbam(y)[1]).any()
 
 
-@pytest.mark.parametrize("channels", [4, 8])
+@pytest.mark.parametrize("channels", [4, 8, 24])
 def test_spatial_pool_vector_path_keeps_first_max_and_nan_rules(channels):
-    """The 4/8-channel vector path of ``spatial_pool`` follows each channel in several lanes (every other
-    voxel at 4 channels): merged, the mean, the max and the *first* position of the max (a NaN first) must be
-    what the scalar rule gives, on rows whose length leaves a tail and whose sums cross the 256-step flush."""
+    """The vector paths of ``spatial_pool`` (4 channels, or blocks of 8) follow each channel in one or more
+    lanes (every other voxel at 4 channels): merged, the mean, the max and the *first* position of the max
+    (a NaN first) must be what the scalar rule gives, on rows whose length leaves a tail and whose sums cross
+    the 256-step flush."""
     ops = cbam_ops()
     if ops is None:
         pytest.skip("fused kernels unavailable")
@@ -286,6 +287,7 @@ def test_spatial_pool_vector_path_keeps_first_max_and_nan_rules(channels):
     x[1, 2, 8, 8, 10] = 7.0  # the maximum at the row's very last voxel (the tail when 2 voxels per lane)
     x[2, 1, 4, 4, 3] = float("nan")  # a NaN after ordinary maxima
     x[2, 1, 6, 0, 0] = float("nan")  # and a later one: the first NaN's position is kept
+    x[0, -1, 2, 2, 2] = 9.0  # the last channel (the last block of 8 at 24 channels)
     avg, peak, argmax = ops.spatial_pool(_layout(x, True))
     flat = x.flatten(2).double().numpy()
     assert torch.allclose(avg[:2].double(), torch.from_numpy(flat[:2].mean(-1)), rtol=1e-6)

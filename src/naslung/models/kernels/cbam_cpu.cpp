@@ -59,6 +59,20 @@ void visit_rows(int64_t lo, int64_t hi, int64_t P, Vec&& vec, One&& one) {
 inline v8 select(iv8 mask, v8 yes, v8 no) { return mask ? yes : no; }
 inline v8 indicator(iv8 mask) { return mask ? splat(1.f) : splat(0.f); }
 
+// Channels-last voxels of 16, 24, 32, ... channels (the wider stages): each voxel's channels as C / 8
+// vectors, reduced across lanes where a per-voxel value is needed. Lanes summed in order 0 .. 7.
+constexpr bool wide(bool cl, int64_t n) { return cl && n > 8 && n % kVec == 0; }
+inline float lane_sum(v8 v) {
+  float t = 0.f;
+  for (int l = 0; l < kVec; ++l) t += v[l];
+  return t;
+}
+inline float lane_max(v8 v) {  // no NaN lanes: the callers' maxima skip NaNs as std::max does
+  float t = v[0];
+  for (int l = 1; l < kVec; ++l) t = std::max(t, v[l]);
+  return t;
+}
+
 struct Shape {
   int64_t B, C, P;
   bool cl;
@@ -83,12 +97,13 @@ at::Tensor like(const at::Tensor& x, const Shape& s) {
   return at::empty(x.sizes(), x.options().memory_format(fmt));
 }
 
-// One channels-last batch row xb (P voxels of CC = 4 or 8 channels): per channel the sum, the max and the
-// first position of the max, as spatial_pool's scalar loop computes them. Each vector lane follows one channel
+// One channels-last batch row xb (P voxels of CC = 4 or 8 channels, `stride` floats apart: 8 channels of a
+// wider map are one block of it): per channel the sum, the max and the first position of the max, as
+// spatial_pool's scalar loop computes them. Each vector lane follows one channel
 // over every (8 / CC)-th voxel; its float sums go into double every 256 steps; the lanes of a channel are
 // merged at the end (a NaN first, then the larger value, then the earlier position).
 template <int CC>
-void pool_row(const float* xb, int64_t P, double* sum, float* m, int64_t* where) {
+void pool_row(const float* xb, int64_t P, int64_t stride, double* sum, float* m, int64_t* where) {
   constexpr int V = 8 / CC;  // voxels per vector
   iv8 lane_voxel;
   for (int l = 0; l < 8; ++l) lane_voxel[l] = l / CC;
@@ -99,7 +114,7 @@ void pool_row(const float* xb, int64_t P, double* sum, float* m, int64_t* where)
   while (q + V <= P) {
     v8 part = splat(0.f);
     for (int64_t stop = std::min(P - P % V, q + 256 * V); q < stop; q += V) {
-      const v8 v = load8(xb + q * CC);
+      const v8 v = load8(xb + q * stride);
       part += v;
       const iv8 take = (v > best) | ((v != v) & (best == best));  // the first NaN wins, as in max
       best = select(take, v, best);
@@ -127,7 +142,7 @@ void pool_row(const float* xb, int64_t P, double* sum, float* m, int64_t* where)
   }
   for (; q < P; ++q) {  // the voxel left over when V = 2 and P is odd: the last in the row
     for (int c = 0; c < CC; ++c) {
-      const float v = xb[q * CC + c];
+      const float v = xb[q * stride + c];
       sum[c] += v;
       if (v > m[c] || (v != v && m[c] == m[c])) {
         m[c] = v;
@@ -153,10 +168,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_pool(const at::Tensor& x_
     std::vector<float> m(C);
     std::vector<int64_t> where(C);
     for (int64_t i = lo; i < hi; ++i) {
-      if (s.cl && (C == 4 || C == 8)) {
+      if (s.cl && (C == 4 || C % 8 == 0)) {
         const float* xb = x + i * P * C;
-        if (C == 4) pool_row<4>(xb, P, sum.data(), m.data(), where.data());
-        else pool_row<8>(xb, P, sum.data(), m.data(), where.data());
+        if (C == 4) pool_row<4>(xb, P, C, sum.data(), m.data(), where.data());
+        else
+          for (int64_t k = 0; k < C; k += kVec)
+            pool_row<8>(xb + k, P, C, sum.data() + k, m.data() + k, where.data() + k);
         for (int64_t c = 0; c < C; ++c) {
           avg[i * C + c] = static_cast<float>(sum[c] / P);
           mx[i * C + c] = m[c];
@@ -241,6 +258,22 @@ void descriptor_kernel(const float* x, const float* a, float* desc, int64_t B, i
   const float inv_c = 1.0f / static_cast<float>(n);
   const auto one = [&](int64_t b, int64_t p) {
     const float* ab = a + b * n;
+    if (wide(CL, n)) {
+      const float* xv = x + (b * P + p) * n;
+      v8 sum = splat(0.f), best = splat(-std::numeric_limits<float>::infinity());
+      iv8 nan = {};
+      for (int64_t k = 0; k < n; k += kVec) {
+        const v8 v = load8(xv + k) * load8(ab + k);
+        sum += v;
+        best = select(best < v, v, best);
+        nan |= (v != v);
+      }
+      bool any_nan = false;
+      for (int l = 0; l < kVec; ++l) any_nan = any_nan || nan[l] != 0;
+      desc[(b * 2) * P + p] = lane_sum(sum) * inv_c;
+      desc[(b * 2 + 1) * P + p] = any_nan ? std::numeric_limits<float>::quiet_NaN() : lane_max(best);
+      return;
+    }
     float sum = 0.f, best = -std::numeric_limits<float>::infinity();
     bool nan = false;
     for (int64_t c = 0; c < n; ++c) {
@@ -294,6 +327,11 @@ void apply_kernel(const float* x, const float* a, const float* sp, float* out, i
       const int64_t i = b * P + p;
       const float* ab = a + b * n;
       const float w = sp[i];
+      if (wide(CL, n)) {
+        for (int64_t k = 0; k < n; k += kVec)
+          store8(out + i * n + k, load8(x + i * n + k) * (load8(ab + k) * splat(w)));
+        return;
+      }
       for (int64_t c = 0; c < n; ++c) out[i * n + c] = x[i * n + c] * (ab[c] * w);
     };
     at::parallel_for(0, B * P, 2048, [&](int64_t lo, int64_t hi) {
@@ -345,6 +383,20 @@ void grad_spatial_kernel(const float* g, const float* x, const float* a, float* 
   const auto one = [&](int64_t b, int64_t p) {
     const int64_t i = b * P + p;
     const float* ab = a + b * n;
+    if (wide(CL, n)) {
+      const float *xv = x + i * n, *gv = g + i * n;
+      v8 acc = splat(0.f), best = splat(-std::numeric_limits<float>::infinity()), ties = splat(0.f);
+      for (int64_t k = 0; k < n; k += kVec) {
+        const v8 y = load8(xv + k) * load8(ab + k);
+        acc += load8(gv + k) * y;
+        best = select(best < y, y, best);
+      }
+      const v8 top = splat(lane_max(best));
+      for (int64_t k = 0; k < n; k += kVec) ties += indicator(load8(xv + k) * load8(ab + k) == top);
+      ds[i] = lane_sum(acc);
+      tie_inv[i] = 1.f / lane_sum(ties);
+      return;
+    }
     float acc = 0.f, best = -std::numeric_limits<float>::infinity();
     for (int64_t c = 0; c < n; ++c) {
       const int64_t j = ix.at(b, p, c);
@@ -450,6 +502,22 @@ void grad_channel_kernel(const float* g, const float* x, const float* a, const f
               for (int l = 0; l < kVec; ++l) acc[c] += static_cast<double>(part[c][l]);
           }
         }
+      } else if (wide(CL, n)) {  // voxel by voxel, C / 8 vectors of sums over up to 128 positions
+        std::vector<v8> part(n / kVec);
+        while (p < P) {
+          std::fill(part.begin(), part.end(), splat(0.f));
+          for (const int64_t stop = std::min(P, p + 16 * kVec); p < stop; ++p) {
+            const int64_t i = b * P + p;
+            const v8 w = splat(sp[i]), base = splat(dd[(b * 2) * P + p] * inv_c);
+            const v8 best = splat(desc[(b * 2 + 1) * P + p]);
+            const v8 share = splat(dd[(b * 2 + 1) * P + p] * tie_inv[i]);
+            for (int64_t k = 0; k < n; k += kVec) {
+              const v8 xv = load8(x + i * n + k), y = xv * load8(ab + k);
+              part[k / kVec] += xv * (load8(g + i * n + k) * w + base + share * indicator(y == best));
+            }
+          }
+          for (int64_t c = 0; c < n; ++c) acc[c] += static_cast<double>(part[c / kVec][c % kVec]);
+        }
       }
       for (; p < P; ++p) {
         const int64_t i = b * P + p;
@@ -497,6 +565,19 @@ void grad_input_kernel(const float* g, const float* x, const float* a, const flo
       const float* ab = a + b * n;
       for (int64_t c = 0; c < n; ++c) pooled[c] = davg[b * n + c] * inv_p;
       int64_t p = 0;
+      if (!kVectorised<CL, CC> && wide(CL, n)) {  // voxel by voxel, C / 8 vectors each
+        for (; p < P; ++p) {
+          const int64_t i = b * P + p;
+          const v8 w = splat(sp[i]), base = splat(dd[(b * 2) * P + p] * inv_c);
+          const v8 best = splat(desc[(b * 2 + 1) * P + p]);
+          const v8 share = splat(dd[(b * 2 + 1) * P + p] * tie_inv[i]);
+          for (int64_t k = 0; k < n; k += kVec) {
+            const v8 ac = load8(ab + k), y = load8(x + i * n + k) * ac;
+            const v8 dy = load8(g + i * n + k) * w + base + share * indicator(y == best);
+            store8(dx + i * n + k, ac * dy + load8(pooled.data() + k));
+          }
+        }
+      }
       if constexpr (kVectorised<CL, CC>) {
         for (; p + kVec <= P; p += kVec) {
           const int64_t i = b * P + p;
@@ -569,8 +650,8 @@ at::Tensor grad_input(const at::Tensor& g_, const at::Tensor& x_, const at::Tens
 // transposes).  (B, C, *F) x (O, C, *F) -> (B, O, *F), contiguous. torch's ops wrote a temporary per channel
 // and took 2.0 ms at batch 32 for the 32^3 gate (2 threads).
 at::Tensor spectrum_mix(const at::Tensor& spectra, const at::Tensor& filters, bool conjugate) {
-  TORCH_CHECK(spectra.device().is_cpu() && filters.device().is_cpu() && spectra.scalar_type() == at::kComplexFloat &&
-                  filters.scalar_type() == at::kComplexFloat,
+  TORCH_CHECK(spectra.device().is_cpu() && filters.device().is_cpu() &&
+                  spectra.scalar_type() == at::kComplexFloat && filters.scalar_type() == at::kComplexFloat,
               "spectrum_mix: complex64 CPU tensors are needed");
   TORCH_CHECK(spectra.dim() >= 3 && filters.dim() == spectra.dim() && spectra.size(1) == filters.size(1),
               "spectrum_mix: (B, C, *F) and (O, C, *F) are needed");
