@@ -37,10 +37,12 @@ using naslung_simd::store8;
 using naslung_simd::store_planes;
 using naslung_simd::v8;
 
-// Whether a kernel takes its vector path: channels-last with 4 or 8 channels (NAS-Lung's widths), 8 voxels
-// per step as per-channel vectors (simd8.h's transposes). Written out because g++ did not vectorise the
-// 4-wide channel loops well: the AVX-512 build of the backward passes ran 4x slower than the AVX2 build
-// (grad_spatial 11.1 against 2.8 ms, 4 channels at 32^3, batch 32, 2 threads).
+// Whether a pass takes the transposing vector path: channels-last with 4 channels, or 8 for the passes that
+// reduce over a voxel's channels (gate_descriptor, grad_spatial), 8 voxels per step as per-channel vectors
+// (simd8.h's transposes); the elementwise passes take 8+ channels as whole vectors (wide, below). Written
+// out because g++ did not vectorise the 4-wide channel loops well: the AVX-512 build of the backward passes
+// ran 4x slower than the AVX2 build (grad_spatial 11.1 against 2.8 ms, 4 channels at 32^3, batch 32, 2
+// threads).
 template <bool CL, int CC>
 constexpr bool kVectorised = CL && (CC == 4 || CC == 8);
 
@@ -59,9 +61,10 @@ void visit_rows(int64_t lo, int64_t hi, int64_t P, Vec&& vec, One&& one) {
 inline v8 select(iv8 mask, v8 yes, v8 no) { return mask ? yes : no; }
 inline v8 indicator(iv8 mask) { return mask ? splat(1.f) : splat(0.f); }
 
-// Channels-last voxels of 16, 24, 32, ... channels (the wider stages): each voxel's channels as C / 8
-// vectors, reduced across lanes where a per-voxel value is needed. Lanes summed in order 0 .. 7.
-constexpr bool wide(bool cl, int64_t n) { return cl && n > 8 && n % kVec == 0; }
+// Channels-last voxels of 8, 16, 24, ... channels: each voxel's channels as C / 8 vectors, reduced across
+// lanes where a per-voxel value is needed (lanes summed in order 0 .. 7). The elementwise passes take it
+// from 8 channels on; the reducing ones (descriptor, grad_spatial) transpose 8 voxels instead at 8.
+constexpr bool wide(bool cl, int64_t n) { return cl && n % kVec == 0; }
 inline float lane_sum(v8 v) {
   float t = 0.f;
   for (int l = 0; l < kVec; ++l) t += v[l];
@@ -335,19 +338,18 @@ void apply_kernel(const float* x, const float* a, const float* sp, float* out, i
       for (int64_t c = 0; c < n; ++c) out[i * n + c] = x[i * n + c] * (ab[c] * w);
     };
     at::parallel_for(0, B * P, 2048, [&](int64_t lo, int64_t hi) {
-      if constexpr (kVectorised<CL, CC>) {
+      if constexpr (CL && CC == 4) {
         visit_rows(lo, hi, P, [&](int64_t b, int64_t p) {
           const int64_t i = b * P + p;
-          if constexpr (CC == 8) {  // a voxel is a vector: no transpose
-            const v8 ab = load8(a + b * CC);
-            for (int64_t j = i; j < i + kVec; ++j) store8(out + j * CC, load8(x + j * CC) * (ab * splat(sp[j])));
-            return;
-          }
           v8 ch[CC > 0 ? CC : 1];
           load_planes<CC>(x + i * CC, ch);
           const v8 w = load8(sp + i);
           for (int c = 0; c < CC; ++c) ch[c] = ch[c] * (splat(a[b * CC + c]) * w);
           store_planes<CC>(ch, out + i * CC);
+        }, one);
+      } else if (wide(CL, n)) {  // row by row: no division per voxel
+        visit_rows(lo, hi, P, [&](int64_t b, int64_t p) {
+          for (int64_t q = p; q < p + kVec; ++q) one(b, q);
         }, one);
       } else {
         for (int64_t i = lo; i < hi; ++i) one(i / P, i % P);
@@ -467,23 +469,12 @@ void grad_channel_kernel(const float* g, const float* x, const float* a, const f
       std::fill(acc.begin(), acc.end(), 0.0);
       const float* ab = a + b * n;
       int64_t p = 0;
-      if constexpr (kVectorised<CL, CC>) {
+      if constexpr (CL && CC == 4) {
         // Float sums over up to 128 positions per lane, then added into acc in double.
         for (; p + kVec <= P;) {
           v8 part[CC > 0 ? CC : 1] = {};
           for (int64_t stop = std::min(P - P % kVec, p + 16 * kVec); p < stop; p += kVec) {
             const int64_t i = b * P + p;
-            if constexpr (CC == 8) {  // a voxel is a vector: part[0] holds the 8 channels' sums
-              const v8 ab = load8(a + b * CC);
-              for (int64_t q = p; q < p + kVec; ++q) {
-                const int64_t j = b * P + q;
-                const v8 xv = load8(x + j * CC), y = xv * ab;
-                const float share = dd[(b * 2 + 1) * P + q] * tie_inv[j];
-                part[0] += xv * (load8(g + j * CC) * splat(sp[j]) + splat(dd[(b * 2) * P + q] * inv_c) +
-                                 splat(share) * indicator(y == splat(desc[(b * 2 + 1) * P + q])));
-              }
-              continue;
-            }
             v8 gc[CC > 0 ? CC : 1], xc[CC > 0 ? CC : 1];
             load_planes<CC>(g + i * CC, gc);
             load_planes<CC>(x + i * CC, xc);
@@ -495,12 +486,8 @@ void grad_channel_kernel(const float* g, const float* x, const float* a, const f
               part[c] += xc[c] * (gc[c] * w + base + share * indicator(y == best));
             }
           }
-          if constexpr (CC == 8) {
-            for (int c = 0; c < CC; ++c) acc[c] += static_cast<double>(part[0][c]);
-          } else {
-            for (int c = 0; c < CC; ++c)
-              for (int l = 0; l < kVec; ++l) acc[c] += static_cast<double>(part[c][l]);
-          }
+          for (int c = 0; c < CC; ++c)
+            for (int l = 0; l < kVec; ++l) acc[c] += static_cast<double>(part[c][l]);
         }
       } else if (wide(CL, n)) {  // voxel by voxel, C / 8 vectors of sums over up to 128 positions
         std::vector<v8> part(n / kVec);
@@ -565,7 +552,7 @@ void grad_input_kernel(const float* g, const float* x, const float* a, const flo
       const float* ab = a + b * n;
       for (int64_t c = 0; c < n; ++c) pooled[c] = davg[b * n + c] * inv_p;
       int64_t p = 0;
-      if (!kVectorised<CL, CC> && wide(CL, n)) {  // voxel by voxel, C / 8 vectors each
+      if (wide(CL, n)) {  // voxel by voxel, C / 8 vectors each
         for (; p < P; ++p) {
           const int64_t i = b * P + p;
           const v8 w = splat(sp[i]), base = splat(dd[(b * 2) * P + p] * inv_c);
@@ -578,21 +565,9 @@ void grad_input_kernel(const float* g, const float* x, const float* a, const flo
           }
         }
       }
-      if constexpr (kVectorised<CL, CC>) {
+      if constexpr (CL && CC == 4) {
         for (; p + kVec <= P; p += kVec) {
           const int64_t i = b * P + p;
-          if constexpr (CC == 8) {  // a voxel is a vector: no transpose
-            const v8 ab = load8(a + b * CC), pool8 = load8(pooled.data());
-            for (int64_t q = p; q < p + kVec; ++q) {
-              const int64_t j = b * P + q;
-              const v8 y = load8(x + j * CC) * ab;
-              const float share = dd[(b * 2 + 1) * P + q] * tie_inv[j];
-              const v8 dy = load8(g + j * CC) * splat(sp[j]) + splat(dd[(b * 2) * P + q] * inv_c) +
-                            splat(share) * indicator(y == splat(desc[(b * 2 + 1) * P + q]));
-              store8(dx + j * CC, ab * dy + pool8);
-            }
-            continue;
-          }
           v8 gc[CC > 0 ? CC : 1], xc[CC > 0 ? CC : 1];
           load_planes<CC>(g + i * CC, gc);
           load_planes<CC>(x + i * CC, xc);
