@@ -37,3 +37,15 @@ def run_isa(isa: str, body: Callable[[], None]) -> None:
             argv = sys.argv[:i] + sys.argv[i + 2:]
         print(f"--- rerunning with {' '.join(f'{k}={v}' for k, v in AVX2_ENV.items())}", flush=True)
         subprocess.run([sys.executable, *argv], env={**os.environ, **AVX2_ENV}, check=True)
+
+
+def kernel_benchmark_main(doc: str, measure: Callable[[argparse.Namespace], None], threads: int,
+                          rounds: int) -> None:
+    """The command line of a per-kernel benchmark (``--threads``, ``--rounds``, ``--isa``; ``doc`` its
+    help): parses it and runs ``measure(args)`` as ``--isa`` asks."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=threads)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    add_isa_argument(parser)
+    args = parser.parse_args()
+    run_isa(args.isa, lambda: measure(args))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _isa import add_isa_argument, run_isa
+from _isa import kernel_benchmark_main
 from _timing import interleave
 
 from naslung.allocator import keep_freed_memory
@@ -111,13 +111,7 @@ def measure(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=9)
-    add_isa_argument(parser)
-    args = parser.parse_args()
-    run_isa(args.isa, lambda: measure(args))
+    kernel_benchmark_main(__doc__, measure, threads=2, rounds=9)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-from _isa import add_isa_argument, run_isa
+from _isa import kernel_benchmark_main
 from _timing import interleave
 
 from naslung.allocator import keep_freed_memory
@@ -89,13 +89,7 @@ def measure(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=7)
-    add_isa_argument(parser)
-    args = parser.parse_args()
-    run_isa(args.isa, lambda: measure(args))
+    kernel_benchmark_main(__doc__, measure, threads=1, rounds=7)
 
 
 if __name__ == "__main__":
