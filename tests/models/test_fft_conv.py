@@ -178,6 +178,12 @@ def test_the_fused_spectrum_mix_equals_torch_ops(conjugate: bool):
         got, want = module._mix(a, b, conjugate), by_torch(a, b)
         assert got.shape == want.shape and got.is_contiguous()
         assert float((got - want).abs().max() / want.abs().max()) < 1e-6
+        assert torch.equal(module._mix(a, b, conjugate, fused=False), want)  # the switch keeps torch's ops
+    from naslung.models.kernels.switch import set_fused_kernels
+
+    gate = SpatialAttention()
+    set_fused_kernels(gate, False)
+    assert gate.fused is False
     tracked = spectra.clone().requires_grad_()
     assert module._mix_kernels(tracked, filters) is None
     module._mix(tracked, filters, conjugate).abs().sum().backward()

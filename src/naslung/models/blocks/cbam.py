@@ -111,6 +111,8 @@ class SpatialAttention(nn.Module):
             raise ValueError(f"spatial kernel_size must be a positive odd integer, got {kernel_size}")
         self.conv = conv_nd(spatial_dims)(2, 1, kernel_size, padding=kernel_size // 2, bias=True)
         self.fft = fft
+        # The FFT path's mix on the fused kernel where it can (set_fused_kernels); not state.
+        self.fused = True
         # (FFT lengths, the weights they came from, their spectrum): see _spectrum. Not state: a cache.
         self._spectrum_cache: tuple[tuple[int, ...], Tensor, Tensor] | None = None
 
@@ -136,7 +138,8 @@ class SpatialAttention(nn.Module):
         """``M_s`` of eq. 3 from the descriptor ``[mean_c; max_c]``: ``(B, 2, *S) -> (B, 1, *S)``."""
         if self.fft and desc.device.type == "cpu":
             filters = self._spectrum(desc.shape[2:])
-            return torch.sigmoid(fft_conv(desc, self.conv.weight, self.conv.bias, filters))
+            fused = getattr(self, "fused", True)  # modules pickled before the attribute existed: on
+            return torch.sigmoid(fft_conv(desc, self.conv.weight, self.conv.bias, filters, fused=fused))
         return torch.sigmoid(self.conv(desc))
 
 

@@ -55,7 +55,8 @@ def weight_spectrum(weight: Tensor, full: Sequence[int]) -> Tensor:
     return torch.fft.rfftn(torch.flip(weight.float(), dims=dims), s=list(full), dim=dims)
 
 
-def fft_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, filters: Tensor | None = None) -> Tensor:
+def fft_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, filters: Tensor | None = None,
+             fused: bool = True) -> Tensor:
     """``conv(x, weight, bias, padding=k // 2)`` through the FFT.
 
     Args:
@@ -64,6 +65,8 @@ def fft_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, filters: Ten
         bias: ``(O,)`` or None.
         filters: ``weight_spectrum(weight, [fft_length(s, k) ...])`` if the caller has it (then no gradient
             reaches ``weight``); computed otherwise.
+        fused: let the frequency-domain mix run on the fused kernel where it can (:func:`_mix`); False keeps
+            torch's ops (:func:`~naslung.models.kernels.switch.set_fused_kernels`).
 
     Returns:
         ``(B, O, *S)`` in ``x``'s dtype.
@@ -73,9 +76,9 @@ def fft_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, filters: Ten
         raise ValueError(f"fft_conv needs odd kernel sides, got {kernel}")
     full = tuple(fft_length(s, k) for s, k in zip(x.shape[2:], kernel, strict=True))
     if filters is None:
-        out = _FFTConv.apply(x, weight, full)
+        out = _FFTConv.apply(x, weight, full, fused)
     else:
-        out, _ = _correlate(x, filters, full, kernel)
+        out, _ = _correlate(x, filters, full, kernel, fused)
     if bias is not None:
         out = out + bias.float().view(1, -1, *([1] * (x.dim() - 2)))
     return out.to(x.dtype)
@@ -93,7 +96,7 @@ def _mix_kernels(spectra: Tensor, filters: Tensor) -> Any | None:
     return cbam_ops()
 
 
-def _mix(spectra: Tensor, filters: Tensor, conjugate: bool = False) -> Tensor:
+def _mix(spectra: Tensor, filters: Tensor, conjugate: bool = False, fused: bool = True) -> Tensor:
     """``out[b, o] = sum_c spectra[b, c] * filters[o, c]`` (``(B, C, *F)``, ``(O, C, *F)`` -> ``(B, O, *F)``).
 
     One input channel at a time: broadcasting ``(B, 1, C, *F) * (1, O, C, *F)`` and summing over ``C`` wrote
@@ -104,7 +107,7 @@ def _mix(spectra: Tensor, filters: Tensor, conjugate: bool = False) -> Tensor:
     the spectral axes contiguous, no gradient to track): 0.63 against 4.5 ms for the 32^3 gate at batch 32
     (2 threads, this VM); outputs equal to float rounding (``tests/models/test_fft_conv.py``).
     """
-    ops = _mix_kernels(spectra, filters)
+    ops = _mix_kernels(spectra, filters) if fused else None
     if ops is not None:
         return ops.spectrum_mix(spectra, filters, conjugate)
     if conjugate:
@@ -115,12 +118,12 @@ def _mix(spectra: Tensor, filters: Tensor, conjugate: bool = False) -> Tensor:
     return out
 
 
-def _correlate(x: Tensor, filters: Tensor, full: Sequence[int],
-               kernel: Sequence[int]) -> tuple[Tensor, Tensor]:
+def _correlate(x: Tensor, filters: Tensor, full: Sequence[int], kernel: Sequence[int],
+               fused: bool = True) -> tuple[Tensor, Tensor]:
     """The forward: ``(B, C, *S)`` and the spectrum -> float32 ``(B, O, *S)``, and ``x``'s spectrum."""
     dims = tuple(range(2, x.dim()))
     spectrum = torch.fft.rfftn(x.float(), s=list(full), dim=dims)  # (B, C, *F)
-    out = torch.fft.irfftn(_mix(spectrum, filters), s=list(full), dim=dims)
+    out = torch.fft.irfftn(_mix(spectrum, filters, fused=fused), s=list(full), dim=dims)
     window = tuple(slice(k // 2, k // 2 + s) for s, k in zip(x.shape[2:], kernel, strict=True))
     return out[(slice(None), slice(None), *window)], spectrum
 
@@ -139,11 +142,12 @@ class _FFTConv(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, full: tuple[int, ...]) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, weight: Tensor, full: tuple[int, ...],  # type: ignore[override]
+                fused: bool = True) -> Tensor:
         kernel = tuple(weight.shape[2:])
         filters = weight_spectrum(weight, full)
-        out, spectrum = _correlate(x, filters, full, kernel)
-        ctx.full, ctx.kernel, ctx.sides = full, kernel, tuple(x.shape[2:])
+        out, spectrum = _correlate(x, filters, full, kernel, fused)
+        ctx.full, ctx.kernel, ctx.sides, ctx.fused = full, kernel, tuple(x.shape[2:]), fused
         ctx.dtypes = (x.dtype, weight.dtype)
         ctx.save_for_backward(spectrum if ctx.needs_input_grad[1] else None,
                               filters if ctx.needs_input_grad[0] else None)
@@ -162,13 +166,13 @@ class _FFTConv(torch.autograd.Function):
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             # sum_o G[b, o] conj(H[o, c]): the (C, O) transpose of the filters, conjugated
-            mixed = _mix(placed, filters.transpose(0, 1), conjugate=True)
+            mixed = _mix(placed, filters.transpose(0, 1), conjugate=True, fused=ctx.fused)
             full_x = torch.fft.irfftn(mixed, s=list(full), dim=dims)
             grad_x = full_x[(slice(None), slice(None), *(slice(0, s) for s in sides))].to(ctx.dtypes[0])
         if ctx.needs_input_grad[1]:
             # sum_b G[b, o] conj(X[b, c]) -> (O, C, *F)
-            cross = _mix(placed.transpose(0, 1), spectrum.transpose(0, 1), conjugate=True)
+            cross = _mix(placed.transpose(0, 1), spectrum.transpose(0, 1), conjugate=True, fused=ctx.fused)
             full_h = torch.fft.irfftn(cross, s=list(full), dim=dims)
             grad_h = full_h[(slice(None), slice(None), *(slice(0, k) for k in kernel))]
             grad_w = torch.flip(grad_h, dims=dims).to(ctx.dtypes[1])
-        return grad_x, grad_w, None
+        return grad_x, grad_w, None, None

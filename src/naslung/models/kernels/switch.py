@@ -7,13 +7,15 @@ from torch import nn
 
 
 def set_fused_kernels(model: nn.Module, on: bool) -> list[bool]:
-    """Let every CBAM, every naslung batch norm and every 3-D conv of ``model`` use the fused kernels where
-    they apply (``on``), or keep them on torch's ops; returns the previous settings in module order."""
+    """Let every CBAM (its spatial gate's FFT mix too), every naslung batch norm and every 3-D conv of
+    ``model`` use the fused kernels where they apply (``on``), or keep them on torch's ops; returns the
+    previous settings in module order."""
     from naslung.models.blocks.batchnorm import _FastTrainBatchNorm
-    from naslung.models.blocks.cbam import CBAM
+    from naslung.models.blocks.cbam import CBAM, SpatialAttention
     from naslung.models.blocks.conv import Conv3d
 
-    blocks = [m for m in model.modules() if isinstance(m, (CBAM, _FastTrainBatchNorm, Conv3d))]
+    kinds = (CBAM, SpatialAttention, _FastTrainBatchNorm, Conv3d)
+    blocks = [m for m in model.modules() if isinstance(m, kinds)]
     saved = [bool(getattr(m, "fused", False)) for m in blocks]
     for m in blocks:
         m.fused = bool(on)
