@@ -457,6 +457,19 @@ inline float element_grad(float y, float g, float w, float base, float best, flo
   return g * w + base + share * static_cast<float>(y == best);  // a product, not a branch: it vectorises
 }
 
+// The per-position terms of element_grad for positions p .. p + 7 of batch row b, as vectors: M_s, the
+// descriptor mean's gradient share (over C), the descriptor max and its gradient share (over the ties).
+// Outputs by reference: grad_channel and grad_input both read them (returning a struct slowed the scalar
+// loops, below; these inline the same).
+inline void position_terms(const float* sp, const float* dd, const float* desc, const float* tie_inv, int64_t b,
+                           int64_t p, int64_t P, float inv_c, v8& w, v8& base, v8& best, v8& share) {
+  const int64_t i = b * P + p;
+  w = load8(sp + i);
+  base = load8(dd + (b * 2) * P + p) * splat(inv_c);
+  best = load8(desc + (b * 2 + 1) * P + p);
+  share = load8(dd + (b * 2 + 1) * P + p) * load8(tie_inv + i);
+}
+
 template <bool CL, int CC>
 void grad_channel_kernel(const float* g, const float* x, const float* a, const float* sp, const float* dd,
                          const float* desc, const float* tie_inv, float* da, int64_t B, int64_t C, int64_t P) {
@@ -475,12 +488,10 @@ void grad_channel_kernel(const float* g, const float* x, const float* a, const f
           v8 part[CC > 0 ? CC : 1] = {};
           for (int64_t stop = std::min(P - P % kVec, p + 16 * kVec); p < stop; p += kVec) {
             const int64_t i = b * P + p;
-            v8 gc[CC > 0 ? CC : 1], xc[CC > 0 ? CC : 1];
+            v8 gc[CC > 0 ? CC : 1], xc[CC > 0 ? CC : 1], w, base, best, share;
             load_planes<CC>(g + i * CC, gc);
             load_planes<CC>(x + i * CC, xc);
-            const v8 w = load8(sp + i), base = load8(dd + (b * 2) * P + p) * splat(inv_c);
-            const v8 best = load8(desc + (b * 2 + 1) * P + p);
-            const v8 share = load8(dd + (b * 2 + 1) * P + p) * load8(tie_inv + i);
+            position_terms(sp, dd, desc, tie_inv, b, p, P, inv_c, w, base, best, share);
             for (int c = 0; c < CC; ++c) {
               const v8 y = xc[c] * splat(ab[c]);
               part[c] += xc[c] * (gc[c] * w + base + share * indicator(y == best));
@@ -568,12 +579,10 @@ void grad_input_kernel(const float* g, const float* x, const float* a, const flo
       if constexpr (CL && CC == 4) {
         for (; p + kVec <= P; p += kVec) {
           const int64_t i = b * P + p;
-          v8 gc[CC > 0 ? CC : 1], xc[CC > 0 ? CC : 1];
+          v8 gc[CC > 0 ? CC : 1], xc[CC > 0 ? CC : 1], w, base, best, share;
           load_planes<CC>(g + i * CC, gc);
           load_planes<CC>(x + i * CC, xc);
-          const v8 w = load8(sp + i), base = load8(dd + (b * 2) * P + p) * splat(inv_c);
-          const v8 best = load8(desc + (b * 2 + 1) * P + p);
-          const v8 share = load8(dd + (b * 2 + 1) * P + p) * load8(tie_inv + i);
+          position_terms(sp, dd, desc, tie_inv, b, p, P, inv_c, w, base, best, share);
           for (int c = 0; c < CC; ++c) {
             const v8 ac = splat(ab[c]), y = xc[c] * ac;
             xc[c] = ac * (gc[c] * w + base + share * indicator(y == best)) + splat(pooled[c]);
