@@ -74,6 +74,10 @@ def test_the_biased_inference_forward_equals_float64(batch, c_in, c_out, side, s
     with torch.no_grad():
         y = direct_conv3d(x, w, stride, b)
     assert _rel(y, F.conv3d(x.double(), w.double(), b.double(), stride=stride, padding=1)) < 1e-5
+    # serving builds no planar copy (each thread's ring of planes instead): the same numbers, bit for bit
+    kept, planar = conv_ops().forward(x, w, b, stride, True)
+    ring, nothing = conv_ops().forward(x, w, b, stride, False)
+    assert torch.equal(kept, y) and torch.equal(ring, y) and planar.numel() > 0 and nothing.numel() == 0
     with pytest.raises(ValueError, match="without a bias"):
         direct_conv3d(x.requires_grad_(), w, stride, b)
 

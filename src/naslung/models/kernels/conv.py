@@ -100,4 +100,4 @@ def direct_conv3d(x: Tensor, weight: Tensor, stride: int, bias: Tensor | None = 
         if bias is not None:
             raise ValueError("the direct conv trains without a bias (a batch norm follows every conv)")
         return _DirectConv3d.apply(x, weight, stride)
-    return conv_ops().forward(x, weight, bias, stride)[0]
+    return conv_ops().forward(x, weight, bias, stride, False)[0]  # no planar copy kept: nothing to go back to

@@ -176,27 +176,68 @@ void scatter_row_any(const float* in, float* out, int64_t W, int64_t C, int64_t 
 }
 
 // X[n][d'][h'][c][phase][m] = x[n, c, d' - pad, h' - pad, s m + phase - pad], zero outside x.
+// One padded depth plane of X: the Hp rows X[n][dp][*] (dp = d + pad) at plane, from x (channels-last).
+void fill_plane(const float* src, const Geometry& g, int64_t n, int64_t dp, float* plane) {
+  const int64_t row = g.C * g.s * g.Lw, d = dp - g.pad;
+  for (int64_t hp = 0; hp < g.Hp; ++hp) {
+    float* out = plane + hp * row;
+    const int64_t h = hp - g.pad;
+    std::fill(out, out + row, 0.f);
+    if (d < 0 || d >= g.D || h < 0 || h >= g.H) continue;
+    const float* in = src + ((n * g.D + d) * g.H + h) * g.W * g.C;
+    if (g.s == 1) scatter_row_any<1>(in, out, g.W, g.C, g.pad, g.Lw);
+    else scatter_row_any<2>(in, out, g.W, g.C, g.pad, g.Lw);
+  }
+}
+
+int64_t plane_floats(const Geometry& g) { return g.Hp * g.C * g.s * g.Lw; }
+
 at::Tensor planar_input(const at::Tensor& x, const Geometry& g) {
-  at::Tensor X = at::empty({g.N * g.Dp * g.Hp * g.C * g.s * g.Lw}, x.options());
+  at::Tensor X = at::empty({g.N * g.Dp * plane_floats(g)}, x.options());
   const float* src = x.data_ptr<float>();
   float* dst = X.data_ptr<float>();
-  const int64_t row = g.C * g.s * g.Lw;
   at::parallel_for(0, g.N * g.Dp, 1, [&](int64_t lo, int64_t hi) {
-    for (int64_t nd = lo; nd < hi; ++nd) {
-      const int64_t n = nd / g.Dp, d = nd % g.Dp - g.pad;
-      for (int64_t hp = 0; hp < g.Hp; ++hp) {
-        float* out = dst + (nd * g.Hp + hp) * row;
-        const int64_t h = hp - g.pad;
-        std::fill(out, out + row, 0.f);
-        if (d < 0 || d >= g.D || h < 0 || h >= g.H) continue;
-        const float* in = src + ((n * g.D + d) * g.H + h) * g.W * g.C;
-        if (g.s == 1) scatter_row_any<1>(in, out, g.W, g.C, g.pad, g.Lw);
-        else scatter_row_any<2>(in, out, g.W, g.C, g.pad, g.Lw);
-      }
-    }
+    for (int64_t nd = lo; nd < hi; ++nd) fill_plane(src, g, nd / g.Dp, nd % g.Dp, dst + nd * plane_floats(g));
   });
   return X;
 }
+
+// Where forward_impl reads the planar input: the whole X (training keeps it for the weight gradient), or,
+// serving, a ring of K planes per thread filled from x as the output depth advances, so that X is never
+// written out and read back whole (it stays in cache: 27 KB a plane for 4 channels at 32^3).
+struct PlaneSource {
+  const float* X = nullptr;  // the whole planar input, or null: the ring
+  const float* x = nullptr;  // the channels-last input (the ring's source)
+};
+
+class PlaneRing {
+ public:
+  PlaneRing(const PlaneSource& source, const Geometry& g, int64_t K)
+      : source_(source), g_(g), K_(K), size_(plane_floats(g)) {
+    if (source_.X == nullptr) {
+      buffer_.resize(K * size_);
+      tags_.assign(K, -1);
+    }
+  }
+  // The plane of padded depth dp of sample n.
+  const float* plane(int64_t n, int64_t dp) {
+    if (source_.X != nullptr) return source_.X + (n * g_.Dp + dp) * size_;
+    const int64_t slot = dp % K_, tag = n * g_.Dp + dp;
+    float* p = buffer_.data() + slot * size_;
+    if (tags_[slot] != tag) {
+      fill_plane(source_.x, g_, n, dp, p);
+      tags_[slot] = tag;
+    }
+    return p;
+  }
+
+ private:
+  const PlaneSource& source_;
+  const Geometry& g_;
+  const int64_t K_, size_;
+  std::vector<float> buffer_;
+  std::vector<int64_t> tags_;
+};
 
 // G[n][d + 1][h + 1][o][w + 1] = g[n, o, d, h, w] for the output gradient (Do, Ho, Wo), zero around it.
 at::Tensor planar_grad(const at::Tensor& grad, const Geometry& g) {
@@ -226,7 +267,7 @@ at::Tensor planar_grad(const at::Tensor& grad, const Geometry& g) {
 
 // y (channels-last) from the row-planar input X; K and S fixed so that the tap loops unroll.
 template <int64_t K, int64_t S>
-void forward_impl(const at::Tensor& X, const at::Tensor& weight, const float* bias, const Geometry& g,
+void forward_impl(const PlaneSource& source, const at::Tensor& weight, const float* bias, const Geometry& g,
                   at::Tensor& y) {
   // Weights per (output block, kd, kh, c, kw) as 4 consecutive output channels.
   const int64_t taps = K * K * K;
@@ -240,12 +281,14 @@ void forward_impl(const at::Tensor& X, const at::Tensor& weight, const float* bi
         const int64_t ob = o / kBlockO, oi = o % kBlockO;
         wr[((((ob * K + kd) * K + kh) * g.C + c) * K + kw) * kBlockO + oi] = wsrc[(o * g.C + c) * taps + t];
       }
-  const float* Xp = X.data_ptr<float>();
   float* yp = y.data_ptr<float>();
   const int64_t xrow = g.C * S * g.Lw;
   at::parallel_for(0, g.N * g.Do, 1, [&](int64_t lo, int64_t hi) {
+    PlaneRing ring(source, g, K);
     for (int64_t nd = lo; nd < hi; ++nd) {
       const int64_t n = nd / g.Do, d = nd % g.Do;
+      const float* planes[K];
+      for (int64_t kd = 0; kd < K; ++kd) planes[kd] = ring.plane(n, S * d + kd);
       for (int64_t h = 0; h < g.Ho; ++h) {
         float* out = yp + ((n * g.Do + d) * g.Ho + h) * g.Wo * g.O;
         for (int64_t ob = 0; ob < g.O / kBlockO; ++ob) {
@@ -256,7 +299,7 @@ void forward_impl(const at::Tensor& X, const at::Tensor& weight, const float* bi
             const float* wt = wr.data() + ob * K * K * g.C * K * kBlockO;
             for (int64_t kd = 0; kd < K; ++kd) {
               for (int64_t kh = 0; kh < K; ++kh) {
-                const float* xr = Xp + ((n * g.Dp + S * d + kd) * g.Hp + S * h + kh) * xrow + wb;
+                const float* xr = planes[kd] + (S * h + kh) * xrow + wb;
                 for (int64_t c = 0; c < g.C; ++c) {
                   const auto tap = [&](int64_t kw) {
                     const float* xv = xr + (c * S + kw % S) * g.Lw + kw / S;
@@ -289,9 +332,11 @@ void forward_impl(const at::Tensor& X, const at::Tensor& weight, const float* bi
 }
 
 // y = conv(x, weight) + bias: returns y (channels-last) and the row-planar input X (kept for the weight
-// gradient; training passes no bias).
+// gradient; training passes no bias). Without keep_planar (serving) X is not built (an empty tensor returns):
+// each thread fills the planes it reads into a ring (PlaneRing).
 std::tuple<at::Tensor, at::Tensor> conv_forward(const at::Tensor& x, const at::Tensor& weight,
-                                                const std::optional<at::Tensor>& bias, int64_t stride) {
+                                                const std::optional<at::Tensor>& bias, int64_t stride,
+                                                bool keep_planar) {
   check(x, "x", -1);
   check_weight(weight, stride);
   TORCH_CHECK(weight.size(1) == x.size(1), "weight: input channels differ from x's");
@@ -303,10 +348,11 @@ std::tuple<at::Tensor, at::Tensor> conv_forward(const at::Tensor& x, const at::T
   }
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
   const Geometry g(x.sizes(), weight, stride);
-  at::Tensor X = planar_input(x, g);
+  at::Tensor X = keep_planar ? planar_input(x, g) : at::empty({0}, x.options());
   at::Tensor y = at::empty({g.N, g.O, g.Do, g.Ho, g.Wo},
                            x.options().memory_format(at::MemoryFormat::ChannelsLast3d));
-  with_kernel_and_stride(g, [&](auto k, auto s) { forward_impl<k, s>(X, weight, bp, g, y); });
+  const PlaneSource source{keep_planar ? X.data_ptr<float>() : nullptr, x.data_ptr<float>()};
+  with_kernel_and_stride(g, [&](auto k, auto s) { forward_impl<k, s>(source, weight, bp, g, y); });
   return {y, X};
 }
 
@@ -460,7 +506,8 @@ std::tuple<at::Tensor, at::Tensor> conv_backward(const at::Tensor& grad, const a
 }  // namespace
 
 TORCH_LIBRARY(naslung_conv, m) {
-  m.def("forward(Tensor x, Tensor weight, Tensor? bias, int stride) -> (Tensor, Tensor)", conv_forward);
+  m.def("forward(Tensor x, Tensor weight, Tensor? bias, int stride, bool keep_planar=True) -> (Tensor, Tensor)",
+        conv_forward);
   m.def("backward(Tensor grad, Tensor X, Tensor weight, int N, int D, int H, int W, int stride, bool need_input)"
         " -> (Tensor, Tensor)", conv_backward);
 }
