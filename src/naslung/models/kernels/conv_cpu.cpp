@@ -62,17 +62,19 @@ int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 // Sizes of one convolution: input (N, C, D, H, W), weight (O, C, K, K, K), stride s, padding K / 2.
 struct Geometry {
   int64_t N, C, D, H, W, O, K, s, pad, Do, Ho, Wo;
-  int64_t Wv;           // output w-positions computed per row: Wo rounded up to kSpan
+  int64_t span;         // output w-positions per accumulator block: kSpan, or kVec for narrow serving maps
+  int64_t Wv;           // output w-positions computed per row: Wo rounded up to span
   int64_t Dp, Hp, Lw;   // X: padded d and h extents, floats per (c, phase) row segment
   int64_t Lg;           // G: floats per (o) row segment (g at index q + 1; zeros around)
   int64_t Qv;           // input w-positions per phase computed per row of the input gradient
 
-  // Input sizes (N, C, D, H, W) and weight (O, C, K, K, K).
-  Geometry(at::IntArrayRef input, const at::Tensor& weight, int64_t stride) {
+  // Input sizes (N, C, D, H, W) and weight (O, C, K, K, K); block_span only for the serving forward.
+  Geometry(at::IntArrayRef input, const at::Tensor& weight, int64_t stride, int64_t block_span = kSpan) {
     N = input[0], C = input[1], D = input[2], H = input[3], W = input[4];
     O = weight.size(0), K = weight.size(2), s = stride, pad = K / 2;
     Do = (D + 2 * pad - K) / s + 1, Ho = (H + 2 * pad - K) / s + 1, Wo = (W + 2 * pad - K) / s + 1;
-    Wv = round_up(Wo, kSpan);
+    span = block_span;
+    Wv = round_up(Wo, span);
     Dp = D + 2 * pad, Hp = H + 2 * pad;
     Lw = Wv + (K - 1) / s + 1;
     Qv = round_up((W + s - 1) / s, kSpan);
@@ -266,7 +268,7 @@ at::Tensor planar_grad(const at::Tensor& grad, const Geometry& g) {
 }
 
 // y (channels-last) from the row-planar input X; K and S fixed so that the tap loops unroll.
-template <int64_t K, int64_t S>
+template <int64_t K, int64_t S, bool Half>
 void forward_impl(const PlaneSource& source, const at::Tensor& weight, const float* bias, const Geometry& g,
                   at::Tensor& y) {
   // Weights per (output block, kd, kh, c, kw) as 4 consecutive output channels.
@@ -292,7 +294,7 @@ void forward_impl(const PlaneSource& source, const at::Tensor& weight, const flo
       for (int64_t h = 0; h < g.Ho; ++h) {
         float* out = yp + ((n * g.Do + d) * g.Ho + h) * g.Wo * g.O;
         for (int64_t ob = 0; ob < g.O / kBlockO; ++ob) {
-          for (int64_t wb = 0; wb < g.Wv; wb += kSpan) {
+          for (int64_t wb = 0; wb < g.Wv; wb += g.span) {
             v8 acc[kBlockO][2] = {};
             if (bias != nullptr)
               for (int64_t oi = 0; oi < kBlockO; ++oi) acc[oi][0] = acc[oi][1] = splat(bias[ob * kBlockO + oi]);
@@ -303,11 +305,16 @@ void forward_impl(const PlaneSource& source, const at::Tensor& weight, const flo
                 for (int64_t c = 0; c < g.C; ++c) {
                   const auto tap = [&](int64_t kw) {
                     const float* xv = xr + (c * S + kw % S) * g.Lw + kw / S;
-                    const v8 x0 = load8(xv), x1 = load8(xv + kVec);
-                    for (int64_t oi = 0; oi < kBlockO; ++oi) {
-                      const v8 wv = splat(wt[oi]);
-                      acc[oi][0] += wv * x0;
-                      acc[oi][1] += wv * x1;
+                    const v8 x0 = load8(xv);
+                    if constexpr (Half) {  // one vector of 8 positions (maps 8 wide or less)
+                      for (int64_t oi = 0; oi < kBlockO; ++oi) acc[oi][0] += splat(wt[oi]) * x0;
+                    } else {
+                      const v8 x1 = load8(xv + kVec);
+                      for (int64_t oi = 0; oi < kBlockO; ++oi) {
+                        const v8 wv = splat(wt[oi]);
+                        acc[oi][0] += wv * x0;
+                        acc[oi][1] += wv * x1;
+                      }
                     }
                     wt += kBlockO;
                   };
@@ -323,7 +330,7 @@ void forward_impl(const PlaneSource& source, const at::Tensor& weight, const flo
                 }
               }
             }
-            store_tile(acc, out + wb * g.O, std::min(kSpan, g.Wo - wb), g.O, ob * kBlockO, kBlockO);
+            store_tile(acc, out + wb * g.O, std::min(g.span, g.Wo - wb), g.O, ob * kBlockO, kBlockO);
           }
         }
       }
@@ -347,12 +354,19 @@ std::tuple<at::Tensor, at::Tensor> conv_forward(const at::Tensor& x, const at::T
                 "bias: one float per output channel");
   }
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
-  const Geometry g(x.sizes(), weight, stride);
+  // Serving maps whose output rows fit one vector (the 8^3 and 4^3 stages) take 8-position blocks: the
+  // 16-position ones computed half zeros there. Training keeps 16 (the backward reads X in that geometry).
+  const int64_t Wo = (x.size(4) + 2 * (weight.size(2) / 2) - weight.size(2)) / stride + 1;
+  const bool half = !keep_planar && Wo <= kVec;
+  const Geometry g(x.sizes(), weight, stride, half ? kVec : kSpan);
   at::Tensor X = keep_planar ? planar_input(x, g) : at::empty({0}, x.options());
   at::Tensor y = at::empty({g.N, g.O, g.Do, g.Ho, g.Wo},
                            x.options().memory_format(at::MemoryFormat::ChannelsLast3d));
   const PlaneSource source{keep_planar ? X.data_ptr<float>() : nullptr, x.data_ptr<float>()};
-  with_kernel_and_stride(g, [&](auto k, auto s) { forward_impl<k, s>(source, weight, bp, g, y); });
+  with_kernel_and_stride(g, [&](auto k, auto s) {
+    if (half) forward_impl<k, s, true>(source, weight, bp, g, y);
+    else forward_impl<k, s, false>(source, weight, bp, g, y);
+  });
   return {y, X};
 }
 
