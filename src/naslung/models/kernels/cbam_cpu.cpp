@@ -457,17 +457,22 @@ inline float element_grad(float y, float g, float w, float base, float best, flo
   return g * w + base + share * static_cast<float>(y == best);  // a product, not a branch: it vectorises
 }
 
-// The per-position terms of element_grad for positions p .. p + 7 of batch row b, as vectors: M_s, the
-// descriptor mean's gradient share (over C), the descriptor max and its gradient share (over the ties).
-// Outputs by reference: grad_channel and grad_input both read them (returning a struct slowed the scalar
-// loops, below; these inline the same).
+// The per-position terms of element_grad as vectors, for positions p .. p + 7 of batch row b (Block) or for
+// position p in every lane (a voxel of 8+ channels): M_s, the descriptor mean's gradient share (over C), the
+// descriptor max and its gradient share (over the ties). Outputs by reference: grad_channel and grad_input
+// both read them (returning a struct slowed the scalar loops, below; these inline the same).
+template <bool Block>
 inline void position_terms(const float* sp, const float* dd, const float* desc, const float* tie_inv, int64_t b,
                            int64_t p, int64_t P, float inv_c, v8& w, v8& base, v8& best, v8& share) {
+  const auto at = [](const float* v) {
+    if constexpr (Block) return load8(v);
+    else return splat(*v);
+  };
   const int64_t i = b * P + p;
-  w = load8(sp + i);
-  base = load8(dd + (b * 2) * P + p) * splat(inv_c);
-  best = load8(desc + (b * 2 + 1) * P + p);
-  share = load8(dd + (b * 2 + 1) * P + p) * load8(tie_inv + i);
+  w = at(sp + i);
+  base = at(dd + (b * 2) * P + p) * splat(inv_c);
+  best = at(desc + (b * 2 + 1) * P + p);
+  share = at(dd + (b * 2 + 1) * P + p) * at(tie_inv + i);
 }
 
 template <bool CL, int CC>
@@ -491,7 +496,7 @@ void grad_channel_kernel(const float* g, const float* x, const float* a, const f
             v8 gc[CC > 0 ? CC : 1], xc[CC > 0 ? CC : 1], w, base, best, share;
             load_planes<CC>(g + i * CC, gc);
             load_planes<CC>(x + i * CC, xc);
-            position_terms(sp, dd, desc, tie_inv, b, p, P, inv_c, w, base, best, share);
+            position_terms<true>(sp, dd, desc, tie_inv, b, p, P, inv_c, w, base, best, share);
             for (int c = 0; c < CC; ++c) {
               const v8 y = xc[c] * splat(ab[c]);
               part[c] += xc[c] * (gc[c] * w + base + share * indicator(y == best));
@@ -506,9 +511,8 @@ void grad_channel_kernel(const float* g, const float* x, const float* a, const f
           std::fill(part.begin(), part.end(), splat(0.f));
           for (const int64_t stop = std::min(P, p + 16 * kVec); p < stop; ++p) {
             const int64_t i = b * P + p;
-            const v8 w = splat(sp[i]), base = splat(dd[(b * 2) * P + p] * inv_c);
-            const v8 best = splat(desc[(b * 2 + 1) * P + p]);
-            const v8 share = splat(dd[(b * 2 + 1) * P + p] * tie_inv[i]);
+            v8 w, base, best, share;
+            position_terms<false>(sp, dd, desc, tie_inv, b, p, P, inv_c, w, base, best, share);
             for (int64_t k = 0; k < n; k += kVec) {
               const v8 xv = load8(x + i * n + k), y = xv * load8(ab + k);
               part[k / kVec] += xv * (load8(g + i * n + k) * w + base + share * indicator(y == best));
@@ -563,31 +567,29 @@ void grad_input_kernel(const float* g, const float* x, const float* a, const flo
       const float* ab = a + b * n;
       for (int64_t c = 0; c < n; ++c) pooled[c] = davg[b * n + c] * inv_p;
       int64_t p = 0;
-      if (wide(CL, n)) {  // voxel by voxel, C / 8 vectors each
-        for (; p < P; ++p) {
-          const int64_t i = b * P + p;
-          const v8 w = splat(sp[i]), base = splat(dd[(b * 2) * P + p] * inv_c);
-          const v8 best = splat(desc[(b * 2 + 1) * P + p]);
-          const v8 share = splat(dd[(b * 2 + 1) * P + p] * tie_inv[i]);
-          for (int64_t k = 0; k < n; k += kVec) {
-            const v8 ac = load8(ab + k), y = load8(x + i * n + k) * ac;
-            const v8 dy = load8(g + i * n + k) * w + base + share * indicator(y == best);
-            store8(dx + i * n + k, ac * dy + load8(pooled.data() + k));
-          }
-        }
-      }
       if constexpr (CL && CC == 4) {
         for (; p + kVec <= P; p += kVec) {
           const int64_t i = b * P + p;
           v8 gc[CC > 0 ? CC : 1], xc[CC > 0 ? CC : 1], w, base, best, share;
           load_planes<CC>(g + i * CC, gc);
           load_planes<CC>(x + i * CC, xc);
-          position_terms(sp, dd, desc, tie_inv, b, p, P, inv_c, w, base, best, share);
+          position_terms<true>(sp, dd, desc, tie_inv, b, p, P, inv_c, w, base, best, share);
           for (int c = 0; c < CC; ++c) {
             const v8 ac = splat(ab[c]), y = xc[c] * ac;
             xc[c] = ac * (gc[c] * w + base + share * indicator(y == best)) + splat(pooled[c]);
           }
           store_planes<CC>(xc, dx + i * CC);
+        }
+      } else if (wide(CL, n)) {  // voxel by voxel, C / 8 vectors each
+        for (; p < P; ++p) {
+          const int64_t i = b * P + p;
+          v8 w, base, best, share;
+          position_terms<false>(sp, dd, desc, tie_inv, b, p, P, inv_c, w, base, best, share);
+          for (int64_t k = 0; k < n; k += kVec) {
+            const v8 ac = load8(ab + k), y = load8(x + i * n + k) * ac;
+            const v8 dy = load8(g + i * n + k) * w + base + share * indicator(y == best);
+            store8(dx + i * n + k, ac * dy + load8(pooled.data() + k));
+          }
         }
       }
       for (; p < P; ++p) {

@@ -71,8 +71,8 @@ def direct_conv_applies(conv: nn.Module, x: Tensor, weight: Tensor, bias: Tensor
     """Whether a 3-D conv runs on the direct kernels: ``fused`` on; groups and dilation 1, a cubic 1^3 or 3^3
     kernel with zero padding ``K // 2``, stride 1 or 2 in every dimension, a float32 CPU input in
     ``channels_last_3d`` of 1 or 4-8 channels (4 or 8 out) and at least :data:`MIN_SIDE` wide
-    (:data:`MIN_SERVING_SIDE` in inference); no hooks, not
-    tracing or compiling, the kernels built. In training (a gradient wanted) the conv has no bias; in
+    (:data:`MIN_SERVING_SIDE` in inference); no hooks, not tracing or compiling, the kernels built. In
+    training (a gradient wanted) the conv has no bias; in
     inference (the BN-folded serving path, biased) the kernel is 3^3: oneDNN ran the 1^3 stride-2 shortcut
     faster there (0.40x at batch 32, 0.97x at batch 1, 4 channels from 32^3; module doc).
     """

@@ -62,18 +62,20 @@ int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 // Sizes of one convolution: input (N, C, D, H, W), weight (O, C, K, K, K), stride s, padding K / 2.
 struct Geometry {
   int64_t N, C, D, H, W, O, K, s, pad, Do, Ho, Wo;
-  int64_t span;         // output w-positions per accumulator block: kSpan, or kVec for narrow serving maps
+  int64_t span;         // output w-positions per accumulator block: kSpan, or kVec for serving rows <= kVec
   int64_t Wv;           // output w-positions computed per row: Wo rounded up to span
   int64_t Dp, Hp, Lw;   // X: padded d and h extents, floats per (c, phase) row segment
   int64_t Lg;           // G: floats per (o) row segment (g at index q + 1; zeros around)
   int64_t Qv;           // input w-positions per phase computed per row of the input gradient
 
-  // Input sizes (N, C, D, H, W) and weight (O, C, K, K, K); block_span only for the serving forward.
-  Geometry(at::IntArrayRef input, const at::Tensor& weight, int64_t stride, int64_t block_span = kSpan) {
+  // Input sizes (N, C, D, H, W) and weight (O, C, K, K, K). Serving (no planar copy kept) lets rows of at most
+  // kVec outputs (the 8^3 and 4^3 stages) take 8-position blocks: 16-position ones computed half zeros there.
+  // Training keeps 16: the backward reads X in that geometry.
+  Geometry(at::IntArrayRef input, const at::Tensor& weight, int64_t stride, bool serving = false) {
     N = input[0], C = input[1], D = input[2], H = input[3], W = input[4];
     O = weight.size(0), K = weight.size(2), s = stride, pad = K / 2;
     Do = (D + 2 * pad - K) / s + 1, Ho = (H + 2 * pad - K) / s + 1, Wo = (W + 2 * pad - K) / s + 1;
-    span = block_span;
+    span = serving && Wo <= kVec ? kVec : kSpan;
     Wv = round_up(Wo, span);
     Dp = D + 2 * pad, Hp = H + 2 * pad;
     Lw = Wv + (K - 1) / s + 1;
@@ -354,17 +356,13 @@ std::tuple<at::Tensor, at::Tensor> conv_forward(const at::Tensor& x, const at::T
                 "bias: one float per output channel");
   }
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
-  // Serving maps whose output rows fit one vector (the 8^3 and 4^3 stages) take 8-position blocks: the
-  // 16-position ones computed half zeros there. Training keeps 16 (the backward reads X in that geometry).
-  const int64_t Wo = (x.size(4) + 2 * (weight.size(2) / 2) - weight.size(2)) / stride + 1;
-  const bool half = !keep_planar && Wo <= kVec;
-  const Geometry g(x.sizes(), weight, stride, half ? kVec : kSpan);
+  const Geometry g(x.sizes(), weight, stride, !keep_planar);
   at::Tensor X = keep_planar ? planar_input(x, g) : at::empty({0}, x.options());
   at::Tensor y = at::empty({g.N, g.O, g.Do, g.Ho, g.Wo},
                            x.options().memory_format(at::MemoryFormat::ChannelsLast3d));
   const PlaneSource source{keep_planar ? X.data_ptr<float>() : nullptr, x.data_ptr<float>()};
   with_kernel_and_stride(g, [&](auto k, auto s) {
-    if (half) forward_impl<k, s, true>(source, weight, bp, g, y);
+    if (g.span == kVec) forward_impl<k, s, true>(source, weight, bp, g, y);
     else forward_impl<k, s, false>(source, weight, bp, g, y);
   });
   return {y, X};
@@ -502,7 +500,7 @@ std::tuple<at::Tensor, at::Tensor> conv_backward(const at::Tensor& grad, const a
   const Geometry g({N, weight.size(1), D, H, W}, weight, stride);
   TORCH_CHECK(grad.size(0) == N && grad.size(2) == g.Do && grad.size(3) == g.Ho && grad.size(4) == g.Wo,
               "grad: shape does not match the convolution's output");
-  TORCH_CHECK(X.numel() == g.N * g.Dp * g.Hp * g.C * g.s * g.Lw, "X: not this convolution's planar input");
+  TORCH_CHECK(X.numel() == g.N * g.Dp * plane_floats(g), "X: not this convolution's planar input");
   at::Tensor G = planar_grad(grad, g);
   at::Tensor gx = at::empty({0}, grad.options());
   if (need_input) {
