@@ -92,9 +92,11 @@ def test_inference_hooks_and_spatial_first_keep_torch_path():
     assert set(maps) == {"stage2", "stage3", "stage4", "stage5"}
 
 
-@pytest.mark.parametrize("batch,channels,side", [(1, 4, 16), (3, 8, 9), (2, 5, 7)])
+@pytest.mark.parametrize("batch,channels,side", [(1, 4, 16), (3, 8, 9), (2, 5, 7), (1, 8, 4), (2, 32, 5),
+                                                 (1, 4, 31)])
 def test_served_cbam_equals_float64(batch, channels, side):
-    """Inference on the fused forward kernels (channels-last 3-D, the serving layout), ties included."""
+    """Inference on the fused forward kernels (channels-last 3-D, the serving layout), ties included: the
+    one-call ``serve`` (the default) and, with the gate's mix off the kernels, the pass-by-pass path."""
     torch.manual_seed(batch)
     reference = CBAM(channels).double().eval()
     reference.fused = False
@@ -108,9 +110,34 @@ def test_served_cbam_equals_float64(batch, channels, side):
         assert not serving_applies(served, x.float().contiguous())  # contiguous: torch's ops
         out = served(x_cl)
         want = reference(x)
+        served.spatial.fused = False
+        by_passes = served(x_cl)
     assert out.is_contiguous(memory_format=torch.channels_last_3d)
-    assert _rel(out, want) < 1e-5
+    assert _rel(out, want) < 1e-5 and _rel(by_passes, want) < 1e-5
     assert not serving_applies(served, x_cl.requires_grad_())  # training: the fused autograd node instead
+
+
+def test_served_cbam_saturates_and_propagates_nan_as_torch_does():
+    """``serve``'s vector sigmoid on gate logits in the hundreds (both signs: 0 and 1 exactly, no NaN from
+    the exponential's overflow), and a NaN voxel reaching its sample's output only."""
+    torch.manual_seed(0)
+    reference = CBAM(4).double().eval()
+    reference.fused = False
+    with torch.no_grad():
+        reference.spatial.conv.weight.mul_(400.0)
+        reference.channel.mlp[2].weight.mul_(300.0)
+    served = CBAM(4).eval()
+    served.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 4, 8, 8, 9, dtype=torch.float64)
+    x_cl = _layout(x.float(), True)
+    with torch.no_grad():
+        out, want = served(x_cl), reference(x)
+        assert (want.abs() > 0).any() and (reference.spatial(x * reference.channel(x)[..., None, None, None])
+                                            .abs() < 1e-30).any()  # the gates do saturate
+        assert torch.allclose(out.double(), want, rtol=1e-5, atol=1e-6) and not out.isnan().any()
+        x_cl[1, 2, 3, 3, 3] = float("nan")
+        with_nan = served(x_cl)
+    assert with_nan[1].isnan().any() and torch.equal(with_nan[0], out[0])
 
 
 def test_served_cbam_keeps_explanation_hooks_working():

@@ -31,8 +31,9 @@ from naslung.models.spec import ArchSpec, coerce_spec
 #: serving path runs 3-D models in ``channels_last_3d`` (:func:`naslung.models.fast.serving_channels_last`).
 #: Version 7: its few-channel 3^3 convs run on naslung's direct kernels (:mod:`naslung.models.kernels.conv`).
 #: Version 8: those convs build no planar copy when serving and take maps from 8 wide, CBAM's serving passes
-#: are vectorised and the FFT gate's mix is one fused pass.
-LATENCY_SCHEMA = "naslung-latency/8"
+#: are vectorised and the FFT gate's mix is one fused pass. Version 9: a serving CBAM is one kernel call
+#: (pooling, MLP, FFT gate and product: ``serve`` in ``cbam_cpu.cpp``).
+LATENCY_SCHEMA = "naslung-latency/9"
 #: Execution paths :func:`measure_latency` can time: the eager eval model, or the serving path
 #: (:func:`naslung.models.fast.eval_model`: BN folded; ``channels_last_3d`` in 3-D).
 LATENCY_PATHS: tuple[str, ...] = ("eager", "folded")

@@ -2,8 +2,9 @@
 
 With ``a = M_c(x)`` of shape ``(B, C)`` and ``s = M_s(x * a)`` of shape ``(B, 1, *S)``, CBAM returns
 ``out = x * a * s``. Forward, three passes over ``x``: the channel gate's mean and max over space, the spatial
-gate's descriptor ``[mean_c(x * a); max_c(x * a)]`` without writing ``x * a``, and the product. The gates
-themselves (the MLP on ``(B, C)``, the ``2 -> 1`` conv on ``(B, 2, *S)``) stay torch code: they are small.
+gate's descriptor ``[mean_c(x * a); max_c(x * a)]`` without writing ``x * a``, and the product. In training
+the gates themselves (the MLP on ``(B, C)``, the ``2 -> 1`` conv on ``(B, 2, *S)``) stay torch code: they are
+small and autograd differentiates them. In inference the kernels' ``serve`` runs them (:func:`served_cbam`).
 
 Backward, with ``g = dL/dout`` and ``y = x * a``:
 
@@ -26,7 +27,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from naslung.models.blocks.batchnorm import channels_last_format
-from naslung.models.blocks.fft_conv import fft_conv
+from naslung.models.blocks.fft_conv import fft_conv, fft_length
 from naslung.models.kernels import cbam_ops, runs_eagerly
 
 
@@ -75,7 +76,9 @@ def serving_applies(cbam: nn.Module, x: Tensor) -> bool:
 
     Forward only, ``channels_last_3d``, one thread, against torch's ops (``eval`` CBAM, FFT gate): 4
     channels at 32^3 1.28x at batch 32 and 1.21x at batch 1; 4 at 16^3 1.25x / 1.32x; 8 at 8^3 1.29x / 1.32x;
-    8 at 32^3 1.36x / 1.62x. (Contiguous maps keep torch's ops: there it was 0.84-1.20x at batch 1.)
+    8 at 32^3 1.36x / 1.62x. (Contiguous maps keep torch's ops: there it was 0.84-1.20x at batch 1.) The
+    one-call ``serve`` against the passes with torch's gates between them, batch 1: 4 channels at 32^3 0.65
+    vs 0.82 ms, 16^3 0.16 vs 0.31, 4^3 0.05 vs 0.20; 8 at 8^3 0.07 vs 0.22; batch 32 at 32^3 22.1 vs 22.8.
     """
     if not _kernels_take(cbam, x) or _wants_grad(cbam, x) or x.dim() != 5:
         return False
@@ -85,13 +88,27 @@ def serving_applies(cbam: nn.Module, x: Tensor) -> bool:
 
 
 def served_cbam(cbam: nn.Module, x: Tensor) -> Tensor:
-    """``cbam(x)`` in inference on the fused forward kernels, in three passes over ``x`` (module doc); the
-    gates are the modules' own (:meth:`ChannelAttention.gate`, :meth:`SpatialAttention.gate`)."""
+    """``cbam(x)`` in inference on the fused forward kernels, in three passes over ``x`` (module doc).
+
+    With the FFT gate and its fused mix on (the defaults), the whole block is one call of the kernels'
+    ``serve``: the pooling, the MLP, the descriptor, the FFT gate (the spectrum cached by
+    :meth:`SpatialAttention._spectrum`) and the product, where torch's chain made about 20 calls, most of a
+    small map's time at batch 1. Otherwise the gates are the modules' own (:meth:`ChannelAttention.gate`,
+    :meth:`SpatialAttention.gate`) between the passes.
+    """
     ops = cbam_ops()
+    spatial = cbam.spatial
+    if spatial.fft and getattr(spatial, "fused", True):
+        sides = x.shape[2:]
+        conv = spatial.conv
+        full = [fft_length(s, k) for s, k in zip(sides, conv.weight.shape[2:], strict=True)]
+        mlp = cbam.channel.mlp
+        return ops.serve(x, mlp[0].weight, mlp[0].bias, mlp[2].weight, mlp[2].bias, conv.weight, conv.bias,
+                         spatial._spectrum(sides), full)
     avg, peak, _argmax = ops.spatial_pool(x)
     a = cbam.channel.gate(avg, peak)
     desc = ops.gate_descriptor(x, a).view(x.shape[0], 2, *x.shape[2:])
-    return ops.gate_apply(x, a, cbam.spatial.gate(desc))
+    return ops.gate_apply(x, a, spatial.gate(desc))
 
 
 def fused_cbam(cbam: nn.Module, x: Tensor) -> Tensor:

@@ -14,6 +14,8 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/fft_irfftn.h>
+#include <ATen/ops/fft_rfftn.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
@@ -32,6 +34,7 @@ using naslung_simd::iv8;
 using naslung_simd::kVec;
 using naslung_simd::load8;
 using naslung_simd::load_planes;
+using naslung_simd::sigmoid8;
 using naslung_simd::splat;
 using naslung_simd::store8;
 using naslung_simd::store_planes;
@@ -686,6 +689,90 @@ at::Tensor spectrum_mix(const at::Tensor& spectra, const at::Tensor& filters, bo
   return out;
 }
 
+inline float sigmoid(float v) { return 1.f / (1.f + std::exp(-v)); }
+
+// M_c of eq. 2 from the pooled descriptors: a[b] = sigmoid(MLP(avg[b]) + MLP(mx[b])), MLP(v) = w2 relu(w1 v +
+// b1) + b2 with w1 (H, C), w2 (C, H). Tiny (C <= a few hundred), so serial.  -> (B, C)
+at::Tensor channel_gate(const at::Tensor& avg_, const at::Tensor& mx_, const at::Tensor& w1_, const at::Tensor& b1_,
+                        const at::Tensor& w2_, const at::Tensor& b2_) {
+  auto w1_c = w1_.contiguous(), b1_c = b1_.contiguous(), w2_c = w2_.contiguous(), b2_c = b2_.contiguous();
+  const float *avg = avg_.data_ptr<float>(), *mx = mx_.data_ptr<float>(), *w1 = w1_c.data_ptr<float>(),
+              *b1 = b1_c.data_ptr<float>(), *w2 = w2_c.data_ptr<float>(), *b2 = b2_c.data_ptr<float>();
+  const int64_t B = avg_.size(0), C = avg_.size(1), H = w1_.size(0);
+  TORCH_CHECK(w1_.size(1) == C && w2_.size(0) == C && w2_.size(1) == H && b1_.numel() == H && b2_.numel() == C,
+              "serve: the channel MLP's shapes do not match the map's channels");
+  auto a_t = at::empty({B, C}, avg_.options());
+  float* a = a_t.data_ptr<float>();
+  std::vector<float> hidden(2 * H);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t j = 0; j < H; ++j) {
+      float ha = b1[j], hm = b1[j];
+      for (int64_t c = 0; c < C; ++c) {
+        ha += w1[j * C + c] * avg[b * C + c];
+        hm += w1[j * C + c] * mx[b * C + c];
+      }
+      hidden[j] = std::max(ha, 0.f);
+      hidden[H + j] = std::max(hm, 0.f);
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      float oa = b2[c], om = b2[c];
+      for (int64_t j = 0; j < H; ++j) {
+        oa += w2[c * H + j] * hidden[j];
+        om += w2[c * H + j] * hidden[H + j];
+      }
+      a[b * C + c] = sigmoid(oa + om);
+    }
+  }
+  return a_t;
+}
+
+// M_s of eq. 3 through the FFT (naslung.models.blocks.fft_conv), the kernel's spectrum given: rfftn of desc at
+// the lengths `full`, the mix, irfftn, then the centre window, the bias and the sigmoid in one pass.  -> (B, P)
+at::Tensor fft_spatial_gate(const at::Tensor& desc_t, const at::Tensor& filters, at::IntArrayRef full, int64_t K,
+                            float bias) {
+  const int64_t B = desc_t.size(0), D = desc_t.size(2), H = desc_t.size(3), W = desc_t.size(4), r = K / 2;
+  const std::vector<int64_t> dims{2, 3, 4};
+  at::Tensor spectrum = at::fft_rfftn(desc_t, full, dims);
+  at::Tensor conv = at::fft_irfftn(spectrum_mix(spectrum, filters, false), full, dims).contiguous();
+  const int64_t L1 = full[1], L2 = full[2];
+  const float* c = conv.data_ptr<float>();
+  auto s_t = at::empty({B, D * H * W}, desc_t.options());
+  float* s = s_t.data_ptr<float>();
+  at::parallel_for(0, B * D * H, 64, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const int64_t b = i / (D * H), d = (i / H) % D, h = i % H;
+      const float* in = c + ((b * full[0] + d + r) * L1 + h + r) * L2 + r;
+      float* out = s + i * W;
+      int64_t x = 0;
+      for (; x + kVec <= W; x += kVec) store8(out + x, sigmoid8(load8(in + x) + splat(bias)));
+      for (; x < W; ++x) out[x] = sigmoid(in[x] + bias);
+    }
+  });
+  return s_t;
+}
+
+// CBAM's whole inference forward (eq. 1-3, channel-first) in one call, for a (B, C, D, H, W) map: the pooled
+// descriptors, the channel MLP, the spatial descriptor, the 2 -> 1 spatial gate through the FFT (`filters`:
+// the flipped kernel's spectrum at the lengths `full`) and the product. At batch 1 torch's op-by-op chain spent
+// most of its time between ops, about 20 calls per block. (A direct 7^3 gate was slower than the FFT at every
+// side the models use, 4^3 included, so there is no direct path.)
+at::Tensor serve(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
+                 const at::Tensor& b2, const at::Tensor& conv_w, const at::Tensor& conv_b,
+                 const at::Tensor& filters, at::IntArrayRef full) {
+  TORCH_CHECK(x.dim() == 5, "serve: a (B, C, D, H, W) map is needed");
+  TORCH_CHECK(conv_w.dim() == 5 && conv_w.size(0) == 1 && conv_w.size(1) == 2 && conv_w.size(2) % 2 == 1 &&
+                  conv_w.size(3) == conv_w.size(2) && conv_w.size(4) == conv_w.size(2) && conv_b.numel() == 1,
+              "serve: the spatial gate must be a cubic odd 2 -> 1 conv with a bias");
+  auto pooled = spatial_pool(x);
+  at::Tensor a = channel_gate(std::get<0>(pooled), std::get<1>(pooled), w1, b1, w2, b2);
+  at::Tensor desc = gate_descriptor(x, a).view({x.size(0), 2, x.size(2), x.size(3), x.size(4)});
+  const float bias = conv_b.item<float>();
+  const int64_t K = conv_w.size(2);
+  TORCH_CHECK(full.size() == 3 && filters.dim() == 5 && filters.size(1) == 2,
+              "serve: the gate's spectrum (1, 2, F0, F1, F2) and three FFT lengths are needed");
+  return gate_apply(x, a, fft_spatial_gate(desc, filters, full, K, bias));
+}
+
 }  // namespace
 
 TORCH_LIBRARY(naslung_cbam, m) {
@@ -698,4 +785,6 @@ TORCH_LIBRARY(naslung_cbam, m) {
   m.def("grad_input(Tensor g, Tensor x, Tensor a, Tensor s, Tensor ddesc, Tensor desc, Tensor tie_inv,"
         " Tensor davg, Tensor dmax, Tensor argmax) -> Tensor", grad_input);
   m.def("spectrum_mix(Tensor spectra, Tensor filters, bool conjugate) -> Tensor", spectrum_mix);
+  m.def("serve(Tensor x, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor conv_w, Tensor conv_b,"
+        " Tensor filters, int[] full) -> Tensor", serve);
 }

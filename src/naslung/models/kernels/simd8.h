@@ -26,6 +26,31 @@ inline void store8(float* p, v8 v) { std::memcpy(p, &v, sizeof(v)); }
 
 inline v8 splat(float a) { return v8{a, a, a, a, a, a, a, a}; }
 
+// e^x lane by lane, within 2 ulp of expf (Cephes' expf: x = n ln2 + r with |r| <= ln2 / 2, a degree-6
+// polynomial for e^r, then 2^n in the exponent bits). x is clamped to [-87, 88], inside float's normal range:
+// the callers (sigmoid8) need no overflow. NaN stays NaN.
+inline v8 exp8(v8 x) {
+  x = x < splat(-87.f) ? splat(-87.f) : x;
+  x = x > splat(88.f) ? splat(88.f) : x;
+  const v8 magic = splat(12582912.f);  // 1.5 * 2^23: adding and subtracting it rounds to the nearest integer
+  const v8 n = (x * splat(1.44269504088896341f) + magic) - magic;
+  const v8 r = x - n * splat(0.693359375f) - n * splat(-2.12194440e-4f);
+  v8 p = splat(1.9875691500e-4f);
+  p = p * r + splat(1.3981999507e-3f);
+  p = p * r + splat(8.3334519073e-3f);
+  p = p * r + splat(4.1665795894e-2f);
+  p = p * r + splat(1.6666665459e-1f);
+  p = p * r + splat(5.0000001201e-1f);
+  p = p * (r * r) + r + splat(1.f);
+  const iv8 bits = (__builtin_convertvector(n, iv8) + 127) << 23;
+  v8 scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+// 1 / (1 + e^-x) lane by lane, as torch.sigmoid within a few ulp.
+inline v8 sigmoid8(v8 x) { return splat(1.f) / (splat(1.f) + exp8(-x)); }
+
 // 8 voxels of 4 channels (32 floats at in) -> ch[c], the 8 values of channel c: a 4 x 8 transpose in shuffles.
 inline void deinterleave4(const float* in, v8 ch[4]) {
   const v8 a0 = load8(in), a1 = load8(in + 8), a2 = load8(in + 16), a3 = load8(in + 24);
