@@ -18,6 +18,7 @@ from naslung.models.blocks.batchnorm import BatchNorm2d, BatchNorm3d
 from naslung.models.blocks.cbam import CBAM
 from naslung.models.kernels import bn_relu as bn_relu_module
 from naslung.models.kernels import bn_relu_ops, cbam_ops, load_ops
+from naslung.models.kernels import cbam as cbam_kernels
 from naslung.models.kernels.bn_relu import bn_relu
 from naslung.models.kernels.cbam import fused_applies, serving_applies
 from naslung.models.kernels.switch import set_fused_kernels
@@ -92,11 +93,15 @@ def test_inference_hooks_and_spatial_first_keep_torch_path():
     assert set(maps) == {"stage2", "stage3", "stage4", "stage5"}
 
 
-@pytest.mark.parametrize("batch,channels,side", [(1, 4, 16), (3, 8, 9), (2, 5, 7), (1, 8, 4), (2, 32, 5),
-                                                 (1, 4, 31)])
-def test_served_cbam_equals_float64(batch, channels, side):
+@pytest.mark.parametrize("batch,channels,side,chunk", [(1, 4, 16, None), (3, 8, 9, None), (2, 5, 7, None),
+                                                       (1, 8, 4, None), (2, 32, 5, None), (1, 4, 31, None),
+                                                       (5, 4, 9, 2 * 4 * 9 * 10 * 11), (3, 8, 6, 1)])
+def test_served_cbam_equals_float64(batch, channels, side, chunk, monkeypatch):
     """Inference on the fused forward kernels (channels-last 3-D, the serving layout), ties included: the
-    one-call ``serve`` (the default) and, with the gate's mix off the kernels, the pass-by-pass path."""
+    one-call ``serve`` (the default; a batch in chunks of 2 samples and 1 where ``chunk`` says so, the last
+    chunk short) and, with the gate's mix off the kernels, the pass-by-pass path."""
+    if chunk is not None:
+        monkeypatch.setattr(cbam_kernels, "SERVE_CHUNK_FLOATS", chunk)
     torch.manual_seed(batch)
     reference = CBAM(channels).double().eval()
     reference.fused = False

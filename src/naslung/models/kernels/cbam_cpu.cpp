@@ -369,14 +369,19 @@ void apply_kernel(const float* x, const float* a, const float* sp, float* out, i
   }
 }
 
-// out = x * a[b, c] * s[b, p] (eq. 1 with both gates), in x's layout.
-at::Tensor gate_apply(const at::Tensor& x_, const at::Tensor& a_, const at::Tensor& s_) {
+// out_t = x * a[b, c] * s[b, p] (eq. 1 with both gates), out_t allocated like x.
+void gate_apply_into(const at::Tensor& x_, const at::Tensor& a_, const at::Tensor& s_, at::Tensor& out_t) {
   Shape s = shape_of(x_);
-  auto out_t = like(x_, s);
   auto a_c = a_.contiguous();
   auto s_c = s_.contiguous();
   NASLUNG_DISPATCH(s.cl, s.C, apply_kernel, x_.data_ptr<float>(), a_c.data_ptr<float>(), s_c.data_ptr<float>(),
                    out_t.data_ptr<float>(), s.B, s.C, s.P);
+}
+
+// out = x * a[b, c] * s[b, p] (eq. 1 with both gates), in x's layout.
+at::Tensor gate_apply(const at::Tensor& x_, const at::Tensor& a_, const at::Tensor& s_) {
+  auto out_t = like(x_, shape_of(x_));
+  gate_apply_into(x_, a_, s_, out_t);
   return out_t;
 }
 
@@ -758,19 +763,40 @@ at::Tensor fft_spatial_gate(const at::Tensor& desc_t, const at::Tensor& filters,
 // side the models use, 4^3 included, so there is no direct path.)
 at::Tensor serve(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
                  const at::Tensor& b2, const at::Tensor& conv_w, const at::Tensor& conv_b,
-                 const at::Tensor& filters, at::IntArrayRef full) {
+                 const at::Tensor& filters, at::IntArrayRef full, int64_t chunk_floats) {
   TORCH_CHECK(x.dim() == 5, "serve: a (B, C, D, H, W) map is needed");
   TORCH_CHECK(conv_w.dim() == 5 && conv_w.size(0) == 1 && conv_w.size(1) == 2 && conv_w.size(2) % 2 == 1 &&
                   conv_w.size(3) == conv_w.size(2) && conv_w.size(4) == conv_w.size(2) && conv_b.numel() == 1,
               "serve: the spatial gate must be a cubic odd 2 -> 1 conv with a bias");
-  auto pooled = spatial_pool(x);
-  at::Tensor a = channel_gate(std::get<0>(pooled), std::get<1>(pooled), w1, b1, w2, b2);
-  at::Tensor desc = gate_descriptor(x, a).view({x.size(0), 2, x.size(2), x.size(3), x.size(4)});
-  const float bias = conv_b.item<float>();
-  const int64_t K = conv_w.size(2);
   TORCH_CHECK(full.size() == 3 && filters.dim() == 5 && filters.size(1) == 2,
               "serve: the gate's spectrum (1, 2, F0, F1, F2) and three FFT lengths are needed");
-  return gate_apply(x, a, fft_spatial_gate(desc, filters, full, K, bias));
+  const float bias = conv_b.item<float>();
+  const int64_t K = conv_w.size(2);
+  const auto block = [&](const at::Tensor& xb, at::Tensor& out) {
+    auto pooled = spatial_pool(xb);
+    at::Tensor a = channel_gate(std::get<0>(pooled), std::get<1>(pooled), w1, b1, w2, b2);
+    at::Tensor desc = gate_descriptor(xb, a).view({xb.size(0), 2, xb.size(2), xb.size(3), xb.size(4)});
+    gate_apply_into(xb, a, fft_spatial_gate(desc, filters, full, K, bias), out);
+  };
+  at::Tensor out = like(x, shape_of(x));
+  // A batch goes through in chunks of about chunk_floats map values, one thread a chunk, each chunk's passes
+  // and transforms one after the other: its map is still in cache when the product reads it a third time.
+  TORCH_CHECK(chunk_floats > 0, "serve: chunk_floats must be positive");
+  const int64_t B = x.size(0), sample = std::max<int64_t>(1, x.numel() / std::max<int64_t>(B, 1));
+  const int64_t per = std::max<int64_t>(1, chunk_floats / sample);
+  const int64_t chunks = (B + per - 1) / per;
+  if (chunks == 1) {
+    block(x, out);
+    return out;
+  }
+  at::parallel_for(0, chunks, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t c = lo; c < hi; ++c) {
+      const int64_t b0 = c * per, n = std::min(per, B - b0);
+      at::Tensor ob = out.narrow(0, b0, n);
+      block(x.narrow(0, b0, n), ob);
+    }
+  });
+  return out;
 }
 
 }  // namespace
@@ -786,5 +812,5 @@ TORCH_LIBRARY(naslung_cbam, m) {
         " Tensor davg, Tensor dmax, Tensor argmax) -> Tensor", grad_input);
   m.def("spectrum_mix(Tensor spectra, Tensor filters, bool conjugate) -> Tensor", spectrum_mix);
   m.def("serve(Tensor x, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor conv_w, Tensor conv_b,"
-        " Tensor filters, int[] full) -> Tensor", serve);
+        " Tensor filters, int[] full, int chunk_floats) -> Tensor", serve);
 }
