@@ -32,8 +32,9 @@ from naslung.models.spec import ArchSpec, coerce_spec
 #: Version 7: its few-channel 3^3 convs run on naslung's direct kernels (:mod:`naslung.models.kernels.conv`).
 #: Version 8: those convs build no planar copy when serving and take maps from 8 wide, CBAM's serving passes
 #: are vectorised and the FFT gate's mix is one fused pass. Version 9: a serving CBAM is one kernel call
-#: (pooling, MLP, FFT gate and product: ``serve`` in ``cbam_cpu.cpp``).
-LATENCY_SCHEMA = "naslung-latency/9"
+#: (pooling, MLP, FFT gate and product: ``serve`` in ``cbam_cpu.cpp``). Version 10: its gate transforms each
+#: depth plane in 2-D and sums the depth taps in the frequency domain (``plane_fft_gate``).
+LATENCY_SCHEMA = "naslung-latency/10"
 #: Execution paths :func:`measure_latency` can time: the eager eval model, or the serving path
 #: (:func:`naslung.models.fast.eval_model`: BN folded; ``channels_last_3d`` in 3-D).
 LATENCY_PATHS: tuple[str, ...] = ("eager", "folded")

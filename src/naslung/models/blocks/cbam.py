@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from naslung.models.blocks.counting import LayerCost, conv_cost, linear_cost
-from naslung.models.blocks.fft_conv import fft_conv, fft_length, weight_spectrum
+from naslung.models.blocks.fft_conv import fft_conv, fft_length, plane_spectrum, weight_spectrum
 from naslung.models.blocks.nd import check_dims, conv_nd
 from naslung.models.kernels.cbam import fused_applies, fused_cbam, served_cbam, serving_applies
 
@@ -114,21 +114,26 @@ class SpatialAttention(nn.Module):
         # The FFT path's mix on the fused kernel where it can (set_fused_kernels); not state.
         self.fused = True
         # (FFT lengths, the weights they came from, their spectrum): see _spectrum. Not state: a cache.
-        self._spectrum_cache: tuple[tuple[int, ...], Tensor, Tensor] | None = None
+        self._spectrum_cache: tuple[tuple[str | int, ...], Tensor, Tensor] | None = None
 
-    def _spectrum(self, sides: Sequence[int]) -> Tensor | None:
-        """The kernel's spectrum for maps of ``sides`` when no gradient flows to the weights, else None."""
+    def _spectrum(self, sides: Sequence[int], planes: bool = False) -> Tensor | None:
+        """The kernel's spectrum for maps of ``sides`` when no gradient flows to the weights, else None.
+
+        ``planes``: the per-plane 2-D spectra that the serving kernel takes
+        (:func:`~naslung.models.blocks.fft_conv.plane_spectrum`) instead of the full one."""
         weight = self.conv.weight
         if torch.is_grad_enabled() and weight.requires_grad:
             return None
         full = tuple(fft_length(s, k) for s, k in zip(sides, weight.shape[2:], strict=True))
+        key = ("planes", *full[1:]) if planes else ("full", *full)
         cached = self._spectrum_cache
-        if (cached is not None and cached[0] == full and cached[1].device == weight.device
+        if (cached is not None and cached[0] == key and cached[1].device == weight.device
                 and cached[1].shape == weight.shape and torch.equal(cached[1], weight)):
             return cached[2]
         # Made outside inference mode so that the module can still be copied and used with autograd later.
         with torch.inference_mode(False), torch.no_grad():
-            self._spectrum_cache = (full, weight.detach().clone(), weight_spectrum(weight, full))
+            spectrum = plane_spectrum(weight, full[1:]) if planes else weight_spectrum(weight, full)
+            self._spectrum_cache = (key, weight.detach().clone(), spectrum)
         return self._spectrum_cache[2]
 
     def forward(self, x: Tensor) -> Tensor:

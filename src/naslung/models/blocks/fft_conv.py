@@ -55,6 +55,17 @@ def weight_spectrum(weight: Tensor, full: Sequence[int]) -> Tensor:
     return torch.fft.rfftn(torch.flip(weight.float(), dims=dims), s=list(full), dim=dims)
 
 
+def plane_spectrum(weight: Tensor, full: Sequence[int]) -> Tensor:
+    """The kernel's per-plane spectra, flipped in the last two axes only: ``(O, C, K0, K1, K2) -> (O, C, K0,
+    F1, F2)`` complex64 at the plane lengths ``full`` (two).
+
+    The serving CBAM's gate (``serve`` in ``kernels/cbam_cpu.cpp``) transforms each depth plane in 2-D and
+    sums the ``K0`` depth taps in the frequency domain: with ``K0`` taps of a correlation the depth axis needs
+    no flip, ``out[d] = sum_i plane[d - K0 // 2 + i] * spectrum[i]``."""
+    dims = (weight.dim() - 2, weight.dim() - 1)
+    return torch.fft.rfftn(torch.flip(weight.float(), dims=dims), s=list(full), dim=dims)
+
+
 def fft_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, filters: Tensor | None = None,
              fused: bool = True) -> Tensor:
     """``conv(x, weight, bias, padding=k // 2)`` through the FFT.

@@ -110,10 +110,10 @@ def served_cbam(cbam: nn.Module, x: Tensor) -> Tensor:
     if spatial.fft and getattr(spatial, "fused", True):
         sides = x.shape[2:]
         conv = spatial.conv
-        full = [fft_length(s, k) for s, k in zip(sides, conv.weight.shape[2:], strict=True)]
+        planes = [fft_length(s, k) for s, k in zip(sides[1:], conv.weight.shape[3:], strict=True)]
         mlp = cbam.channel.mlp
         return ops.serve(x, mlp[0].weight, mlp[0].bias, mlp[2].weight, mlp[2].bias, conv.weight, conv.bias,
-                         spatial._spectrum(sides), full, SERVE_CHUNK_FLOATS)
+                         spatial._spectrum(sides, planes=True), planes, SERVE_CHUNK_FLOATS)
     avg, peak, _argmax = ops.spatial_pool(x)
     a = cbam.channel.gate(avg, peak)
     desc = ops.gate_descriptor(x, a).view(x.shape[0], 2, *x.shape[2:])
