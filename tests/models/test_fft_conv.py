@@ -188,3 +188,35 @@ def test_the_fused_spectrum_mix_equals_torch_ops(conjugate: bool):
     assert module._mix_kernels(tracked, filters) is None
     module._mix(tracked, filters, conjugate).abs().sum().backward()
     assert tracked.grad is not None
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize(("depth", "kernel", "channels"), [(4, 7, (2, 1)), (9, 3, (3, 2)), (16, 7, (2, 1)),
+                                                           (5, 1, (2, 3))])
+def test_the_plane_fft_conv_and_the_3d_fft_conv_equal_the_padded_conv(depth, kernel, channels, fused,
+                                                                      monkeypatch):
+    """A 3-D map runs through per-plane 2-D FFTs and frequency-domain depth taps where the fused kernels
+    are on (``_PlaneFFTConv``), else through the 3-D FFT: outputs and all three gradients against float64
+    ``conv3d``, depths shorter and longer than the kernel."""
+    from naslung.models.blocks import fft_conv as module
+
+    if fused and module.cbam_ops() is None:
+        pytest.skip("fused kernels unavailable")
+    torch.manual_seed(depth + kernel)
+    c_in, c_out = channels
+    x = torch.randn(3, c_in, depth, 11, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(c_out, c_in, kernel, kernel, kernel, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(c_out, dtype=torch.float64, requires_grad=True)
+    ref = F.conv3d(x, w, b, padding=kernel // 2)
+    grad = torch.randn_like(ref)
+    want = torch.autograd.grad(ref, (x, w, b), grad)
+    xf, wf, bf = (t.detach().float().requires_grad_() for t in (x, w, b))
+    calls = []
+    original = module._PlaneFFTConv.apply
+    monkeypatch.setattr(module._PlaneFFTConv, "apply", lambda *a: calls.append(1) or original(*a))
+    out = fft_conv(xf, wf, bf, fused=fused)
+    assert bool(calls) == fused
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    got = torch.autograd.grad(out, (xf, wf, bf), grad.float())
+    for g, r in zip(got, want, strict=True):
+        torch.testing.assert_close(g.double(), r, rtol=1e-4, atol=1e-4 * float(r.abs().max()))

@@ -732,22 +732,26 @@ at::Tensor channel_gate(const at::Tensor& avg_, const at::Tensor& mx_, const at:
   return a_t;
 }
 
-// The depth taps of the plane-FFT gate for output plane d of one sample: z[d] = sum_c sum_i x[c, d - r + i] *
-// h[c, i] over the depth planes inside the map (the zero padding adds nothing), complex64 planes of F values,
-// x (2, D, F) and h (2, K, F) -> out (F). The filters come as two float arrays per (c, i), re duplicated (hr, hr, ...) and im
-// with alternating sign (-hi, hi, ...), so that with x interleaved (re, im, ...) a complex product is
+// The depth taps of the plane-FFT gate (naslung.models.blocks.fft_conv.plane_fft_conv) for one output plane d
+// of one sample: out[d] = sum_n sum_i x[n, q] * h[n, i] over the K taps whose plane q = d - r + i (adjoint:
+// q = d + r - i) lies inside the map (the zero padding adds nothing); complex64 planes of F values, x (N, D,
+// F) -> out (F). The filters h (N, K, F) come as two float arrays (tap_filters): re duplicated (hr, hr, ...)
+// and im with alternating sign (-hi, hi, ...), so that with x interleaved (re, im, ...) a complex product is
 // x * re + swap_pairs(x) * im: two FMAs and a shuffle per 4 complex values.
-void depth_taps(const float* x, const float* re, const float* im, float* out, int64_t d, int64_t D, int64_t K,
-                int64_t F) {
+void depth_taps(const float* x, const float* re, const float* im, float* out, int64_t N, int64_t d, int64_t D,
+                int64_t K, int64_t F, bool adjoint) {
   const int64_t r = K / 2, n = 2 * F;  // floats per plane
   const iv8 swap_pairs = {1, 0, 3, 2, 5, 4, 7, 6};
-  const int64_t i0 = std::max<int64_t>(0, r - d), i1 = std::min<int64_t>(K, D + r - d);
+  // taps i0 .. i1 - 1 reach planes inside the map
+  const int64_t i0 = adjoint ? std::max<int64_t>(0, d + r - D + 1) : std::max<int64_t>(0, r - d);
+  const int64_t i1 = adjoint ? std::min<int64_t>(K, d + r + 1) : std::min<int64_t>(K, D + r - d);
+  const auto plane = [&](int64_t i) { return adjoint ? d + r - i : d - r + i; };
   int64_t j = 0;
   for (; j + kVec <= n; j += kVec) {
     v8 acc = splat(0.f);
-    for (int64_t c = 0; c < 2; ++c)
+    for (int64_t c = 0; c < N; ++c)
       for (int64_t i = i0; i < i1; ++i) {
-        const v8 xv = load8(x + (c * D + d - r + i) * n + j);
+        const v8 xv = load8(x + (c * D + plane(i)) * n + j);
         const int64_t t = (c * K + i) * n + j;
         acc += xv * load8(re + t) + __builtin_shuffle(xv, swap_pairs) * load8(im + t);
       }
@@ -755,9 +759,9 @@ void depth_taps(const float* x, const float* re, const float* im, float* out, in
   }
   for (; j < n; j += 2) {  // n is even: whole complex values
     float zr = 0.f, zi = 0.f;
-    for (int64_t c = 0; c < 2; ++c)
+    for (int64_t c = 0; c < N; ++c)
       for (int64_t i = i0; i < i1; ++i) {
-        const float* xv = x + (c * D + d - r + i) * n + j;
+        const float* xv = x + (c * D + plane(i)) * n + j;
         const int64_t t = (c * K + i) * n + j;
         zr += xv[0] * re[t] + xv[1] * im[t];
         zi += xv[1] * re[t + 1] + xv[0] * im[t + 1];
@@ -767,18 +771,100 @@ void depth_taps(const float* x, const float* re, const float* im, float* out, in
   }
 }
 
-// The plane filters of depth_taps from the flipped-in-plane kernel's 2-D spectra (1, 2, K, F0, F1) complex64.
-std::pair<std::vector<float>, std::vector<float>> tap_filters(const at::Tensor& planes) {
-  const at::Tensor h = planes.contiguous();
-  const int64_t values = h.numel();  // complex values: 2 * K * F
+// depth_taps' filter arrays from complex64 filters (any shape, contiguous), conjugated when conjugate.
+std::pair<std::vector<float>, std::vector<float>> tap_filters(const at::Tensor& filters, bool conjugate) {
+  const at::Tensor h = filters.contiguous();
+  const int64_t values = h.numel();
   const float* hp = reinterpret_cast<const float*>(h.data_ptr());
+  const float sign = conjugate ? -1.f : 1.f;
   std::vector<float> re(2 * values), im(2 * values);
   for (int64_t v = 0; v < values; ++v) {
     re[2 * v] = re[2 * v + 1] = hp[2 * v];
-    im[2 * v] = -hp[2 * v + 1];
-    im[2 * v + 1] = hp[2 * v + 1];
+    im[2 * v] = -sign * hp[2 * v + 1];
+    im[2 * v + 1] = sign * hp[2 * v + 1];
   }
   return {std::move(re), std::move(im)};
+}
+
+void check_planes(const at::Tensor& t, const char* what) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kComplexFloat && t.dim() == 4,
+              what, ": a complex64 CPU tensor (B, N, D, F) is needed");
+}
+
+// The depth taps over a batch: x (B, N, D, F) and h (M, N, K, F), complex64 -> (B, M, D, F) with out[b, m, d]
+// = sum_n sum_i x[b, n, d - r + i] h[m, n, i] (the plane-FFT conv's forward), or with adjoint x[b, n, d + r -
+// i] conj(h[m, n, i]) (its input gradient, h transposed to (C, O, K, F) by the caller). F: one plane's
+// spectrum, flattened.
+at::Tensor plane_taps(const at::Tensor& x_, const at::Tensor& h_, bool adjoint) {
+  check_planes(x_, "plane_taps");
+  check_planes(h_, "plane_taps");
+  TORCH_CHECK(h_.size(1) == x_.size(1) && h_.size(3) == x_.size(3) && h_.size(2) % 2 == 1,
+              "plane_taps: x (B, N, D, F) and h (M, N, K, F) with an odd K are needed");
+  const at::Tensor x = x_.contiguous();
+  const int64_t B = x.size(0), N = x.size(1), D = x.size(2), F = x.size(3), M = h_.size(0), K = h_.size(2);
+  const auto [re, im] = tap_filters(h_, adjoint);
+  at::Tensor out = at::empty({B, M, D, F}, x.options());
+  const float* xs = reinterpret_cast<const float*>(x.data_ptr());
+  float* os = reinterpret_cast<float*>(out.data_ptr());
+  at::parallel_for(0, B * M * D, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t t = lo; t < hi; ++t) {
+      const int64_t b = t / (M * D), m = (t / D) % M, d = t % D;
+      const int64_t h0 = m * N * K * 2 * F;
+      depth_taps(xs + b * N * D * 2 * F, re.data() + h0, im.data() + h0, os + t * 2 * F, N, d, D, K, F,
+                 adjoint);
+    }
+  });
+  return out;
+}
+
+// The plane-FFT conv's weight gradient in the frequency domain: g (B, O, D, F) and x (B, C, D, F) complex64 ->
+// (O, C, K, F), dh[o, c, i] = sum_b sum_d g[b, o, d] conj(x[b, c, d - r + i]) over the planes inside the map.
+at::Tensor plane_taps_weight(const at::Tensor& g_, const at::Tensor& x_, int64_t K) {
+  check_planes(g_, "plane_taps_weight");
+  check_planes(x_, "plane_taps_weight");
+  TORCH_CHECK(g_.size(0) == x_.size(0) && g_.size(2) == x_.size(2) && g_.size(3) == x_.size(3) && K % 2 == 1,
+              "plane_taps_weight: g (B, O, D, F), x (B, C, D, F) and an odd K are needed");
+  const at::Tensor g = g_.contiguous(), x = x_.contiguous();
+  const int64_t B = g.size(0), O = g.size(1), C = x.size(1), D = g.size(2), F = g.size(3), r = K / 2, n = 2 * F;
+  at::Tensor out = at::empty({O, C, K, F}, g.options());
+  const float* gs = reinterpret_cast<const float*>(g.data_ptr());
+  const float* xs = reinterpret_cast<const float*>(x.data_ptr());
+  float* os = reinterpret_cast<float*>(out.data_ptr());
+  const iv8 swap_pairs = {1, 0, 3, 2, 5, 4, 7, 6};
+  const iv8 dup_re = {0, 0, 2, 2, 4, 4, 6, 6}, dup_im = {1, 1, 3, 3, 5, 5, 7, 7};
+  const v8 sign = {1.f, -1.f, 1.f, -1.f, 1.f, -1.f, 1.f, -1.f};
+  // A task is one (o, c) and a span of the plane: each g plane is read once, into the K taps' sums, and the K
+  // x planes it meets slide along d (in cache).
+  constexpr int64_t kSpan = 512;  // floats
+  const int64_t spans = (n + kSpan - 1) / kSpan;
+  at::parallel_for(0, O * C * spans, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t t = lo; t < hi; ++t) {
+      const int64_t o = t / (C * spans), c = (t / spans) % C, j0 = (t % spans) * kSpan;
+      const int64_t j1 = std::min(n, j0 + kSpan);
+      float* dst = os + (o * C + c) * K * n;
+      for (int64_t i = 0; i < K; ++i) std::fill(dst + i * n + j0, dst + i * n + j1, 0.f);
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t d = 0; d < D; ++d) {
+          const float* gp = gs + ((b * O + o) * D + d) * n;
+          const int64_t i0 = std::max<int64_t>(0, r - d), i1 = std::min<int64_t>(K, D + r - d);
+          for (int64_t i = i0; i < i1; ++i) {
+            const float* xp = xs + ((b * C + c) * D + d - r + i) * n;
+            float* acc = dst + i * n;
+            int64_t j = j0;
+            for (; j + kVec <= j1; j += kVec) {  // g conj(x): (gr xr + gi xi, gi xr - gr xi)
+              const v8 gv = load8(gp + j), xv = load8(xp + j);
+              store8(acc + j, load8(acc + j) + gv * __builtin_shuffle(xv, dup_re) +
+                                  sign * (__builtin_shuffle(gv, swap_pairs) * __builtin_shuffle(xv, dup_im)));
+            }
+            for (; j < j1; j += 2) {
+              acc[j] += gp[j] * xp[j] + gp[j + 1] * xp[j + 1];
+              acc[j + 1] += gp[j + 1] * xp[j] - gp[j] * xp[j + 1];
+            }
+          }
+        }
+    }
+  });
+  return out;
 }
 
 // M_s of eq. 3 through per-plane FFTs, (B, 2, D, H, W) -> (B, D * H * W): the 2-D rfftn of every depth plane
@@ -799,7 +885,7 @@ at::Tensor plane_fft_gate(const at::Tensor& desc_t, const std::vector<float>& re
   at::parallel_for(0, B * D, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t t = lo; t < hi; ++t) {
       const int64_t b = t / D, d = t % D;
-      depth_taps(xs + b * 2 * D * 2 * F, re.data(), im.data(), zs + t * 2 * F, d, D, K, F);
+      depth_taps(xs + b * 2 * D * 2 * F, re.data(), im.data(), zs + t * 2 * F, 2, d, D, K, F, false);
     }
   });
   at::Tensor conv = at::fft_irfftn(mixed, full, dims).contiguous();  // (B, 1, D, L1, L2)
@@ -837,7 +923,7 @@ at::Tensor serve(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1
                   filters.scalar_type() == at::kComplexFloat,
               "serve: the gate's plane spectra (1, 2, K, L1, L2 / 2 + 1) complex64 and two FFT lengths are needed");
   const float bias = conv_b.item<float>();
-  const auto [re, im] = tap_filters(filters);
+  const auto [re, im] = tap_filters(filters, false);
   const auto block = [&](const at::Tensor& xb, at::Tensor& out) {
     auto pooled = spatial_pool(xb);
     at::Tensor a = channel_gate(std::get<0>(pooled), std::get<1>(pooled), w1, b1, w2, b2);
@@ -877,6 +963,8 @@ TORCH_LIBRARY(naslung_cbam, m) {
   m.def("grad_input(Tensor g, Tensor x, Tensor a, Tensor s, Tensor ddesc, Tensor desc, Tensor tie_inv,"
         " Tensor davg, Tensor dmax, Tensor argmax) -> Tensor", grad_input);
   m.def("spectrum_mix(Tensor spectra, Tensor filters, bool conjugate) -> Tensor", spectrum_mix);
+  m.def("plane_taps(Tensor x, Tensor h, bool adjoint) -> Tensor", plane_taps);
+  m.def("plane_taps_weight(Tensor g, Tensor x, int K) -> Tensor", plane_taps_weight);
   m.def("serve(Tensor x, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor conv_w, Tensor conv_b,"
         " Tensor filters, int[] full, int chunk_floats) -> Tensor", serve);
 }
