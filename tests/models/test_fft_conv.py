@@ -220,3 +220,8 @@ def test_the_plane_fft_conv_and_the_3d_fft_conv_equal_the_padded_conv(depth, ker
     got = torch.autograd.grad(out, (xf, wf, bf), grad.float())
     for g, r in zip(got, want, strict=True):
         torch.testing.assert_close(g.double(), r, rtol=1e-4, atol=1e-4 * float(r.abs().max()))
+
+
+def test_the_fused_fft_paths_pass_under_avx2_dispatch(rerun_under_avx2):
+    """The plane-FFT conv and the fused spectrum mix, built and run as on an AVX2-only CPU."""
+    rerun_under_avx2(__file__, "plane_fft_conv or fused_spectrum_mix")
