@@ -222,6 +222,38 @@ def test_the_plane_fft_conv_and_the_3d_fft_conv_equal_the_padded_conv(depth, ker
         torch.testing.assert_close(g.double(), r, rtol=1e-4, atol=1e-4 * float(r.abs().max()))
 
 
+@pytest.mark.parametrize(("side", "full"), [((32, 32), (36, 36)), ((16, 16), (20, 20)), ((8, 8), (12, 12)),
+                                            ((4, 4), (8, 8)), ((11, 8), (15, 12)), ((17, 3), (20, 5)),
+                                            ((5, 7), (9, 10)), ((1, 1), (1, 1)), ((33, 9), (36, 15))])
+def test_the_plane_ffts_equal_torch_fft_in_float64(side, full):
+    """The fused kernels' own 2-D transforms (``kernels/plane_fft.h``): ``plane_rfft2`` equals
+    ``torch.fft.rfftn(x, s=full)`` and ``plane_irfft2`` a window of ``torch.fft.irfftn(y, s=full)``, in
+    float64, for lengths with the factors 2, 3, 4 and 5, odd lengths, rows in partial groups of 16, and
+    spectra whose frequencies 0 and L2 / 2 have imaginary parts (which a real inverse ignores)."""
+    from naslung.models.kernels import cbam_ops
+
+    ops = cbam_ops()
+    if ops is None:
+        pytest.skip("fused kernels unavailable")
+    (h, w), (l1, l2) = side, full
+    torch.manual_seed(h * 100 + w)
+    x = torch.randn(3, 2, h, w, dtype=torch.float64)
+    want = torch.fft.rfftn(x, s=full, dim=(-2, -1))
+    got = ops.plane_rfft2(x.float(), l1, l2)
+    assert got.shape == want.shape and got.dtype == torch.complex64
+    torch.testing.assert_close(got.to(torch.complex128), want, rtol=0, atol=1e-6 * float(want.abs().max()))
+    y = torch.randn(3, 2, l1, l2 // 2 + 1, dtype=torch.complex128)
+    inverse = torch.fft.irfftn(y, s=full, dim=(-2, -1))
+    for r0, c0, ho, wo in ((0, 0, l1, l2), ((l1 - h) // 2, (l2 - w) // 2, h, w), (l1 - 1, l2 - 1, 1, 1)):
+        got = ops.plane_irfft2(y.to(torch.complex64), l1, l2, r0, ho, c0, wo)
+        torch.testing.assert_close(got.double(), inverse[..., r0:r0 + ho, c0:c0 + wo], rtol=0,
+                                   atol=1e-6 * float(inverse.abs().max()))
+    with pytest.raises(RuntimeError, match="inside the L1 x L2 plane"):
+        ops.plane_irfft2(y.to(torch.complex64), l1, l2, 0, l1 + 1, 0, 1)
+    with pytest.raises(RuntimeError, match="at most L1 x L2"):
+        ops.plane_rfft2(torch.zeros(1, l1 + 1, w), l1, l2)
+
+
 def test_the_fused_fft_paths_pass_under_avx2_dispatch(rerun_under_avx2):
-    """The plane-FFT conv and the fused spectrum mix, built and run as on an AVX2-only CPU."""
-    rerun_under_avx2(__file__, "plane_fft_conv or fused_spectrum_mix")
+    """The plane FFTs, the plane-FFT conv and the fused spectrum mix, built and run as on an AVX2-only CPU."""
+    rerun_under_avx2(__file__, "plane_fft or fused_spectrum_mix")

@@ -33,8 +33,9 @@ from naslung.models.spec import ArchSpec, coerce_spec
 #: Version 8: those convs build no planar copy when serving and take maps from 8 wide, CBAM's serving passes
 #: are vectorised and the FFT gate's mix is one fused pass. Version 9: a serving CBAM is one kernel call
 #: (pooling, MLP, FFT gate and product: ``serve`` in ``cbam_cpu.cpp``). Version 10: its gate transforms each
-#: depth plane in 2-D and sums the depth taps in the frequency domain (``plane_fft_gate``).
-LATENCY_SCHEMA = "naslung-latency/10"
+#: depth plane in 2-D and sums the depth taps in the frequency domain (``plane_fft_gate``). Version 11: those
+#: 2-D transforms are naslung's own (``kernels/plane_fft.h``), not torch's.
+LATENCY_SCHEMA = "naslung-latency/11"
 #: Execution paths :func:`measure_latency` can time: the eager eval model, or the serving path
 #: (:func:`naslung.models.fast.eval_model`: BN folded; ``channels_last_3d`` in 3-D).
 LATENCY_PATHS: tuple[str, ...] = ("eager", "folded")

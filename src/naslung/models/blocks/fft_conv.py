@@ -206,12 +206,14 @@ def _plane_kernels(x: Tensor, weight: Tensor) -> Any | None:
     return cbam_ops()
 
 
-def _plane_spectra(t: Tensor, full: Sequence[int], pad: Sequence[int] = (0, 0, 0, 0)) -> Tensor:
+def _plane_spectra(ops: Any, t: Tensor, full: Sequence[int], pad: Sequence[int] = (0, 0, 0, 0)) -> Tensor:
     """Each depth plane's 2-D real FFT at the lengths ``full``: ``(B, C, D, H, W) -> (B, C, D, F)`` complex64
-    with ``F = L1 * (L2 // 2 + 1)``, after an in-plane zero pad ``pad`` (``F.pad`` order) if any."""
+    with ``F = L1 * (L2 // 2 + 1)``, after an in-plane zero pad ``pad`` (``F.pad`` order) if any; the fused
+    kernels' ``plane_rfft2`` (``kernels/plane_fft.h``), equal to ``torch.fft.rfftn(t, s=full, dim=(3,
+    4))``."""
     if any(pad):
         t = torch.nn.functional.pad(t, list(pad))
-    spectra = torch.fft.rfftn(t.float(), s=list(full), dim=(3, 4))
+    spectra = ops.plane_rfft2(t.float(), full[0], full[1])
     return spectra.reshape(*spectra.shape[:3], -1)
 
 
@@ -233,17 +235,18 @@ class _PlaneFFTConv(torch.autograd.Function):
     def forward(ctx, x: Tensor, weight: Tensor, full: tuple[int, int]) -> Tensor:  # type: ignore[override]
         ops = cbam_ops()
         kernel = tuple(weight.shape[2:])
-        spectra = _plane_spectra(x, full)  # (B, C, D, F)
+        spectra = _plane_spectra(ops, x, full)  # (B, C, D, F)
         filters = plane_spectrum(weight, full)  # (O, C, K0, F1, F2)
         filters = filters.reshape(*filters.shape[:3], -1)
         mixed = ops.plane_taps(spectra, filters, False)  # (B, O, D, F)
         b, o, d = mixed.shape[:3]
-        planes = torch.fft.irfftn(mixed.view(b, o, d, full[0], -1), s=list(full), dim=(3, 4))
         r1, r2 = kernel[1] // 2, kernel[2] // 2
         ctx.full, ctx.kernel, ctx.sides = full, kernel, tuple(x.shape[3:])
         ctx.save_for_backward(spectra if ctx.needs_input_grad[1] else None,
                               filters if ctx.needs_input_grad[0] else None)
-        return planes[..., r1 : r1 + x.shape[3], r2 : r2 + x.shape[4]]
+        # the centre window of the planes' inverse transforms
+        return ops.plane_irfft2(mixed.view(b, o, d, full[0], -1), full[0], full[1], r1, x.shape[3], r2,
+                                x.shape[4])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -252,14 +255,13 @@ class _PlaneFFTConv(torch.autograd.Function):
         spectra, filters = ctx.saved_tensors
         full, kernel, (h, w) = ctx.full, ctx.kernel, ctx.sides
         r1, r2 = kernel[1] // 2, kernel[2] // 2
-        placed = _plane_spectra(grad, full, (r2, full[1] - w - r2, r1, full[0] - h - r1))  # (B, O, D, F)
+        placed = _plane_spectra(ops, grad, full, (r2, full[1] - w - r2, r1, full[0] - h - r1))  # (B, O, D, F)
         b, _, d = placed.shape[:3]
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             mixed = ops.plane_taps(placed, filters.transpose(0, 1), True)  # (B, C, D, F)
-            planes = torch.fft.irfftn(mixed.view(b, -1, d, full[0], full[1] // 2 + 1), s=list(full),
-                                      dim=(3, 4))
-            grad_x = planes[..., :h, :w]
+            grad_x = ops.plane_irfft2(mixed.view(b, -1, d, full[0], full[1] // 2 + 1), full[0], full[1], 0, h,
+                                      0, w)
         if ctx.needs_input_grad[1]:
             cross = ops.plane_taps_weight(placed, spectra, kernel[0])  # (O, C, K0, F)
             o, c = cross.shape[:2]
