@@ -70,7 +70,7 @@ def test_measure_latency_is_cached(tmp_path, monkeypatch):
     assert first["key"]["torch"] == torch.__version__
     files = list((tmp_path / "latency").glob("*.json"))
     assert len(files) == 1
-    assert json.loads(files[0].read_text())["schema"] == LATENCY_SCHEMA == "naslung-latency/11"
+    assert json.loads(files[0].read_text())["schema"] == LATENCY_SCHEMA == "naslung-latency/12"
     again = measure_latency(SMALL, threads=1, **args)
     assert again["cached"] and again["median_ms"] == first["median_ms"]
     # the key names the machine; the record keeps the load at measurement time

@@ -34,8 +34,9 @@ from naslung.models.spec import ArchSpec, coerce_spec
 #: are vectorised and the FFT gate's mix is one fused pass. Version 9: a serving CBAM is one kernel call
 #: (pooling, MLP, FFT gate and product: ``serve`` in ``cbam_cpu.cpp``). Version 10: its gate transforms each
 #: depth plane in 2-D and sums the depth taps in the frequency domain (``plane_fft_gate``). Version 11: those
-#: 2-D transforms are naslung's own (``kernels/plane_fft.h``), not torch's.
-LATENCY_SCHEMA = "naslung-latency/11"
+#: 2-D transforms are naslung's own (``kernels/plane_fft.h``), not torch's. Version 12: one sample's 4^3
+#: convs run on the direct kernels, and those read channels-last weights without a copy.
+LATENCY_SCHEMA = "naslung-latency/12"
 #: Execution paths :func:`measure_latency` can time: the eager eval model, or the serving path
 #: (:func:`naslung.models.fast.eval_model`: BN folded; ``channels_last_3d`` in 3-D).
 LATENCY_PATHS: tuple[str, ...] = ("eager", "folded")

@@ -35,8 +35,11 @@ MAX_CHANNELS = 8
 MIN_SIDE = 16
 #: ... and in serving, where rows of 8 or fewer outputs take 8-wide blocks (``conv_cpu.cpp``): Model-1's 8^3
 #: convs, batch 32, 2 threads, against oneDNN: 4 -> 4 0.14 vs 0.39 ms, 4 -> 8 0.27 vs 0.39, 8 -> 8 0.53 vs
-#: 0.60, the stride-2 8 -> 8 from 8^3 0.18 vs 0.14 (lost; at batch 1 all won, 2-4x). 4^3 maps stay on oneDNN.
+#: 0.60, the stride-2 8 -> 8 from 8^3 0.18 vs 0.14 (lost; at batch 1 all won, 2-4x).
 MIN_SERVING_SIDE = 8
+#: ... and for one sample, where torch's call costs more than the arithmetic: Model-1's 8 -> 8 at 4^3, 2
+#: threads, 13.6 vs 25.3 us (4 -> 4: 6.8 vs 15.0); at batch 32 oneDNN won (118 vs 150 us), so batches keep it.
+MIN_ONE_SAMPLE_SIDE = 4
 
 
 class _DirectConv3d(torch.autograd.Function):
@@ -71,7 +74,8 @@ def direct_conv_applies(conv: nn.Module, x: Tensor, weight: Tensor, bias: Tensor
     """Whether a 3-D conv runs on the direct kernels: ``fused`` on; groups and dilation 1, a cubic 1^3 or 3^3
     kernel with zero padding ``K // 2``, stride 1 or 2 in every dimension, a float32 CPU input in
     ``channels_last_3d`` of 1 or 4-8 channels (4 or 8 out) and at least :data:`MIN_SIDE` wide
-    (:data:`MIN_SERVING_SIDE` in inference); no hooks, not tracing or compiling, the kernels built. In
+    (:data:`MIN_SERVING_SIDE` in inference, :data:`MIN_ONE_SAMPLE_SIDE` for one sample); no hooks, not
+    tracing or compiling, the kernels built. In
     training (a gradient wanted) the conv has no bias; in
     inference (the BN-folded serving path, biased) the kernel is 3^3: oneDNN ran the 1^3 stride-2 shortcut
     faster there (0.40x at batch 32, 0.97x at batch 1, 4 channels from 32^3; module doc).
@@ -92,7 +96,8 @@ def direct_conv_applies(conv: nn.Module, x: Tensor, weight: Tensor, bias: Tensor
         return False
     if not (c_in == 1 or c_in % 4 == 0) or c_out % 4 != 0 or max(c_in, c_out) > MAX_CHANNELS:
         return False
-    if x.shape[-1] < (MIN_SIDE if training else MIN_SERVING_SIDE):
+    narrowest = MIN_SIDE if training else (MIN_ONE_SAMPLE_SIDE if x.shape[0] == 1 else MIN_SERVING_SIDE)
+    if x.shape[-1] < narrowest:
         return False
     if not x.is_contiguous(memory_format=torch.channels_last_3d):
         return False

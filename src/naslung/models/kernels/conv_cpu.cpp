@@ -276,14 +276,13 @@ void forward_impl(const PlaneSource& source, const at::Tensor& weight, const flo
   // Weights per (output block, kd, kh, c, kw) as 4 consecutive output channels.
   const int64_t taps = K * K * K;
   std::vector<float> wr(g.O * g.C * taps);
-  const at::Tensor wc = weight.contiguous();  // kept alive while wsrc is read
-  const float* wsrc = wc.data_ptr<float>();
+  const auto wa = weight.accessor<float, 5>();  // any layout: the serving model's weights are channels-last
   for (int64_t o = 0; o < g.O; ++o)
     for (int64_t c = 0; c < g.C; ++c)
       for (int64_t t = 0; t < taps; ++t) {
         const int64_t kd = t / (K * K), kh = t / K % K, kw = t % K;
         const int64_t ob = o / kBlockO, oi = o % kBlockO;
-        wr[((((ob * K + kd) * K + kh) * g.C + c) * K + kw) * kBlockO + oi] = wsrc[(o * g.C + c) * taps + t];
+        wr[((((ob * K + kd) * K + kh) * g.C + c) * K + kw) * kBlockO + oi] = wa[o][c][kd][kh][kw];
       }
   float* yp = y.data_ptr<float>();
   const int64_t xrow = g.C * S * g.Lw;
@@ -376,12 +375,11 @@ at::Tensor grad_input_impl(const at::Tensor& G, const at::Tensor& weight, const 
   const int64_t taps = K * K * K, Hq = g.Ho + 2, grow = g.O * g.Lg;
   // wt[cb][kd][kh][kw][o][ci] = weight[o, cb * CB + ci, kd, kh, kw]
   std::vector<float> wt(g.C * g.O * taps);
-  const at::Tensor wc = weight.contiguous();  // kept alive while wsrc is read
-  const float* wsrc = wc.data_ptr<float>();
+  const auto wa = weight.accessor<float, 5>();
   for (int64_t o = 0; o < g.O; ++o)
     for (int64_t c = 0; c < g.C; ++c)
       for (int64_t t = 0; t < taps; ++t)
-        wt[(((c / CB) * taps + t) * g.O + o) * CB + c % CB] = wsrc[(o * g.C + c) * taps + t];
+        wt[(((c / CB) * taps + t) * g.O + o) * CB + c % CB] = wa[o][c][t / (K * K)][t / K % K][t % K];
   const float* Gp = G.data_ptr<float>();
   float* gp = gx.data_ptr<float>();
   at::parallel_for(0, g.N * g.D, 1, [&](int64_t lo, int64_t hi) {
