@@ -252,6 +252,10 @@ def test_the_plane_ffts_equal_torch_fft_in_float64(side, full):
         ops.plane_irfft2(y.to(torch.complex64), l1, l2, 0, l1 + 1, 0, 1)
     with pytest.raises(RuntimeError, match="at most L1 x L2"):
         ops.plane_rfft2(torch.zeros(1, l1 + 1, w), l1, l2)
+    with pytest.raises(RuntimeError, match="no prime factor over 5"):  # 11 and 7: no radix for them
+        ops.plane_rfft2(torch.zeros(1, 1, 1), 11, l2)
+    with pytest.raises(RuntimeError, match="no prime factor over 5"):
+        ops.plane_irfft2(torch.zeros(1, l1, 4, dtype=torch.complex64), l1, 7, 0, 1, 0, 1)
 
 
 def test_the_fused_fft_paths_pass_under_avx2_dispatch(rerun_under_avx2):

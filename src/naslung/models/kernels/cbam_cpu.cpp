@@ -866,6 +866,14 @@ at::Tensor plane_taps_weight(const at::Tensor& g_, const at::Tensor& x_, int64_t
   return out;
 }
 
+// Whether plane_fft.h transforms length n: 5-smooth (its radices and plain DFTs reach 8 points at most).
+bool smooth_length(int64_t n) {
+  if (n < 1) return false;
+  for (int64_t p : {2, 3, 5})
+    while (n % p == 0) n /= p;
+  return n == 1;
+}
+
 // torch.fft.rfftn(x, s=(L1, L2), dim=(-2, -1)) of a float32 CPU tensor (..., H, W), H <= L1, W <= L2: the
 // planes' half spectra (..., L1, L2 / 2 + 1) complex64 through plane_fft.h, a few planes a task.
 at::Tensor plane_rfft2(const at::Tensor& x_, int64_t L1, int64_t L2) {
@@ -873,6 +881,7 @@ at::Tensor plane_rfft2(const at::Tensor& x_, int64_t L1, int64_t L2) {
               "plane_rfft2: a float32 CPU tensor (..., H, W) is needed");
   const at::Tensor x = x_.contiguous();
   const int64_t H = x.size(-2), W = x.size(-1), F2 = L2 / 2 + 1;
+  TORCH_CHECK(smooth_length(L1) && smooth_length(L2), "plane_rfft2: lengths with no prime factor over 5 are needed");
   TORCH_CHECK(H >= 1 && W >= 1 && H <= L1 && W <= L2, "plane_rfft2: planes of at most L1 x L2 are needed");
   std::vector<int64_t> sizes = x.sizes().vec();
   sizes[sizes.size() - 2] = L1;
@@ -899,6 +908,7 @@ at::Tensor plane_irfft2(const at::Tensor& y_, int64_t L1, int64_t L2, int64_t r0
   TORCH_CHECK(y_.device().is_cpu() && y_.scalar_type() == at::kComplexFloat && y_.dim() >= 2 &&
                   y_.size(-2) == L1 && y_.size(-1) == L2 / 2 + 1,
               "plane_irfft2: a complex64 CPU tensor (..., L1, L2 / 2 + 1) is needed");
+  TORCH_CHECK(smooth_length(L1) && smooth_length(L2), "plane_irfft2: lengths with no prime factor over 5 are needed");
   TORCH_CHECK(r0 >= 0 && c0 >= 0 && Ho >= 1 && Wo >= 1 && r0 + Ho <= L1 && c0 + Wo <= L2,
               "plane_irfft2: the window must lie inside the L1 x L2 plane");
   const at::Tensor y = y_.contiguous();
