@@ -10,10 +10,10 @@ The machine's rate is the best of three measured fp32 multiply-add rates at ``--
 matrix product, and two wide convolutions through oneDNN (64 -> 64 and 32 -> 32 channels, 3^3, batch 32, at
 16^3), the kinds of work that reach a core's FMA peak. Then, for Model-1 and the mid model, batch 32:
 
-* each network's convolution and linear multiply-adds per sample (forward hooks, ``C_in/groups * k^d`` per
-  output element): the reference's all of them (its CBAM gate is a 3^3 conv), naslung's without CBAM's 7^3
-  spatial gates, which its serving path runs through FFTs (so naslung's floor is, generously, below what it
-  must do);
+* each network's convolution and linear multiply-adds per sample (forward hooks counting what
+  :func:`naslung.models.cost.count_macs` counts): the reference's all of them (its CBAM gate is a 3^3 conv),
+  naslung's without CBAM's 7^3 spatial gates, which its serving path runs through FFTs (so naslung's floor
+  is, generously, below what it must do);
 * the reference's and naslung's inference (ms per nodule, interleaved rounds, medians) and the rate each
   reaches on its own arithmetic;
 * naslung's floor: its arithmetic at the machine's rate, ignoring every memory pass (CBAM's pooling and
@@ -29,17 +29,23 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
-from _isa import add_isa_argument, run_isa
 from _timing import interleave
-from reference import MODELS, import_reference, inference_step, naslung_train_step, reference_train_step
+from reference import (
+    MODELS,
+    inference_step,
+    naslung_train_step,
+    reference_arguments,
+    reference_train_step,
+    run_against_reference,
+)
 from torch import nn
 
 from naslung.allocator import keep_freed_memory
 from naslung.models import build_model
 from naslung.models.blocks.cbam import direct_spatial_conv
+from naslung.models.cost import layer_macs
 from naslung.models.fast import eval_model, serving_channels_last
 from naslung.models.machine import device_name, dispatch_isa
 from naslung.train.inference import format_input
@@ -75,20 +81,11 @@ def forward_macs(model: nn.Module, x: torch.Tensor, skip: Callable[[str], bool] 
     """Conv and linear multiply-adds of one forward of ``x`` per sample, modules named ``skip`` left out."""
     total = 0
 
-    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: object) -> None:
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         nonlocal total
-        output = output[0] if isinstance(output, tuple) else output  # the reference's head: (cos, phi)
-        if isinstance(module, nn.modules.conv._ConvNd):
-            k = 1
-            for s in module.kernel_size:
-                k *= s
-            total += output.numel() * (module.in_channels // module.groups) * k
-        else:
-            total += output.numel() * inputs[0].shape[-1]
+        total += layer_macs(module, inputs, output)  # what count_macs counts (the reference's own head: 0)
 
-    handles = [m.register_forward_hook(hook) for name, m in model.named_modules()
-               if not skip(name) and (isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))
-                                      or type(m).__name__ in ("AngularHead", "AngleLinear"))]
+    handles = [m.register_forward_hook(hook) for name, m in model.named_modules() if not skip(name)]
     try:
         with torch.no_grad(), direct_spatial_conv(model):
             model.eval()(x)
@@ -99,15 +96,7 @@ def forward_macs(model: nn.Module, x: torch.Tensor, skip: Callable[[str], bool] 
 
 
 def main() -> None:
-    raw = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
-    parser.add_argument("--ref", type=str, required=True, help="a checkout of fei-hdu/NAS-Lung")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=8)
-    add_isa_argument(parser)
-    args = parser.parse_args()
-    conv_res, angle_loss = import_reference(Path(args.ref).expanduser().resolve())
-    run_isa(args.isa, lambda: measure(args, conv_res, angle_loss))
+    run_against_reference(reference_arguments(__doc__).parse_args(), measure)
 
 
 def measure(args: argparse.Namespace, conv_res: type, angle_loss: type) -> None:

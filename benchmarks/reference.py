@@ -104,17 +104,28 @@ def inference_step(model: Callable[[torch.Tensor], object], x: torch.Tensor) -> 
     return step
 
 
-def main() -> None:
-    raw = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
+def reference_arguments(doc: str) -> argparse.ArgumentParser:
+    """The command line of a side-by-side benchmark (``doc`` its help): ``--ref``, ``--threads``,
+    ``--rounds`` and ``--isa``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ref", type=Path, required=True, help="a checkout of fei-hdu/NAS-Lung")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     add_isa_argument(parser)
-    args = parser.parse_args()
+    return parser
+
+
+def run_against_reference(args: argparse.Namespace,
+                          measure: Callable[[argparse.Namespace, type, type], None]) -> None:
+    """``measure(args, ConvRes, AngleLoss)`` with the reference of ``args.ref``, as ``--isa`` asks."""
     conv_res, angle_loss = import_reference(args.ref.expanduser().resolve())
     run_isa(args.isa, lambda: measure(args, conv_res, angle_loss))
+
+
+def main() -> None:
+    parser = reference_arguments(__doc__)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    run_against_reference(parser.parse_args(), measure)
 
 
 def measure(args: argparse.Namespace, conv_res: type, angle_loss: type) -> None:

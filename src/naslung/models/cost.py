@@ -30,7 +30,9 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def _layer_macs(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> int:
+def layer_macs(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> int:
+    """The multiply-accumulates :func:`count_macs` counts for one call of ``module`` (0 for a layer it does
+    not count), from a forward hook's arguments."""
     if isinstance(module, nn.modules.conv._ConvNd):
         k = 1
         for s in module.kernel_size:
@@ -55,7 +57,7 @@ def profile(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
     totals = {"macs": 0, "activation_bytes": 0}
 
     def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        totals["macs"] += _layer_macs(module, inputs, output)
+        totals["macs"] += layer_macs(module, inputs, output)
         if isinstance(module, nn.modules.conv._ConvNd):
             totals["activation_bytes"] += output.numel() * output.element_size()
 

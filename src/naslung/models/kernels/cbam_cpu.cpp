@@ -874,6 +874,17 @@ bool smooth_length(int64_t n) {
   return n == 1;
 }
 
+// body(p, scratch) for every plane p < planes, a few planes a task, each task with its own scratch for the
+// L1 x L2 transforms of plane_fft.h.
+template <typename Body>
+void each_plane(int64_t planes, int64_t L1, int64_t L2, const Body& body) {
+  const int64_t vecs = (plane_fft::plane_scratch_floats(L1, L2) + 15) / 16;  // CVecs: aligned for them
+  at::parallel_for(0, planes, 4, [&](int64_t lo, int64_t hi) {
+    std::vector<plane_fft::CVec> scratch(vecs);
+    for (int64_t p = lo; p < hi; ++p) body(p, reinterpret_cast<float*>(scratch.data()));
+  });
+}
+
 // torch.fft.rfftn(x, s=(L1, L2), dim=(-2, -1)) of a float32 CPU tensor (..., H, W), H <= L1, W <= L2: the
 // planes' half spectra (..., L1, L2 / 2 + 1) complex64 through plane_fft.h, a few planes a task.
 at::Tensor plane_rfft2(const at::Tensor& x_, int64_t L1, int64_t L2) {
@@ -881,22 +892,20 @@ at::Tensor plane_rfft2(const at::Tensor& x_, int64_t L1, int64_t L2) {
               "plane_rfft2: a float32 CPU tensor (..., H, W) is needed");
   const at::Tensor x = x_.contiguous();
   const int64_t H = x.size(-2), W = x.size(-1), F2 = L2 / 2 + 1;
-  TORCH_CHECK(smooth_length(L1) && smooth_length(L2), "plane_rfft2: lengths with no prime factor over 5 are needed");
+  TORCH_CHECK(smooth_length(L1) && smooth_length(L2),
+              "plane_rfft2: lengths with no prime factor over 5 are needed");
   TORCH_CHECK(H >= 1 && W >= 1 && H <= L1 && W <= L2, "plane_rfft2: planes of at most L1 x L2 are needed");
   std::vector<int64_t> sizes = x.sizes().vec();
   sizes[sizes.size() - 2] = L1;
   sizes[sizes.size() - 1] = F2;
   at::Tensor out = at::empty(sizes, x.options().dtype(at::kComplexFloat));
   const int64_t planes = x.numel() / (H * W);
-  const plane_fft::Fft1d rows(L2, false), cols(L1, false);
-  const int64_t scratch_vecs = (plane_fft::plane_scratch_floats(L1, L2) + 15) / 16;
+  const plane_fft::Fft1d& rows = plane_fft::cached_fft(L2, false);
+  const plane_fft::Fft1d& cols = plane_fft::cached_fft(L1, false);
   const float* xs = x.data_ptr<float>();
   float* os = reinterpret_cast<float*>(out.data_ptr());
-  at::parallel_for(0, planes, 4, [&](int64_t lo, int64_t hi) {
-    std::vector<plane_fft::CVec> scratch(scratch_vecs);
-    for (int64_t p = lo; p < hi; ++p)
-      plane_fft::rfft2_plane(xs + p * H * W, H, W, rows, cols, os + p * L1 * F2 * 2,
-                             reinterpret_cast<float*>(scratch.data()));
+  each_plane(planes, L1, L2, [&](int64_t p, float* scratch) {
+    plane_fft::rfft2_plane(xs + p * H * W, H, W, rows, cols, os + p * L1 * F2 * 2, scratch);
   });
   return out;
 }
@@ -908,7 +917,8 @@ at::Tensor plane_irfft2(const at::Tensor& y_, int64_t L1, int64_t L2, int64_t r0
   TORCH_CHECK(y_.device().is_cpu() && y_.scalar_type() == at::kComplexFloat && y_.dim() >= 2 &&
                   y_.size(-2) == L1 && y_.size(-1) == L2 / 2 + 1,
               "plane_irfft2: a complex64 CPU tensor (..., L1, L2 / 2 + 1) is needed");
-  TORCH_CHECK(smooth_length(L1) && smooth_length(L2), "plane_irfft2: lengths with no prime factor over 5 are needed");
+  TORCH_CHECK(smooth_length(L1) && smooth_length(L2),
+              "plane_irfft2: lengths with no prime factor over 5 are needed");
   TORCH_CHECK(r0 >= 0 && c0 >= 0 && Ho >= 1 && Wo >= 1 && r0 + Ho <= L1 && c0 + Wo <= L2,
               "plane_irfft2: the window must lie inside the L1 x L2 plane");
   const at::Tensor y = y_.contiguous();
@@ -918,15 +928,12 @@ at::Tensor plane_irfft2(const at::Tensor& y_, int64_t L1, int64_t L2, int64_t r0
   sizes[sizes.size() - 1] = Wo;
   at::Tensor out = at::empty(sizes, y.options().dtype(at::kFloat));
   const int64_t planes = y.numel() / (L1 * F2);
-  const plane_fft::Fft1d rows(L2, true), cols(L1, true);
-  const int64_t scratch_vecs = (plane_fft::plane_scratch_floats(L1, L2) + 15) / 16;
+  const plane_fft::Fft1d& rows = plane_fft::cached_fft(L2, true);
+  const plane_fft::Fft1d& cols = plane_fft::cached_fft(L1, true);
   const float* ys = reinterpret_cast<const float*>(y.data_ptr());
   float* os = out.data_ptr<float>();
-  at::parallel_for(0, planes, 4, [&](int64_t lo, int64_t hi) {
-    std::vector<plane_fft::CVec> scratch(scratch_vecs);
-    for (int64_t p = lo; p < hi; ++p)
-      plane_fft::irfft2_plane(ys + p * L1 * F2 * 2, rows, cols, r0, Ho, c0, Wo, os + p * Ho * Wo,
-                              reinterpret_cast<float*>(scratch.data()));
+  each_plane(planes, L1, L2, [&](int64_t p, float* scratch) {
+    plane_fft::irfft2_plane(ys + p * L1 * F2 * 2, rows, cols, r0, Ho, c0, Wo, os + p * Ho * Wo, scratch);
   });
   return out;
 }

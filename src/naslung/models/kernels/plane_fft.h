@@ -14,6 +14,10 @@
 
 #include <cmath>
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <utility>
 #include <vector>
 
 #include "simd8.h"
@@ -170,6 +174,17 @@ class Fft1d {
   std::vector<int64_t> factors_, lengths_, leaf_;
   std::vector<std::vector<float>> cos_, sin_, dft_cos_, dft_sin_;
 };
+
+// The transform of length n in one direction, built on first use and kept: its plan and twiddles depend on
+// nothing else, and a batch-1 forward would otherwise rebuild four of them in every CBAM block.
+inline const Fft1d& cached_fft(int64_t n, bool inverse) {
+  static std::mutex lock;
+  static std::map<std::pair<int64_t, bool>, std::unique_ptr<const Fft1d>> plans;
+  const std::lock_guard<std::mutex> guard(lock);
+  std::unique_ptr<const Fft1d>& plan = plans[{n, inverse}];
+  if (!plan) plan = std::make_unique<const Fft1d>(n, inverse);
+  return *plan;
+}
 
 inline int64_t round8(int64_t n) { return (n + 7) / 8 * 8; }
 
